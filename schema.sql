@@ -1,0 +1,59 @@
+-- The one schema of the service. Applied at every start; every statement is idempotent.
+
+CREATE TABLE IF NOT EXISTS organizations (
+    id          uuid PRIMARY KEY,
+    name        text NOT NULL,
+    link_quota  integer NOT NULL DEFAULT 50 CHECK (link_quota >= 0),
+    rate_limit  text NOT NULL DEFAULT '5/second;50/minute',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          uuid PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    name        text NOT NULL DEFAULT '',
+    -- SHA-256 of the secret; the secret itself is never stored
+    key_hash    bytea NOT NULL UNIQUE,
+    scopes      text[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS surveys (
+    id            uuid PRIMARY KEY,
+    -- short number used in the compact signed contact links
+    seq           bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    org_id        uuid NOT NULL REFERENCES organizations (id),
+    name          text NOT NULL,
+    status        text NOT NULL DEFAULT 'inProgress'
+                  CHECK (status IN ('draft', 'inProgress', 'paused', 'completed')),
+    link_quota    integer CHECK (link_quota >= 0),
+    redirect_url  text,
+    -- links created so far; moved in the same transaction as the insert, so it is exact
+    link_count    integer NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS surveys_org_idx ON surveys (org_id);
+
+CREATE TABLE IF NOT EXISTS metadata_fields (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    name        text NOT NULL,
+    variable    text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, variable)
+);
+
+CREATE TABLE IF NOT EXISTS survey_links (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    public_id         text NOT NULL UNIQUE,
+    survey_id         uuid NOT NULL REFERENCES surveys (id),
+    -- SHA-256 of the canonical metadata mapping: the idempotency key within a survey
+    mapping_hash      bytea NOT NULL,
+    name              text NOT NULL,
+    metadata_mapping  jsonb NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (survey_id, mapping_hash)
+);

@@ -1,0 +1,86 @@
+"""Command line: `serve`, `admin ...`, `demo`, `bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .settings import SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description="Survey-link service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+
+    admin = sub.add_parser("admin", help="organisations and API keys")
+    asub = admin.add_subparsers(dest="action", required=True)
+    org = asub.add_parser("create-org", help="create an organisation")
+    org.add_argument("--name", required=True)
+    org.add_argument("--link-quota", type=int, default=50)
+    org.add_argument("--rate-limit", default="5/second;50/minute", help="N/second;M/minute (second, minute, hour) or off")
+    upd = asub.add_parser("update-org", help="change an organisation's link quota or rate limit")
+    upd.add_argument("--org", required=True)
+    upd.add_argument("--link-quota", type=int)
+    upd.add_argument("--rate-limit")
+    key = asub.add_parser("create-key", help="create an API key (the secret is shown only here)")
+    key.add_argument("--org", required=True)
+    key.add_argument("--name", default="")
+    key.add_argument("--scopes", default="links:write,links:read,manage")
+    rev = asub.add_parser("revoke-key", help="revoke an API key")
+    rev.add_argument("key_id")
+
+    sub.add_parser("demo", help="create demo data and print curl commands")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        from .server import serve
+
+        serve(settings, args.host, args.port, args.workers)
+        return 0
+    if args.command == "admin":
+        return _admin(settings, args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(settings)
+    return 2
+
+
+def _admin(settings, args: argparse.Namespace) -> int:
+    from . import admin
+    from .core.ratepolicy import PolicyError
+    from .runtime import servers
+
+    try:
+        with servers(settings) as ready:
+            if args.action == "create-org":
+                out = admin.create_org(ready, args.name, args.link_quota, args.rate_limit)
+            elif args.action == "update-org":
+                out = admin.update_org(ready, args.org, args.link_quota, args.rate_limit)
+            elif args.action == "create-key":
+                out = admin.create_key(ready, args.org, args.name, args.scopes)
+            else:
+                out = admin.revoke_key(ready, args.key_id)
+    except (admin.AdminError, PolicyError) as exc:
+        print(json.dumps({"error": str(exc)}), file=sys.stderr)
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

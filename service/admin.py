@@ -1,0 +1,83 @@
+"""Admin commands: organisations and API keys. Each prints one JSON object."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+
+from .core.auth import SCOPES, hash_secret, new_secret
+from .core.ratepolicy import DEFAULT_POLICY, parse_policy
+from .db import orgs
+from .db.pool import apply_schema
+from .settings import Settings
+
+
+class AdminError(Exception):
+    """A command that cannot be carried out; its message is shown to the operator."""
+
+
+def _org_json(org: orgs.Organization) -> dict[str, Any]:
+    return {"id": str(org.id), "name": org.name, "linkQuota": org.link_quota, "rateLimit": org.rate_limit}
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise AdminError(f"{what} must be a UUID") from None
+
+
+async def _with_conn(settings: Settings, action):
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await apply_schema(conn)
+        return await action(conn)
+    finally:
+        await conn.close()
+
+
+def create_org(settings: Settings, name: str, link_quota: int, rate_limit: str) -> dict[str, Any]:
+    name = name.strip()
+    if not 1 <= len(name) <= 255:
+        raise AdminError("--name must be 1-255 characters")
+    if link_quota < 0:
+        raise AdminError("--link-quota must be >= 0")
+    policy = parse_policy(rate_limit or DEFAULT_POLICY)
+    org = asyncio.run(_with_conn(settings, lambda c: orgs.insert_org(c, name, link_quota, policy.text)))
+    return _org_json(org)
+
+
+def update_org(settings: Settings, org_id: str, link_quota: int | None, rate_limit: str | None) -> dict[str, Any]:
+    oid = _uuid(org_id, "--org")
+    policy = parse_policy(rate_limit).text if rate_limit is not None else None
+    org = asyncio.run(_with_conn(settings, lambda c: orgs.update_org(c, oid, link_quota, policy)))
+    if org is None:
+        raise AdminError(f"no organisation {org_id}")
+    return _org_json(org)
+
+
+def create_key(settings: Settings, org_id: str, name: str, scopes: str) -> dict[str, Any]:
+    oid = _uuid(org_id, "--org")
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in SCOPES]
+    if bad or not wanted:
+        raise AdminError(f"--scopes must be a comma-separated subset of {','.join(SCOPES)}")
+    secret = new_secret()
+
+    async def action(conn: asyncpg.Connection) -> uuid.UUID:
+        if not await orgs.org_exists(conn, oid):
+            raise AdminError(f"no organisation {org_id}")
+        return await orgs.insert_key(conn, oid, name, hash_secret(secret), wanted)
+
+    key_id = asyncio.run(_with_conn(settings, action))
+    return {"id": str(key_id), "key": secret, "scopes": wanted}
+
+
+def revoke_key(settings: Settings, key_id: str) -> dict[str, Any]:
+    kid = _uuid(key_id, "KEY_ID")
+    if not asyncio.run(_with_conn(settings, lambda c: orgs.revoke_key(c, kid))):
+        raise AdminError(f"no active key {key_id}")
+    return {"id": key_id, "revoked": True}

@@ -1,0 +1,88 @@
+"""Create a survey link, idempotently, within the survey's quota.
+
+PostgreSQL is the truth: the unique constraint on (survey, mapping hash) makes a duplicate
+impossible, and the quota counter is moved in the same transaction as the insert, under the
+survey row's lock, so the quota is exact however many creators race. Redis only caches answers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from ..db import links as link_db
+from ..db import surveys as survey_db
+from ..db.links import SurveyLink
+from ..db.surveys import MetadataField
+from .errors import Issue, NotFound, QuotaExceeded, ValidationFailed
+from .mapping import Value, canonical_mapping, mapping_hash
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    survey_id: uuid.UUID
+    name: str
+    canonical: list[tuple[int, Value]]
+    hash: bytes
+    # position of each metadata_id in the caller's list, to name it in errors
+    positions: dict[int, int]
+
+    @classmethod
+    def build(cls, survey_id: uuid.UUID, name: str, items: Sequence[dict[str, Any]]) -> LinkRequest:
+        canonical = canonical_mapping([(i["metadata_id"], i.get("value")) for i in items])
+        positions = {item["metadata_id"]: pos for pos, item in enumerate(items)}
+        return cls(survey_id, name, canonical, mapping_hash(canonical), positions)
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    link: SurveyLink
+    fields: dict[int, MetadataField]
+    replayed: bool
+
+
+class _LostRace(Exception):
+    """A concurrent creator committed the same mapping first; this transaction rolls back."""
+
+
+async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkRequest) -> LinkResult:
+    """The link of (survey, mapping): the existing one, or a new one if the quota allows."""
+    async with pool.acquire() as conn:
+        if await survey_db.get_survey(conn, org_id, req.survey_id) is None:
+            raise NotFound("survey_campaign", field="survey_campaign_id")
+        ids = [mid for mid, _ in req.canonical]
+        known = await survey_db.metadata_fields_by_id(conn, org_id, ids) if ids else {}
+        existing = await link_db.find_link(conn, req.survey_id, req.hash)
+        if existing is not None:
+            return LinkResult(existing, known, replayed=True)
+        unknown = [mid for mid in ids if mid not in known]
+        if unknown:
+            raise ValidationFailed([
+                Issue(("body", "metadata_mapping", req.positions[mid], "metadata_id"),
+                      f"metadata field {mid} does not exist", "value_error.not_found")
+                for mid in sorted(unknown, key=req.positions.__getitem__)
+            ])
+        mapping = [{"metadata_id": mid, "value": value} for mid, value in req.canonical]
+        try:
+            async with conn.transaction():
+                if not await link_db.claim_quota_slot(conn, req.survey_id):
+                    # the slot may have gone to a creator of this very mapping: then it's a replay
+                    existing = await link_db.find_link(conn, req.survey_id, req.hash)
+                    if existing is not None:
+                        return LinkResult(existing, known, replayed=True)
+                    raise QuotaExceeded(await link_db.effective_quota(conn, req.survey_id))
+                created = await link_db.insert_link(
+                    conn, req.survey_id, secrets.token_hex(8), req.hash, req.name, mapping
+                )
+                if created is None:
+                    raise _LostRace()  # rolls back the quota slot too
+                return LinkResult(created, known, replayed=False)
+        except _LostRace:
+            existing = await link_db.find_link(conn, req.survey_id, req.hash)
+            assert existing is not None, "the conflicting row is committed"
+            return LinkResult(existing, known, replayed=True)

@@ -1,0 +1,99 @@
+"""The request gate: rate limits and the replay-cache lookup in one Redis round trip."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .errors import Unavailable
+from .ratepolicy import RatePolicy
+
+log = logging.getLogger("service.ratelimit")
+
+GATE_SCRIPT = resources.files("service").joinpath("lua/gate.lua").read_text()
+# after a failed call, skip Redis for this long so that requests don't each wait for a timeout
+_BREAKER_SECONDS = 1.0
+
+
+def org_key(org_id: str, suffix: str) -> str:
+    """Every key of one organisation shares the hash tag {o:<org>}, so one slot in a cluster."""
+    return f"{{o:{org_id}}}:{suffix}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: int = 0
+    cached: bytes | None = None
+    # per window: (remaining tokens, seconds until the bucket is full)
+    windows: tuple[tuple[int, int], ...] = ()
+    degraded: bool = False
+
+    def headers(self, policy: RatePolicy) -> dict[str, str]:
+        """`RateLimit-Policy` and `RateLimit` (IETF httpapi draft), plus `Retry-After` when refused."""
+        if policy.off or not self.windows:
+            return {}
+        state = ", ".join(
+            f'"{w.name}";r={remaining};t={reset}'
+            for w, (remaining, reset) in zip(policy.windows, self.windows, strict=True)
+        )
+        headers = {"RateLimit-Policy": policy.policy_header(), "RateLimit": state}
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+ALLOW_UNLIMITED = Decision(True)
+
+
+class Gate:
+    """Spends one token of every window of an organisation's policy, atomically."""
+
+    def __init__(self, redis: Redis, failure_mode: str, on_redis_failure=None) -> None:
+        self._redis = redis
+        self._script = redis.register_script(GATE_SCRIPT)
+        self._failure_mode = failure_mode
+        self._down_until = 0.0
+        self._on_failure = on_redis_failure
+
+    async def check(self, org_id: str, policy: RatePolicy, cache_key: str | None = None) -> Decision:
+        """Spend a token (or refuse), and read `cache_key` when allowed."""
+        if policy.off and cache_key is None:
+            return ALLOW_UNLIMITED
+        if time.monotonic() < self._down_until:
+            return self._degraded()
+        keys = [org_key(org_id, "rl")]
+        if cache_key is not None:
+            keys.append(cache_key)
+        args: list[int] = [len(policy.windows)]
+        for window in policy.windows:
+            args += [window.limit, window.seconds]
+        try:
+            reply = await self._script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + _BREAKER_SECONDS
+            log.warning("redis unavailable for the rate limiter: %s", type(exc).__name__)
+            return self._degraded()
+        windows = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2))
+        return Decision(bool(reply[0]), -(-int(reply[1]) // 1000), reply[2] or None, windows)
+
+    def _degraded(self) -> Decision:
+        if self._on_failure is not None:
+            self._on_failure()
+        if self._failure_mode == "closed":
+            raise Unavailable("redis")
+        return Decision(True, degraded=True)
+
+    async def remember(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        """Cache an answer; best effort, since PostgreSQL stays the truth."""
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            await self._redis.set(key, value, ex=ttl_seconds)
+        except (RedisError, OSError):
+            self._down_until = time.monotonic() + _BREAKER_SECONDS

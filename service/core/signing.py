@@ -1,0 +1,124 @@
+"""Signed links.
+
+Contact links carry an HS256 JWT (`kid` in the header; claims `s` survey number, `c` contact id,
+`exp` when asked). Tokens are built by a signer that precomputes each key's header and is
+byte-identical to `jwt.encode(claims, secret, "HS256", headers={"kid": kid, "typ": None})`;
+PyJWT stays the verifier.
+
+Created (Filum) links carry `<kid>.<public_id>.<mac>`: a truncated HMAC-SHA256 of the public id,
+so a forged or altered link is refused before any database lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jwt
+import orjson
+
+from ..settings import SigningKey
+
+_MAC_BYTES = 16
+_LINK_DOMAIN = b"survey-link:"
+# issued-at further in the future than this is refused (clock skew between instances)
+_LEEWAY_SECONDS = 60
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class ContactClaims:
+    survey_seq: int
+    contact_id: int
+    expires_at: int | None
+
+
+class InvalidLink(Exception):
+    """The link does not verify: forged, altered, unknown key, or malformed."""
+
+
+class ExpiredLink(Exception):
+    """The link verified but its `exp` has passed."""
+
+
+class LinkSigner:
+    """Signs with the first key; verifies with any listed key."""
+
+    def __init__(self, keys: Sequence[SigningKey]) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
+        self._keys = {k.kid: k.secret for k in keys}
+        self._kid = keys[0].kid
+        self._secret = keys[0].secret
+        header = orjson.dumps({"alg": "HS256", "kid": self._kid})
+        self._header_b64 = _b64(header) + "."
+
+    @property
+    def kid(self) -> str:
+        return self._kid
+
+    def contact_token(self, survey_seq: int, contact_id: int, expires_at: int | None) -> str:
+        """A compact HS256 JWT naming the survey and the contact."""
+        if expires_at is None:
+            payload = b'{"s":%d,"c":%d}' % (survey_seq, contact_id)
+        else:
+            payload = b'{"s":%d,"c":%d,"exp":%d}' % (survey_seq, contact_id, expires_at)
+        signing_input = self._header_b64 + _b64(payload)
+        mac = hmac.digest(self._secret, signing_input.encode("ascii"), hashlib.sha256)
+        return signing_input + "." + _b64(mac)
+
+    def verify_contact_token(self, token: str, now: float | None = None) -> ContactClaims:
+        """Verify with PyJWT and the key the header names; never trust the header's algorithm."""
+        if len(token) > 1024:
+            raise InvalidLink("token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidLink("malformed token") from exc
+        secret = self._keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+        if secret is None:
+            raise InvalidLink("unknown key")
+        try:
+            claims = jwt.decode(
+                token, secret, algorithms=["HS256"],
+                options={"require": ["s", "c"], "verify_exp": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidLink("signature or claims refused") from exc
+        survey, contact, exp, iat = claims.get("s"), claims.get("c"), claims.get("exp"), claims.get("iat")
+        if not all(type(v) is int for v in (survey, contact)):
+            raise InvalidLink("claims are not integers")
+        if exp is not None and type(exp) is not int:
+            raise InvalidLink("exp is not an integer")
+        import time
+
+        current = time.time() if now is None else now
+        if iat is not None and (type(iat) is not int or iat > current + _LEEWAY_SECONDS):
+            raise InvalidLink("issued in the future")
+        if exp is not None and exp <= current:
+            raise ExpiredLink()
+        return ContactClaims(survey, contact, exp)
+
+    def _mac(self, secret: bytes, public_id: str) -> str:
+        return _b64(hmac.digest(secret, _LINK_DOMAIN + public_id.encode(), hashlib.sha256)[:_MAC_BYTES])
+
+    def created_link_token(self, public_id: str) -> str:
+        """`<kid>.<public_id>.<mac>` for a created link's survey_url."""
+        return f"{self._kid}.{public_id}.{self._mac(self._secret, public_id)}"
+
+    def verify_created_link(self, token: str) -> str:
+        """The public id of a created-link token, or InvalidLink."""
+        parts = token.split(".")
+        if len(parts) != 3 or len(token) > 256:
+            raise InvalidLink("malformed link")
+        kid, public_id, mac = parts
+        secret = self._keys.get(kid)
+        if secret is None or not hmac.compare_digest(self._mac(secret, public_id), mac):
+            raise InvalidLink("signature refused")
+        return public_id

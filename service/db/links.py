@@ -1,0 +1,95 @@
+"""Created survey links (Filum contract)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+_COLUMNS = "id, public_id, survey_id, name, metadata_mapping, created_at, updated_at"
+
+
+@dataclass(frozen=True)
+class SurveyLink:
+    id: int
+    public_id: str
+    survey_id: uuid.UUID
+    name: str
+    metadata_mapping: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+
+
+async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash: bytes) -> SurveyLink | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = $2",
+        survey_id, mapping_hash,
+    )
+    return SurveyLink(**row) if row else None
+
+
+async def claim_quota_slot(conn: asyncpg.Connection, survey_id: uuid.UUID) -> bool:
+    """Count one more link if the survey is under its quota.
+
+    The row lock this takes serialises the creators of one survey until their transactions end,
+    which is what makes the quota exact under concurrency.
+    """
+    row = await conn.fetchval(
+        "UPDATE surveys s SET link_count = s.link_count + 1 FROM organizations o"
+        " WHERE s.id = $1 AND o.id = s.org_id AND s.link_count < coalesce(s.link_quota, o.link_quota)"
+        " RETURNING s.link_count",
+        survey_id,
+    )
+    return row is not None
+
+
+async def effective_quota(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int:
+    return await conn.fetchval(
+        "SELECT coalesce(s.link_quota, o.link_quota) FROM surveys s JOIN organizations o ON o.id = s.org_id"
+        " WHERE s.id = $1",
+        survey_id,
+    )
+
+
+async def insert_link(
+    conn: asyncpg.Connection, survey_id: uuid.UUID, public_id: str, mapping_hash: bytes,
+    name: str, mapping: list[dict[str, Any]],
+) -> SurveyLink | None:
+    """None when a concurrent transaction committed the same mapping first."""
+    row = await conn.fetchrow(
+        f"INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
+        f" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (survey_id, mapping_hash) DO NOTHING RETURNING {_COLUMNS}",
+        public_id, survey_id, mapping_hash, name, mapping,
+    )
+    return SurveyLink(**row) if row else None
+
+
+@dataclass(frozen=True)
+class OpenedLink:
+    public_id: str
+    survey_id: uuid.UUID
+    status: str
+    redirect_url: str | None
+    metadata_mapping: list[dict[str, Any]]
+    variables: dict[int, str]
+
+
+async def link_for_opening(conn: asyncpg.Connection, public_id: str) -> OpenedLink | None:
+    """A created link with its survey's state and the variable name of each metadata field."""
+    row = await conn.fetchrow(
+        "SELECT l.public_id, l.survey_id, s.status, s.redirect_url, l.metadata_mapping,"
+        " (SELECT coalesce(jsonb_object_agg(m.id::text, m.variable), '{}'::jsonb) FROM metadata_fields m"
+        "   WHERE m.org_id = s.org_id"
+        "   AND m.id IN (SELECT (e->>'metadata_id')::bigint FROM jsonb_array_elements(l.metadata_mapping) e))"
+        "   AS variables"
+        " FROM survey_links l JOIN surveys s ON s.id = l.survey_id WHERE l.public_id = $1",
+        public_id,
+    )
+    if row is None:
+        return None
+    variables = {int(k): v for k, v in row["variables"].items()}
+    return OpenedLink(row["public_id"], row["survey_id"], row["status"], row["redirect_url"],
+                      row["metadata_mapping"], variables)

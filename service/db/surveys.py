@@ -1,0 +1,101 @@
+"""Surveys (the Filum path's survey campaigns) and metadata fields."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+_SURVEY_COLUMNS = "id, seq, org_id, name, status, link_quota, redirect_url, link_count, created_at, updated_at"
+
+
+@dataclass(frozen=True)
+class Survey:
+    id: uuid.UUID
+    seq: int
+    org_id: uuid.UUID
+    name: str
+    status: str
+    link_quota: int | None
+    redirect_url: str | None
+    link_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class MetadataField:
+    id: int
+    name: str
+    variable: str
+
+
+async def insert_survey(
+    conn: asyncpg.Connection, org_id: uuid.UUID, name: str, status: str,
+    link_quota: int | None, redirect_url: str | None,
+) -> Survey:
+    row = await conn.fetchrow(
+        f"INSERT INTO surveys (id, org_id, name, status, link_quota, redirect_url)"
+        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_SURVEY_COLUMNS}",
+        uuid.uuid4(), org_id, name, status, link_quota, redirect_url,
+    )
+    return Survey(**row)
+
+
+async def get_survey(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID) -> Survey | None:
+    """The survey if it belongs to the organisation; another's is as absent as a missing one."""
+    row = await conn.fetchrow(
+        f"SELECT {_SURVEY_COLUMNS} FROM surveys WHERE id = $1 AND org_id = $2", survey_id, org_id
+    )
+    return Survey(**row) if row else None
+
+
+async def get_survey_by_seq(conn: asyncpg.Connection, seq: int) -> Survey | None:
+    row = await conn.fetchrow(f"SELECT {_SURVEY_COLUMNS} FROM surveys WHERE seq = $1", seq)
+    return Survey(**row) if row else None
+
+
+async def update_survey(
+    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, changes: dict[str, object]
+) -> Survey | None:
+    """Apply the given column changes (names come from the edge schema, never from the caller)."""
+    allowed = {"name", "status", "link_quota", "redirect_url"}
+    columns = [c for c in changes if c in allowed]
+    sets = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+    sql = (
+        f"UPDATE surveys SET {sets + ', ' if sets else ''}updated_at = now()"
+        f" WHERE id = $1 AND org_id = $2 RETURNING {_SURVEY_COLUMNS}"
+    )
+    row = await conn.fetchrow(sql, survey_id, org_id, *(changes[c] for c in columns))
+    return Survey(**row) if row else None
+
+
+async def insert_metadata_field(
+    conn: asyncpg.Connection, org_id: uuid.UUID, name: str, variable: str
+) -> MetadataField | None:
+    """None when the organisation already has a field with this variable."""
+    row = await conn.fetchrow(
+        "INSERT INTO metadata_fields (org_id, name, variable) VALUES ($1, $2, $3)"
+        " ON CONFLICT (org_id, variable) DO NOTHING RETURNING id, name, variable",
+        org_id, name, variable,
+    )
+    return MetadataField(**row) if row else None
+
+
+async def list_metadata_fields(conn: asyncpg.Connection, org_id: uuid.UUID) -> list[MetadataField]:
+    rows = await conn.fetch(
+        "SELECT id, name, variable FROM metadata_fields WHERE org_id = $1 ORDER BY id", org_id
+    )
+    return [MetadataField(**r) for r in rows]
+
+
+async def metadata_fields_by_id(
+    conn: asyncpg.Connection, org_id: uuid.UUID, ids: list[int]
+) -> dict[int, MetadataField]:
+    rows = await conn.fetch(
+        "SELECT id, name, variable FROM metadata_fields WHERE org_id = $1 AND id = any($2::bigint[])",
+        org_id, ids,
+    )
+    return {r["id"]: MetadataField(**r) for r in rows}

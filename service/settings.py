@@ -1,0 +1,117 @@
+"""Service settings: one frozen object, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the process must not start."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    secret: bytes
+
+    def __repr__(self) -> str:  # never print a secret, not even in a traceback
+        return f"SigningKey(kid={self.kid!r}, secret=<hidden>)"
+
+
+def parse_signing_keys(raw: str) -> tuple[SigningKey, ...]:
+    """Parse `kid:secret,kid:secret`; the first key signs, every key verifies."""
+    keys: list[SigningKey] = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        kid, sep, secret = part.partition(":")
+        kid, secret = kid.strip(), secret.strip()
+        if not sep or not kid or not secret:
+            raise SettingsError("SIGNING_KEYS must look like kid:secret,kid:secret")
+        if len(secret.encode()) < 32:
+            raise SettingsError(f"SIGNING_KEYS: the secret of kid {kid!r} must be at least 32 bytes")
+        if any(k.kid == kid for k in keys):
+            raise SettingsError(f"SIGNING_KEYS: kid {kid!r} is listed twice")
+        keys.append(SigningKey(kid, secret.encode()))
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".data")
+    public_base_url: str = "http://127.0.0.1:8080"
+    signing_keys: tuple[SigningKey, ...] = ()
+    rate_limit_failure_mode: str = "open"
+    log_level: str = "INFO"
+    log_format: str = "json"
+    # how long a resolved API key is trusted in-process; bounds how late a revocation takes effect
+    key_cache_seconds: float = 5.0
+    # largest accepted request body (bulk contact uploads have their own, larger limit)
+    max_body_bytes: int = 1024 * 1024
+    bulk_max_body_bytes: int = 16 * 1024 * 1024
+    # seconds a created link's answer stays in the Redis replay cache
+    link_cache_seconds: int = 24 * 3600
+    pg_pool_max: int = 10
+    trusted_proxies: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None or self.redis_url is None
+
+    def with_servers(self, database_url: str, redis_url: str, signing_keys: tuple[SigningKey, ...]) -> Settings:
+        """The same settings once the embedded servers (or external ones) are known."""
+        return replace(self, database_url=database_url, redis_url=redis_url, signing_keys=signing_keys)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(data_dir={str(self.data_dir)!r}, public_base_url={self.public_base_url!r}, "
+            f"signing_kids={[k.kid for k in self.signing_keys]}, "
+            f"rate_limit_failure_mode={self.rate_limit_failure_mode!r})"
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting from the environment once."""
+    env = os.environ if env is None else env
+    mode = env.get("RATE_LIMIT_FAILURE_MODE", "open").strip().lower()
+    if mode not in ("open", "closed"):
+        raise SettingsError("RATE_LIMIT_FAILURE_MODE must be 'open' or 'closed'")
+    log_format = env.get("LOG_FORMAT", "json").strip().lower()
+    if log_format not in ("json", "text"):
+        raise SettingsError("LOG_FORMAT must be 'json' or 'text'")
+    base_url = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8080").strip().rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
+    settings = Settings(
+        database_url=env.get("DATABASE_URL") or None,
+        redis_url=env.get("REDIS_URL") or None,
+        data_dir=Path(env.get("DATA_DIR") or ".data"),
+        public_base_url=base_url,
+        signing_keys=parse_signing_keys(env.get("SIGNING_KEYS", "")),
+        rate_limit_failure_mode=mode,
+        log_level=env.get("LOG_LEVEL", "INFO").strip().upper(),
+        log_format=log_format,
+        key_cache_seconds=float(env.get("KEY_CACHE_SECONDS") or 5.0),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+        pg_pool_max=_int(env, "PG_POOL_MAX", 10),
+        trusted_proxies=frozenset(p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
+    )
+    if settings.database_url and not settings.signing_keys:
+        raise SettingsError("SIGNING_KEYS is required with an external DATABASE_URL")
+    return settings

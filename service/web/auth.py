@@ -1,0 +1,67 @@
+"""Who is calling, and may they: key resolution, rate limiting, scopes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..core.auth import Principal
+from ..core.errors import Forbidden, RateLimited, Unauthorized
+from ..core.ratelimit import Decision
+from .keys import GATE, KEYS, PRINCIPAL, RATE_HEADERS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def presented_key(request: web.Request) -> str:
+    """The key from `x-api-key`, else from `Authorization: Bearer`."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    return ""
+
+
+async def identify(request: web.Request) -> Principal:
+    """The caller's principal, or 401."""
+    principal = await request.app[KEYS].resolve(presented_key(request))
+    if principal is None:
+        raise Unauthorized()
+    request[PRINCIPAL] = principal
+    return principal
+
+
+def spend(request: web.Request, principal: Principal, decision: Decision) -> None:
+    """Record the rate-limit outcome on the response, and refuse when the buckets are empty."""
+    request[RATE_HEADERS] = decision.headers(principal.policy)
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after)
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise Forbidden(f"this key lacks the {scope} scope")
+
+
+def guarded(scope: str) -> Callable[[Handler], Handler]:
+    """Authenticate (401), spend a rate-limit token (429), check the scope (403), then handle."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded_handler(request: web.Request) -> web.StreamResponse:
+            principal = await identify(request)
+            spend(request, principal, await request.app[GATE].check(principal.org, principal.policy))
+            require_scope(principal, scope)
+            return await handler(request)
+
+        return guarded_handler
+
+    return wrap
+
+
+def principal_of(request: web.Request) -> Principal:
+    return request[PRINCIPAL]

@@ -1,0 +1,130 @@
+"""One error renderer per API family: Filum's `{"detail": ...}` and Formbricks' `{"error": ...}`."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from ..core.errors import (
+    DomainError,
+    Forbidden,
+    Gone,
+    Issue,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from .jsonio import json_response
+
+FILUM = "filum"
+FORMBRICKS = "formbricks"
+
+
+def family_of(path: str) -> str:
+    return FILUM if path.startswith("/external/") else FORMBRICKS
+
+
+def _headers(error: DomainError) -> dict[str, str] | None:
+    if isinstance(error, RateLimited):
+        return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, Unavailable):
+        return {"Retry-After": "1"}
+    return None
+
+
+def _plain_message(error: DomainError) -> str:
+    if isinstance(error, PayloadTooLarge):
+        return f"Request body too large (limit {error.limit} bytes)"
+    if isinstance(error, UnsupportedMediaType):
+        return "Content-Type must be application/json"
+    if isinstance(error, Unavailable):
+        return f"Service temporarily unavailable: {error.what} is not answering, retry shortly"
+    if isinstance(error, Gone):
+        return error.reason
+    return HTTPStatus(error.status).phrase
+
+
+def render_filum(error: DomainError) -> web.Response:
+    """The reference's bodies: a string detail, a {message, params} detail, or a list of issues."""
+    detail: Any
+    if isinstance(error, Unauthorized):
+        detail = "Invalid or missing token"
+    elif isinstance(error, Forbidden):
+        detail = "Permission denied"
+    elif isinstance(error, RateLimited):
+        detail = "Rate limit exceeded"
+    elif isinstance(error, NotFound):
+        detail = {"message": "not_found", "params": {"model": error.model}}
+    elif isinstance(error, QuotaExceeded):
+        detail = {"message": "threshold_exceeded", "params": {"model": "survey_link", "threshold": error.threshold}}
+    elif isinstance(error, ValidationFailed):
+        detail = [{"loc": list(i.loc), "msg": i.msg, "type": i.type} for i in error.issues]
+    else:
+        detail = _plain_message(error)
+    return json_response({"detail": detail}, error.status, _headers(error))
+
+
+def _field(issue: Issue) -> str:
+    parts = [str(p) for p in issue.loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def render_formbricks(error: DomainError) -> web.Response:
+    """`{"error": {"code", "message", "details": [{"field", "issue"}]}}`."""
+    details: list[dict[str, str]] = []
+    if isinstance(error, ValidationFailed):
+        details = [{"field": _field(i), "issue": i.msg} for i in error.issues]
+    elif isinstance(error, QuotaExceeded):
+        details = [{"field": "linkQuota", "issue": f"threshold_exceeded: at most {error.threshold} links"}]
+    elif isinstance(error, NotFound):
+        details = [{"field": error.field, "issue": "not found"}]
+    elif isinstance(error, Forbidden):
+        details = [{"field": "scope", "issue": error.reason}] if error.reason != "Permission denied" else []
+    elif isinstance(error, Unauthorized):
+        details = [{"field": "x-api-key", "issue": "missing, unknown or revoked API key"}]
+    elif isinstance(error, Gone):
+        details = [{"field": "link", "issue": error.reason}]
+    message = HTTPStatus(error.status).phrase
+    if isinstance(error, PayloadTooLarge | UnsupportedMediaType | Unavailable):
+        message = _plain_message(error)
+    body = {"error": {"code": error.status, "message": message, "details": details}}
+    return json_response(body, error.status, _headers(error))
+
+
+def render(family: str, error: DomainError) -> web.Response:
+    return render_filum(error) if family == FILUM else render_formbricks(error)
+
+
+class _HttpError(DomainError):
+    def __init__(self, status: int) -> None:
+        super().__init__(HTTPStatus(status).phrase)
+        self.status = status
+
+
+def render_http(family: str, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own errors (no route, wrong method, body too large) in the family's shape."""
+    if exc.status == 413:
+        return render(family, PayloadTooLarge(getattr(exc, "_max_size", 0) or 0))
+    if exc.status == 404:
+        return render(family, NotFound("route", field="path")) if family == FORMBRICKS else json_response(
+            {"detail": "Not Found"}, 404)
+    response = render(family, _HttpError(exc.status))
+    if exc.status == 405 and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def render_unexpected(family: str) -> web.Response:
+    """The generic 500: nothing about the cause leaves the process."""
+    if family == FILUM:
+        return json_response({"detail": "Internal server error"}, 500)
+    return json_response({"error": {"code": 500, "message": "Internal Server Error", "details": []}}, 500)

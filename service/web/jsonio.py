@@ -1,0 +1,50 @@
+"""JSON in and out (orjson), with the body checks every JSON endpoint shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..core.errors import Issue, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+JSON = "application/json"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return raw_json_response(orjson.dumps(data), status, headers)
+
+
+def raw_json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+
+
+def _is_json(request: web.Request) -> bool:
+    if "Content-Type" not in request.headers:
+        return True
+    ctype = request.content_type
+    return ctype == JSON or (ctype.startswith("application/") and ctype.endswith("+json"))
+
+
+async def read_json(request: web.Request, max_bytes: int | None = None) -> Any:
+    """The parsed body; 415 for another content type, 413 past the size limit, 422 if not JSON."""
+    if not _is_json(request):
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    if max_bytes is None:
+        raw = await request.read()  # aiohttp enforces client_max_size (413)
+    else:
+        if request.content_length is not None and request.content_length > max_bytes:
+            raise PayloadTooLarge(max_bytes)
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(max_bytes)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = "Expecting value" if not raw.strip() else f"Invalid JSON: {exc.msg}"
+        raise ValidationFailed([Issue(("body", exc.pos), msg, "value_error.jsondecode")]) from None

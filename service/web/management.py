@@ -1,0 +1,88 @@
+"""Management API (scope `manage`): surveys and metadata fields."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from ..core.errors import Issue, NotFound, ValidationFailed
+from ..db import surveys as survey_db
+from .auth import guarded, principal_of
+from .fields import load, parse_uuid
+from .jsonio import json_response, read_json
+from .keys import POOL
+from .render import survey_json
+from .schemas import MetadataFieldCreateSchema, SurveyCreateSchema, SurveyPatchSchema
+
+routes = web.RouteTableDef()
+BASE = "/api/v2/management"
+
+
+def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
+    """A path id; one that is not a UUID cannot name anything, so it is a 404 like any unknown id."""
+    value = parse_uuid(request.match_info[name])
+    if value is None:
+        raise NotFound(model, field=name)
+    return value
+
+
+@routes.post(f"{BASE}/surveys")
+@guarded("manage")
+async def create_survey(request: web.Request) -> web.Response:
+    """Create a survey (a survey campaign on the Filum path)."""
+    data = load(SurveyCreateSchema(), await read_json(request))
+    async with request.app[POOL].acquire() as conn:
+        survey = await survey_db.insert_survey(
+            conn, principal_of(request).org_id, data["name"], data["status"], data["link_quota"],
+            data["redirect_url"],
+        )
+    return json_response({"data": survey_json(survey)}, status=201)
+
+
+@routes.get(f"{BASE}/surveys/{{surveyId}}")
+@guarded("manage")
+async def get_survey(request: web.Request) -> web.Response:
+    """One survey with its link count."""
+    survey_id = path_uuid(request, "surveyId", "survey")
+    async with request.app[POOL].acquire() as conn:
+        survey = await survey_db.get_survey(conn, principal_of(request).org_id, survey_id)
+    if survey is None:
+        raise NotFound("survey", field="surveyId")
+    return json_response({"data": survey_json(survey)})
+
+
+@routes.patch(f"{BASE}/surveys/{{surveyId}}")
+@guarded("manage")
+async def patch_survey(request: web.Request) -> web.Response:
+    """Change a survey's name, status, link quota or redirect URL."""
+    survey_id = path_uuid(request, "surveyId", "survey")
+    changes = load(SurveyPatchSchema(), await read_json(request))
+    async with request.app[POOL].acquire() as conn:
+        survey = await survey_db.update_survey(conn, principal_of(request).org_id, survey_id, changes)
+    if survey is None:
+        raise NotFound("survey", field="surveyId")
+    return json_response({"data": survey_json(survey)})
+
+
+@routes.post(f"{BASE}/metadata-fields")
+@guarded("manage")
+async def create_metadata_field(request: web.Request) -> web.Response:
+    """Create a metadata field; `variable` defaults to `name` and is unique per organisation."""
+    data = load(MetadataFieldCreateSchema(), await read_json(request))
+    variable = data.get("variable", data["name"])
+    async with request.app[POOL].acquire() as conn:
+        field = await survey_db.insert_metadata_field(conn, principal_of(request).org_id, data["name"], variable)
+    if field is None:
+        raise ValidationFailed([Issue(("body", "variable"), f"variable {variable!r} already exists",
+                                      "value_error.duplicate")])
+    return json_response({"data": {"id": field.id, "name": field.name, "variable": field.variable}}, status=201)
+
+
+@routes.get(f"{BASE}/metadata-fields")
+@guarded("manage")
+async def list_metadata_fields(request: web.Request) -> web.Response:
+    """Every metadata field of the organisation, oldest first."""
+    async with request.app[POOL].acquire() as conn:
+        items = await survey_db.list_metadata_fields(conn, principal_of(request).org_id)
+    return json_response({"data": [{"id": f.id, "name": f.name, "variable": f.variable} for f in items]})

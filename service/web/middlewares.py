@@ -1,0 +1,74 @@
+"""The edge middleware: request ids, error rendering, rate-limit headers and the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+import asyncpg
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+
+from ..core.errors import DomainError, Unavailable
+from .errors import family_of, render, render_http, render_unexpected
+from .keys import PRINCIPAL, RATE_HEADERS, REQUEST_ID
+
+log = logging.getLogger("service.http")
+access = logging.getLogger("service.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# what PostgreSQL being unreachable looks like to asyncpg
+PG_DOWN = (
+    OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError,
+)
+
+
+def route_name(request: web.Request) -> str:
+    """The route's pattern (never the raw path, which holds ids and tokens)."""
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    family = family_of(request.path)
+    try:
+        response = await handler(request)
+    except DomainError as error:
+        response = render(family, error)
+    except web.HTTPException as exc:
+        response = render_http(family, exc)
+    except asyncio.CancelledError:
+        raise
+    except RedisError:
+        log.warning("redis failed during a request", extra={"request_id": request_id})
+        response = render(family, Unavailable("redis"))
+    except PG_DOWN as exc:
+        log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+        response = render(family, Unavailable("postgresql"))
+    except Exception:
+        log.exception("unexpected error", extra={"request_id": request_id, "route": route_name(request)})
+        response = render_unexpected(family)
+    response.headers["X-Request-Id"] = request_id
+    rate_headers = request.get(RATE_HEADERS)
+    if rate_headers:
+        response.headers.update(rate_headers)
+    principal = request.get(PRINCIPAL)
+    access.info(
+        "request",
+        extra={
+            "request_id": request_id, "method": request.method, "route": route_name(request),
+            "status": response.status, "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "org": principal.org if principal else None,
+        },
+    )
+    return response

@@ -1,0 +1,36 @@
+"""Operational endpoints: liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from .jsonio import json_response
+from .keys import POOL, REDIS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    """The process is up."""
+    return json_response({"status": "ok"})
+
+
+async def _probe(coro) -> bool:
+    try:
+        await asyncio.wait_for(coro, timeout=1.0)
+        return True
+    except Exception:
+        return False
+
+
+@routes.get("/ready")
+async def ready(request: web.Request) -> web.Response:
+    """PostgreSQL and Redis both answer; 503 naming the one that does not."""
+    pg = await _probe(request.app[POOL].fetchval("SELECT 1"))
+    rd = await _probe(request.app[REDIS].ping())
+    checks = {"postgresql": "ok" if pg else "unavailable", "redis": "ok" if rd else "unavailable"}
+    ok = pg and rd
+    return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

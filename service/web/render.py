@@ -1,0 +1,50 @@
+"""Wire representations shared by handlers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..core.links import LinkResult
+from ..core.signing import LinkSigner
+from ..db.surveys import Survey
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds and a Z."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def link_json(result: LinkResult, signer: LinkSigner, base_url: str) -> dict[str, Any]:
+    """The Filum answer for a created (or replayed) link."""
+    link = result.link
+    mapping = []
+    for item in link.metadata_mapping:
+        field = result.fields[item["metadata_id"]]
+        mapping.append({"metadata": {"id": field.id, "name": field.name, "variable": field.variable},
+                        "value": item["value"]})
+    return {
+        "id": link.id,
+        "public_id": link.public_id,
+        "name": link.name,
+        "metadata_mapping": mapping,
+        "survey_url": f"{base_url}/l/{signer.created_link_token(link.public_id)}",
+        "created": iso(link.created_at),
+        "updated": iso(link.updated_at),
+    }
+
+
+def survey_json(survey: Survey) -> dict[str, Any]:
+    return {
+        "id": str(survey.id),
+        "name": survey.name,
+        "type": "link",
+        "status": survey.status,
+        "linkQuota": survey.link_quota,
+        "redirectUrl": survey.redirect_url,
+        "linkCount": survey.link_count,
+        "createdAt": iso(survey.created_at),
+        "updatedAt": iso(survey.updated_at),
+    }

@@ -1,0 +1,144 @@
+"""Request schemas: the edge's validation, and the source of the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validates_schema
+
+from .fields import INT64_MAX, Choice, HttpUrl, Int, ItemList, Object, Str, error, finite_number
+
+MAX_METADATA_ITEMS = 200
+MAX_VALUE_CHARS = 2000
+MAX_LIST_ITEMS = 200
+SURVEY_STATUSES = ("draft", "inProgress", "paused", "completed")
+
+
+class MetadataValue(fields.Field):
+    """A string (<= 2000 chars), a finite number (not a boolean), a list of such or nulls, or null."""
+
+    def __init__(self, **kw: Any):
+        super().__init__(allow_none=True, load_default=None, **kw)
+
+    @staticmethod
+    def _scalar(value: Any) -> Any:
+        if isinstance(value, str):
+            if len(value) > MAX_VALUE_CHARS:
+                raise error("value_error.any_str.max_length",
+                            f"ensure this value has at most {MAX_VALUE_CHARS} characters")
+            return value
+        if finite_number(value):
+            return value
+        raise error("type_error", "value must be a string, a finite number, a list of those, or null")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> Any:
+        if isinstance(value, list):
+            if len(value) > MAX_LIST_ITEMS:
+                raise error("value_error.list.max_items", f"ensure this value has at most {MAX_LIST_ITEMS} items")
+            errors: dict[int, list[str]] = {}
+            for i, item in enumerate(value):
+                if item is None:
+                    continue
+                try:
+                    self._scalar(item)
+                except ValidationError as exc:
+                    errors[i] = exc.messages  # type: ignore[assignment]
+            if errors:
+                raise ValidationError(errors)
+            return value
+        return self._scalar(value)
+
+
+class MetadataAssociationSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    metadata_id = Int(required=True, minimum=1, maximum=INT64_MAX)
+    value = MetadataValue()
+
+
+class CreateLinkSchema(Schema):
+    """Body of POST /external/survey-campaigns/{id}/links (extra fields are ignored, as upstream)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = Str(required=True, min_length=1, max_length=255)
+    metadata_mapping = ItemList(Object(MetadataAssociationSchema), max_items=MAX_METADATA_ITEMS,
+                                load_default=list, allow_none=True)
+
+    @validates_schema(skip_on_field_errors=True)
+    def _unique_ids(self, data: dict[str, Any], **kw: Any) -> None:
+        seen: set[int] = set()
+        problems: dict[int, dict[str, list[str]]] = {}
+        for i, item in enumerate(data.get("metadata_mapping") or []):
+            if item["metadata_id"] in seen:
+                problems[i] = {"metadata_id": ["value_error.duplicate::metadata_id appears more than once"]}
+            seen.add(item["metadata_id"])
+        if problems:
+            raise ValidationError({"metadata_mapping": problems})
+
+
+class SurveyCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Str(required=True, min_length=1, max_length=255)
+    status = Choice(SURVEY_STATUSES, load_default="inProgress")
+    linkQuota = Int(allow_none=True, load_default=None, minimum=0, maximum=10_000_000,
+                    data_key="linkQuota", attribute="link_quota")
+    redirectUrl = HttpUrl(allow_none=True, load_default=None, max_length=2048,
+                          data_key="redirectUrl", attribute="redirect_url")
+
+
+class SurveyPatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Str(min_length=1, max_length=255)
+    status = Choice(SURVEY_STATUSES)
+    linkQuota = Int(allow_none=True, minimum=0, maximum=10_000_000, data_key="linkQuota", attribute="link_quota")
+    redirectUrl = HttpUrl(allow_none=True, max_length=2048, data_key="redirectUrl", attribute="redirect_url")
+
+
+class MetadataFieldCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = Str(required=True, min_length=1, max_length=255)
+    variable = Str(min_length=1, max_length=255)
+
+
+# response schemas, for the OpenAPI document only
+class MetadataOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    variable = fields.String()
+
+
+class MappingItemOut(Schema):
+    metadata = fields.Nested(MetadataOut)
+    value = fields.Raw(allow_none=True)
+
+
+class SurveyLinkOut(Schema):
+    id = fields.Integer()
+    public_id = fields.String()
+    name = fields.String()
+    metadata_mapping = fields.List(fields.Nested(MappingItemOut))
+    survey_url = fields.String()
+    created = fields.String()
+    updated = fields.String()
+
+
+class SurveyOut(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    type = fields.String()
+    status = fields.String()
+    linkQuota = fields.Integer(allow_none=True)
+    redirectUrl = fields.String(allow_none=True)
+    linkCount = fields.Integer()
+    createdAt = fields.String()
+    updatedAt = fields.String()
