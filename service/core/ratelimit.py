@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import Unavailable
 from .ratepolicy import RatePolicy
@@ -16,6 +17,9 @@ from .ratepolicy import RatePolicy
 log = logging.getLogger("service.ratelimit")
 
 GATE_SCRIPT = resources.files("service").joinpath("lua/gate.lua").read_text()
+# what an unreachable or restarting Redis looks like (BusyLoadingError is a ConnectionError);
+# any other error is a bug and must surface, not be mistaken for an outage
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # after a failed call, skip Redis for this long so that requests don't each wait for a timeout
 _BREAKER_SECONDS = 1.0
 
@@ -75,7 +79,7 @@ class Gate:
             args += [window.limit, window.seconds]
         try:
             reply = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             self._down_until = time.monotonic() + _BREAKER_SECONDS
             log.warning("redis unavailable for the rate limiter: %s", type(exc).__name__)
             return self._degraded()
@@ -95,5 +99,5 @@ class Gate:
             return
         try:
             await self._redis.set(key, value, ex=ttl_seconds)
-        except (RedisError, OSError):
+        except REDIS_DOWN:
             self._down_until = time.monotonic() + _BREAKER_SECONDS

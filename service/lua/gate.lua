@@ -21,7 +21,10 @@ for i = 1, n do
   fields[#fields + 1] = 't' .. secs
   fields[#fields + 1] = 'u' .. secs
 end
-local stored = redis.call('HMGET', key, unpack(fields))
+local stored = {}
+if n > 0 then
+  stored = redis.call('HMGET', key, unpack(fields))
+end
 
 local tokens = {}
 local allowed = 1

@@ -1,0 +1,290 @@
+"""POST /external/survey-campaigns/{id}/links: statuses, exact bodies, idempotency, quota."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.core.auth import SCOPES
+from tests.helpers import JSON, create_metadata_field, create_survey, links_path
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture
+async def campaign(client, tenant):
+    survey = await create_survey(client, tenant.headers)
+    sku = await create_metadata_field(client, tenant.headers, "SKU Number")
+    date = await create_metadata_field(client, tenant.headers, "Date", "date")
+    return {"id": survey["id"], "sku": sku, "date": date}
+
+
+async def post_link(client, tenant, survey_id, body, **headers):
+    return await client.post(links_path(survey_id), json=body, headers={**tenant.headers, **headers})
+
+
+async def count_links(db, survey_id) -> int:
+    return await db.fetchval("SELECT count(*) FROM survey_links WHERE survey_id = $1", uuid.UUID(survey_id))
+
+
+async def test_creates_link_with_reference_shape(client, tenant, campaign, db):
+    body = {"name": "  SKU 12345 - Link 001  ", "metadata_mapping": [
+        {"metadata_id": campaign["sku"]["id"], "value": "SKU-12345"},
+        {"metadata_id": campaign["date"]["id"], "value": "2024-01-15"},
+    ]}
+    resp = await post_link(client, tenant, campaign["id"], body)
+    assert resp.status == 200
+    assert "Idempotent-Replayed" not in resp.headers
+    data = await resp.json()
+    assert set(data) == {"id", "public_id", "name", "metadata_mapping", "survey_url", "created", "updated"}
+    assert isinstance(data["id"], int)
+    assert data["name"] == "SKU 12345 - Link 001"
+    assert data["metadata_mapping"] == [
+        {"metadata": {"id": campaign["sku"]["id"], "name": "SKU Number", "variable": "SKU Number"},
+         "value": "SKU-12345"},
+        {"metadata": {"id": campaign["date"]["id"], "name": "Date", "variable": "date"}, "value": "2024-01-15"},
+    ]
+    assert ISO.match(data["created"]) and data["created"] == data["updated"]
+    assert data["survey_url"].startswith(f"http://links.test/l/t1.{data['public_id']}.")
+    row = await db.fetchrow("SELECT name, public_id FROM survey_links WHERE id = $1", data["id"])
+    assert (row["name"], row["public_id"]) == ("SKU 12345 - Link 001", data["public_id"])
+    assert await count_links(db, campaign["id"]) == 1
+    survey_count = await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(campaign["id"]))
+    assert survey_count == 1
+
+
+async def test_bearer_and_filum_headers_are_accepted(client, tenant, campaign):
+    headers = {"Authorization": f"Bearer {tenant.key}", "organization-id": tenant.org, "auth-type": "token",
+               **JSON}
+    resp = await client.post(links_path(campaign["id"]), json={"name": "x"}, headers=headers)
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ([("sku", "A"), ("date", "B")], [("date", "B"), ("sku", "A")]),  # order of items
+        ([("sku", 1)], [("sku", 1.0)]),  # 1 == 1.0
+        ([("sku", [1, "x", None])], [("sku", [1.0, "x", None])]),
+        (None, []),  # absent == []
+        ([("sku", None)], [("sku", None)]),
+    ],
+)
+async def test_same_mapping_replays_same_link(client, tenant, campaign, db, first, second):
+    def body(items, name):
+        if items is None:
+            return {"name": name}
+        return {"name": name, "metadata_mapping": [{"metadata_id": campaign[k]["id"], "value": v} for k, v in items]}
+
+    created = await post_link(client, tenant, campaign["id"], body(first, "first"))
+    assert created.status == 200
+    replay = await post_link(client, tenant, campaign["id"], body(second, "another name"))
+    assert replay.status == 200
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert await replay.json() == await created.json()
+    assert await count_links(db, campaign["id"]) == 1
+
+
+async def test_different_values_give_different_links(client, tenant, campaign, db):
+    sku = campaign["sku"]["id"]
+    variants = ["SKU-1", "sku-1", "SKU-1 ", 1, "1", [1, 2], [2, 1], None]
+    ids = set()
+    for value in variants:
+        resp = await post_link(client, tenant, campaign["id"], {"name": "n", "metadata_mapping": [
+            {"metadata_id": sku, "value": value}]})
+        assert resp.status == 200, value
+        assert "Idempotent-Replayed" not in resp.headers
+        ids.add((await resp.json())["id"])
+    assert len(ids) == len(variants)
+    assert await count_links(db, campaign["id"]) == len(variants)
+
+
+async def test_replay_from_postgres_when_cache_is_gone(client, tenant, campaign, db, redis_url):
+    first = await post_link(client, tenant, campaign["id"], {"name": "a"})
+    r = aioredis.Redis.from_url(redis_url)
+    cached = [k async for k in r.scan_iter(match=f"{{o:{tenant.org}}}:lk:*")]
+    assert len(cached) == 1
+    assert 0 < await r.ttl(cached[0]) <= 24 * 3600
+    await r.flushall()
+    await r.aclose()
+    replay = await post_link(client, tenant, campaign["id"], {"name": "b"})
+    assert replay.status == 200
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert await replay.json() == await first.json()
+    assert await count_links(db, campaign["id"]) == 1
+
+
+async def test_fifty_identical_requests_make_one_row(client, tenant, campaign, db):
+    body = {"name": "same", "metadata_mapping": [{"metadata_id": campaign["sku"]["id"], "value": "X"}]}
+    responses = await asyncio.gather(*(post_link(client, tenant, campaign["id"], body) for _ in range(50)))
+    assert [r.status for r in responses] == [200] * 50
+    ids = {(await r.json())["id"] for r in responses}
+    assert len(ids) == 1
+    assert sum(1 for r in responses if "Idempotent-Replayed" not in r.headers) == 1
+    assert await count_links(db, campaign["id"]) == 1
+    assert await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(campaign["id"])) == 1
+
+
+async def test_quota_is_exact_under_concurrency(client, make_tenant, db):
+    tenant = await make_tenant(link_quota=50)
+    survey = await create_survey(client, tenant.headers, linkQuota=10)
+    field = await create_metadata_field(client, tenant.headers, "n")
+    bodies = [{"name": f"l{i}", "metadata_mapping": [{"metadata_id": field["id"], "value": i}]} for i in range(30)]
+    responses = await asyncio.gather(*(post_link(client, tenant, survey["id"], b) for b in bodies))
+    statuses = [r.status for r in responses]
+    assert statuses.count(200) == 10 and statuses.count(422) == 20
+    for r in responses:
+        if r.status == 422:
+            assert await r.json() == {"detail": {"message": "threshold_exceeded",
+                                                 "params": {"model": "survey_link", "threshold": 10}}}
+    assert await count_links(db, survey["id"]) == 10
+    created = next(b for b, r in zip(bodies, responses, strict=True) if r.status == 200)
+    replay = await post_link(client, tenant, survey["id"], {**created, "name": "again"})
+    assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert await count_links(db, survey["id"]) == 10
+
+
+async def test_organisation_quota_applies_without_survey_quota(client, make_tenant, db):
+    tenant = await make_tenant(link_quota=2)
+    survey = await create_survey(client, tenant.headers)
+    field = await create_metadata_field(client, tenant.headers, "n")
+    statuses = []
+    for i in range(3):
+        resp = await post_link(client, tenant, survey["id"], {"name": "x", "metadata_mapping": [
+            {"metadata_id": field["id"], "value": i}]})
+        statuses.append(resp.status)
+    assert statuses == [200, 200, 422]
+    assert (await resp.json())["detail"]["params"]["threshold"] == 2
+
+
+async def test_missing_unknown_and_revoked_keys_are_401(client, tenant, campaign, db):
+    expected = {"detail": "Invalid or missing token"}
+    for headers in ({}, {"x-api-key": "slk_nope"}, {"Authorization": "Bearer slk_nope"},
+                    {"Authorization": tenant.key}):
+        resp = await client.post(links_path(campaign["id"]), json={"name": "x"}, headers=headers)
+        assert resp.status == 401 and await resp.json() == expected
+    assert (await post_link(client, tenant, campaign["id"], {"name": "x"})).status == 200
+    await db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", tenant.key_id)
+    await asyncio.sleep(0.6)  # the test app caches keys for 0.5 s
+    resp = await post_link(client, tenant, campaign["id"], {"name": "x"})
+    assert resp.status == 401 and await resp.json() == expected
+
+
+async def test_wrong_auth_type_is_401(client, tenant, campaign):
+    resp = await post_link(client, tenant, campaign["id"], {"name": "x"}, **{"auth-type": "basic"})
+    assert resp.status == 401 and await resp.json() == {"detail": "Invalid or missing token"}
+
+
+async def test_scope_and_foreign_organisation_header_are_403(client, make_tenant, campaign, tenant):
+    reader = await make_tenant(scopes=("links:read",))
+    resp = await post_link(client, reader, campaign["id"], {"name": "x"})
+    assert resp.status == 403 and await resp.json() == {"detail": "Permission denied"}
+    other = await make_tenant()
+    resp = await post_link(client, tenant, campaign["id"], {"name": "x"}, **{"organization-id": other.org})
+    assert resp.status == 403 and await resp.json() == {"detail": "Permission denied"}
+
+
+async def test_unknown_and_foreign_campaigns_are_404(client, make_tenant, campaign, db):
+    expected = {"detail": {"message": "not_found", "params": {"model": "survey_campaign"}}}
+    other = await make_tenant()
+    for tenant, survey_id in ((other, campaign["id"]), (other, str(uuid.uuid4()))):
+        resp = await post_link(client, tenant, survey_id, {"name": "x"})
+        assert resp.status == 404 and await resp.json() == expected
+    assert await count_links(db, campaign["id"]) == 0
+
+
+def issue(loc, msg, type_):
+    return {"loc": loc, "msg": msg, "type": type_}
+
+
+async def test_validation_errors_list_every_problem(client, tenant, campaign, db):
+    sku = campaign["sku"]["id"]
+    cases = [
+        ({}, [issue(["body", "name"], "field required", "value_error.missing")]),
+        ({"name": "   "}, [issue(["body", "name"], "ensure this value has at least 1 characters",
+                                 "value_error.any_str.min_length")]),
+        ({"name": "x" * 256}, [issue(["body", "name"], "ensure this value has at most 255 characters",
+                                     "value_error.any_str.max_length")]),
+        ({"name": 5}, [issue(["body", "name"], "str type expected", "type_error.str")]),
+        ({"name": None}, [issue(["body", "name"], "none is not an allowed value", "type_error.none.not_allowed")]),
+        ({"name": "x", "metadata_mapping": {}}, [issue(["body", "metadata_mapping"], "value is not a valid list",
+                                                       "type_error.list")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": 1}] * 201},
+         [issue(["body", "metadata_mapping"], "ensure this value has at most 200 items", "value_error.list.max_items")]),
+        ({"name": "x", "metadata_mapping": [{"value": 1}]},
+         [issue(["body", "metadata_mapping", 0, "metadata_id"], "field required", "value_error.missing")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": "1"}]},
+         [issue(["body", "metadata_mapping", 0, "metadata_id"], "value is not a valid integer", "type_error.integer")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": True}]},
+         [issue(["body", "metadata_mapping", 0, "metadata_id"], "value is not a valid integer", "type_error.integer")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": "v" * 2001}]},
+         [issue(["body", "metadata_mapping", 0, "value"], "ensure this value has at most 2000 characters",
+                "value_error.any_str.max_length")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": [1] * 201}]},
+         [issue(["body", "metadata_mapping", 0, "value"], "ensure this value has at most 200 items",
+                "value_error.list.max_items")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": True}]},
+         [issue(["body", "metadata_mapping", 0, "value"],
+                "value must be a string, a finite number, a list of those, or null", "type_error")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": [[1]]}]},
+         [issue(["body", "metadata_mapping", 0, "value", 0],
+                "value must be a string, a finite number, a list of those, or null", "type_error")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": sku}, {"metadata_id": sku, "value": 2}]},
+         [issue(["body", "metadata_mapping", 1, "metadata_id"], "metadata_id appears more than once",
+                "value_error.duplicate")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": 987654}]},
+         [issue(["body", "metadata_mapping", 0, "metadata_id"], "metadata field 987654 does not exist",
+                "value_error.not_found")]),
+        ([1, 2], [issue(["body"], "value is not a valid dict", "type_error.dict")]),
+        ({"metadata_mapping": [5], "name": ""},
+         [issue(["body", "name"], "ensure this value has at least 1 characters", "value_error.any_str.min_length"),
+          issue(["body", "metadata_mapping", 0], "value is not a valid dict", "type_error.dict")]),
+    ]
+    for body, expected in cases:
+        resp = await post_link(client, tenant, campaign["id"], body)
+        assert resp.status == 422, body
+        assert await resp.json() == {"detail": expected}, body
+    assert await count_links(db, campaign["id"]) == 0
+
+
+async def test_foreign_metadata_field_is_unknown(client, tenant, make_tenant, campaign):
+    other = await make_tenant()
+    foreign = await create_metadata_field(client, other.headers, "theirs")
+    resp = await post_link(client, tenant, campaign["id"], {"name": "x", "metadata_mapping": [
+        {"metadata_id": foreign["id"], "value": 1}]})
+    assert resp.status == 422
+    assert (await resp.json())["detail"][0]["type"] == "value_error.not_found"
+
+
+async def test_bad_path_id_and_bad_json(client, tenant, campaign):
+    resp = await client.post(links_path("not-a-uuid"), data=b"{", headers={**tenant.headers, **JSON})
+    assert resp.status == 422
+    detail = (await resp.json())["detail"]
+    assert detail[0] == issue(["path", "survey_campaign_id"], "value is not a valid uuid", "type_error.uuid")
+    assert detail[1]["loc"][0] == "body" and detail[1]["type"] == "value_error.jsondecode"
+    resp = await client.post(links_path(campaign["id"]), data=b"", headers={**tenant.headers, **JSON})
+    assert resp.status == 422
+    assert await resp.json() == {"detail": [issue(["body", 0], "Expecting value", "value_error.jsondecode")]}
+    for raw in (b'{"name": NaN}', b'{"name": "x", "metadata_mapping": [{"metadata_id": 1, "value": 1e400}]}'):
+        resp = await client.post(links_path(campaign["id"]), data=raw, headers={**tenant.headers, **JSON})
+        assert resp.status == 422, raw
+
+
+async def test_wrong_content_type_and_huge_body(client, tenant, campaign):
+    resp = await client.post(links_path(campaign["id"]), data=b"name=x",
+                             headers={**tenant.headers, "Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 415
+    assert await resp.json() == {"detail": "Content-Type must be application/json"}
+    resp = await client.post(links_path(campaign["id"]), data=io.BytesIO(b"{" + b" " * (2 * 1024 * 1024) + b"}"),
+                             headers={**tenant.headers, **JSON})
+    assert resp.status == 413
+    assert (await resp.json())["detail"].startswith("Request body too large")
+
+
+def test_scopes_constant_matches_spec():
+    assert SCOPES == ("links:write", "links:read", "manage")
