@@ -100,8 +100,8 @@ class EmbeddedPostgres:
             return port
         return None
 
-    def start(self) -> int:
-        """Initialise the cluster on first use, start it, and answer its port."""
+    def start(self, port: int | None = None) -> int:
+        """Initialise the cluster on first use, start it (on `port`, else a free one), and answer its port."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
         user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
@@ -110,7 +110,7 @@ class EmbeddedPostgres:
                  "--no-sync", "--locale=C"],
                 check=True, capture_output=True, user=user,
             )
-        port = free_port()
+        port = port or free_port()
         options = f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200 -c fsync=on"
         result = subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60", "-o", options,
