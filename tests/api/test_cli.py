@@ -1,0 +1,96 @@
+"""The CLI on embedded servers: admin commands attach to a running server's data, and stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+
+def cli(data_dir, *args, check=True):
+    env = {**os.environ, "DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    result = subprocess.run([sys.executable, "-m", "service", *args], env=env, capture_output=True, text=True,
+                            timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def http(method, url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_admin_commands_work_while_the_server_runs(tmp_path):
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http("GET", f"http://127.0.0.1:{port}/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
+            time.sleep(0.2)
+
+        org = json.loads(cli(data_dir, "admin", "create-org", "--name", "Acme", "--link-quota", "7",
+                             "--rate-limit", "10/second").stdout)
+        assert set(org) == {"id", "name", "linkQuota", "rateLimit"}
+        assert (org["name"], org["linkQuota"], org["rateLimit"]) == ("Acme", 7, "10/second")
+        key = json.loads(cli(data_dir, "admin", "create-key", "--org", org["id"], "--scopes", "manage").stdout)
+        assert set(key) == {"id", "key", "scopes"} and key["scopes"] == ["manage"]
+        assert key["key"].startswith("slk_") and len(key["key"]) >= 47
+
+        status, body = http("POST", f"http://127.0.0.1:{port}/api/v2/management/surveys", {"name": "S"},
+                            {"x-api-key": key["key"]})
+        assert status == 201 and body["data"]["linkQuota"] is None
+
+        revoked = cli(data_dir, "admin", "revoke-key", key["id"])
+        assert json.loads(revoked.stdout) == {"id": key["id"], "revoked": True}
+        again = cli(data_dir, "admin", "revoke-key", key["id"], check=False)
+        assert again.returncode == 1 and "no active key" in json.loads(again.stderr)["error"]
+        bad = cli(data_dir, "admin", "create-org", "--name", "B", "--rate-limit", "5/fortnight", check=False)
+        assert bad.returncode == 1 and "bad rate-limit window" in json.loads(bad.stderr)["error"]
+        time.sleep(5.1)  # the server's key cache
+        status, body = http("GET", f"http://127.0.0.1:{port}/api/v2/management/metadata-fields",
+                            headers={"x-api-key": key["key"]})
+        assert status == 401
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        finally:
+            server.kill() if server.poll() is None else None
+            server.stderr.close()
+    assert server.returncode == 0
+    # the server was the last user of the embedded servers: both are stopped, and the data stays
+    assert EmbeddedPostgres(data_dir.resolve()).running_port() is None
+    assert EmbeddedRedis(data_dir.resolve()).running_port() is None
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+    # a restart sees the same data
+    listed = cli(data_dir, "admin", "update-org", "--org", org["id"], "--link-quota", "9")
+    assert json.loads(listed.stdout)["linkQuota"] == 9

@@ -1,0 +1,48 @@
+"""Canonical metadata mappings and rate-limit policy parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.core.mapping import canonical_mapping, mapping_hash
+from service.core.ratepolicy import PolicyError, Window, parse_policy
+
+
+def digest(pairs):
+    return mapping_hash(canonical_mapping(pairs))
+
+
+def test_order_and_number_forms_do_not_matter():
+    assert digest([(1, "a"), (2, 3)]) == digest([(2, 3.0), (1, "a")])
+    assert digest([(1, [1, 2.5, None])]) == digest([(1, [1.0, 2.5, None])])
+    assert digest([]) == digest([])
+
+
+def test_strings_types_and_list_order_matter():
+    base = digest([(1, "a")])
+    assert base != digest([(1, "A")])
+    assert base != digest([(1, "a ")])
+    assert digest([(1, 1)]) != digest([(1, "1")])
+    assert digest([(1, [1, 2])]) != digest([(1, [2, 1])])
+    assert digest([(1, None)]) != digest([])
+    assert digest([(1, "x")]) != digest([(2, "x")])
+
+
+def test_large_numbers_keep_their_float_form():
+    assert canonical_mapping([(1, 1e20)]) == [(1, 1e20)]
+    assert canonical_mapping([(1, 2.0)]) == [(1, 2)]
+
+
+def test_policy_parsing():
+    policy = parse_policy(" 50/minute ; 5/second ")
+    assert policy.windows == (Window(5, 1), Window(50, 60))
+    assert policy.text == "5/second;50/minute"
+    assert parse_policy("10/3s").windows == (Window(10, 3),)
+    assert parse_policy("OFF").off
+    assert parse_policy("1/hour").policy_header() == '"hour";q=1;w=3600'
+
+
+@pytest.mark.parametrize("bad", ["", "5", "5/day", "0/second", "5/second;6/second", "x/minute", "5/0s"])
+def test_bad_policies(bad):
+    with pytest.raises(PolicyError):
+        parse_policy(bad)
