@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.helpers import create_survey, links_path
@@ -17,8 +18,16 @@ async def _post(client, tenant, survey_id, name="x"):
 async def test_burst_passes_exactly_the_second_window(client, make_tenant):
     tenant = await make_tenant(rate_limit="5/second;50/minute")
     survey = await create_survey(client, tenant.headers)  # spends one token
-    await asyncio.sleep(1.0)  # refill the second window
-    responses = await asyncio.gather(*(_post(client, tenant, survey["id"]) for _ in range(12)))
+    # exactness needs the burst to land within one refill interval (0.2 s); on a loaded machine a
+    # burst may be slower, so such an attempt is discarded (not counted) and the burst is retried
+    for _attempt in range(4):
+        await asyncio.sleep(1.0)  # refill the second window
+        started = time.monotonic()
+        responses = await asyncio.gather(*(_post(client, tenant, survey["id"]) for _ in range(12)))
+        if time.monotonic() - started < 0.19:
+            break
+    else:
+        pytest.fail("could not send 12 requests within 0.19 s on this machine")
     statuses = sorted(r.status for r in responses)
     assert statuses == [200] * 5 + [429] * 7
     for resp in responses:
@@ -29,20 +38,18 @@ async def test_burst_passes_exactly_the_second_window(client, make_tenant):
             assert resp.headers["Retry-After"] == "1"
 
 
-async def test_refused_requests_spend_nothing_and_minute_window_holds(client, make_tenant):
-    tenant = await make_tenant(rate_limit="3/second;5/minute")
-    survey = await create_survey(client, tenant.headers)  # 1 of the 5 per minute
-    await asyncio.sleep(1.0)
-    first = [await _post(client, tenant, survey["id"]) for _ in range(3)]
-    assert [r.status for r in first] == [200, 200, 200]  # minute bucket: 1 left
+async def test_refused_requests_spend_nothing(client, make_tenant, redis_url):
+    tenant = await make_tenant(rate_limit="2/10s;5/hour")
+    survey = await create_survey(client, tenant.headers)
+    assert (await _post(client, tenant, survey["id"])).status == 200  # the 10 s bucket is now empty
+    r = aioredis.Redis.from_url(redis_url)
+    bucket = f"{{o:{tenant.org}}}:rl"
+    before = await r.hgetall(bucket)
     refused = await asyncio.gather(*(_post(client, tenant, survey["id"]) for _ in range(20)))
-    assert {r.status for r in refused} == {429}
-    await asyncio.sleep(1.05)  # second bucket full again; minute bucket ~1 + 1.05 * 5/60
-    after = [await _post(client, tenant, survey["id"]) for _ in range(3)]
-    # had the 20 refusals spent minute tokens, nothing would pass now; one token is there
-    assert [r.status for r in after] == [200, 429, 429]
-    retry = int(after[-1].headers["Retry-After"])
-    assert 1 <= retry <= 12  # the minute bucket needs (1 - ~0.09) / (5/60) s for its next token
+    assert {x.status for x in refused} == {429}
+    assert await r.hgetall(bucket) == before  # not a token spent, not even the hour window's
+    assert float(before[b"t3600"]) == pytest.approx(3, abs=0.01)
+    await r.aclose()
 
 
 async def test_retry_after_is_never_early(client, make_tenant):
