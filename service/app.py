@@ -6,15 +6,16 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from .core.auth import KeyResolver
 from .core.ratelimit import Gate
 from .core.signing import LinkSigner
 from .db.pool import apply_schema, create_pool
+from .metrics import Metrics
+from .redis_client import connect_redis
 from .settings import Settings
 from .web import filum, management, ops
-from .web.keys import GATE, KEYS, POOL, REDIS, SETTINGS, SIGNER
+from .web.keys import GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
@@ -34,20 +35,13 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
-def redis_client(url: str) -> Redis:
-    """A client with short timeouts, so a dead Redis is noticed quickly (fail-open or 503)."""
-    return Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=0,
-                          max_connections=256)
-
-
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client, checked with PING, and the request gate built on it."""
+    """The Redis client (one server or a cluster), checked, and the request gate built on it."""
     settings = app[SETTINGS]
     assert settings.redis_url
-    client = redis_client(settings.redis_url)
-    await client.ping()
+    client = await connect_redis(settings.redis_url)
     app[REDIS] = client
-    app[GATE] = Gate(client, settings.rate_limit_failure_mode)
+    app[GATE] = Gate(client, settings.rate_limit_failure_mode, on_redis_failure=app[METRICS].redis_failure)
     yield
     await client.aclose()
 
@@ -57,6 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[edge_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[SIGNER] = LinkSigner(settings.signing_keys)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)
     for table in (ops.routes, filum.routes, management.routes):

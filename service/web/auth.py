@@ -10,7 +10,7 @@ from aiohttp import web
 from ..core.auth import Principal
 from ..core.errors import Forbidden, RateLimited, Unauthorized
 from ..core.ratelimit import Decision
-from .keys import GATE, KEYS, PRINCIPAL, RATE_HEADERS
+from .keys import GATE, KEYS, METRICS, PRINCIPAL, RATE_HEADERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,6 +38,9 @@ async def identify(request: web.Request) -> Principal:
 def spend(request: web.Request, principal: Principal, decision: Decision) -> None:
     """Record the rate-limit outcome on the response, and refuse when the buckets are empty."""
     request[RATE_HEADERS] = decision.headers(principal.policy)
+    if not principal.policy.off:
+        outcome = "degraded" if decision.degraded else "allowed" if decision.allowed else "limited"
+        request.app[METRICS].decision(outcome)
     if not decision.allowed:
         raise RateLimited(decision.retry_after)
 

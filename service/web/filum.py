@@ -15,7 +15,7 @@ from ..core.ratelimit import org_key
 from .auth import identify, require_scope, spend
 from .fields import issues_of, parse_uuid
 from .jsonio import raw_json_response, read_json
-from .keys import GATE, POOL, SETTINGS, SIGNER
+from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
 from .render import link_json
 from .schemas import CreateLinkSchema
 
@@ -61,6 +61,7 @@ async def create_survey_link(request: web.Request) -> web.Response:
     if issues or link_request is None:
         raise ValidationFailed(issues)
     if decision.cached is not None:
+        request.app[METRICS].replay("cache")
         return raw_json_response(decision.cached, headers=REPLAYED)
 
     result = await create_or_replay(request.app[POOL], principal.org_id, link_request)
@@ -68,4 +69,6 @@ async def create_survey_link(request: web.Request) -> web.Response:
     body = orjson.dumps(link_json(result, request.app[SIGNER], settings.public_base_url))
     assert cache_key is not None
     await gate.remember(cache_key, body, settings.link_cache_seconds)
+    if result.replayed:
+        request.app[METRICS].replay("database")
     return raw_json_response(body, headers=REPLAYED if result.replayed else None)

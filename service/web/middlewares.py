@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from ..core.errors import DomainError, Unavailable
 from .errors import family_of, render, render_http, render_unexpected
-from .keys import PRINCIPAL, RATE_HEADERS, REQUEST_ID
+from .keys import METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID
 
 log = logging.getLogger("service.http")
 access = logging.getLogger("service.access")
@@ -51,9 +51,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise
     except RedisError:
         log.warning("redis failed during a request", extra={"request_id": request_id})
+        request.app[METRICS].redis_failure("request")
         response = render(family, Unavailable("redis"))
     except PG_DOWN as exc:
         log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+        request.app[METRICS].pg_failures.inc()
         response = render(family, Unavailable("postgresql"))
     except Exception:
         log.exception("unexpected error", extra={"request_id": request_id, "route": route_name(request)})
@@ -63,11 +65,13 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if rate_headers:
         response.headers.update(rate_headers)
     principal = request.get(PRINCIPAL)
+    route, elapsed = route_name(request), time.perf_counter() - started
+    request.app[METRICS].observe_request(request.method, route, response.status, elapsed)
     access.info(
         "request",
         extra={
-            "request_id": request_id, "method": request.method, "route": route_name(request),
-            "status": response.status, "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "request_id": request_id, "method": request.method, "route": route,
+            "status": response.status, "duration_ms": round(elapsed * 1000, 3),
             "org": principal.org if principal else None,
         },
     )

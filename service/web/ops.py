@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness and readiness."""
+"""Operational endpoints: liveness, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 
 from aiohttp import web
 
+from ..metrics import CONTENT_TYPE
 from .jsonio import json_response
-from .keys import POOL, REDIS
+from .keys import METRICS, POOL, REDIS
 
 routes = web.RouteTableDef()
 
@@ -34,3 +35,12 @@ async def ready(request: web.Request) -> web.Response:
     checks = {"postgresql": "ok" if pg else "unavailable", "redis": "ok" if rd else "unavailable"}
     ok = pg and rd
     return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition (of every worker when several share the port)."""
+    loop = asyncio.get_running_loop()
+    # in multiprocess mode this reads one file per worker: keep it off the event loop
+    body = await loop.run_in_executor(None, request.app[METRICS].render)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,67 @@
+"""The Redis client for REDIS_URL: one server, or a Redis Cluster.
+
+A cluster is named explicitly (`redis+cluster://host:port`, `rediss+cluster://...`) or found out
+at start: a plain `redis://` URL whose server answers `cluster_enabled:1` to `INFO cluster` gets
+a cluster client too, so a managed cluster's endpoint works as given. Either way one node is
+enough; the client discovers the others and follows MOVED/ASK redirections.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeAlias
+
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError
+
+log = logging.getLogger("service.redis")
+
+RedisClient: TypeAlias = Redis | RedisCluster
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# short timeouts, so a dead Redis is noticed quickly (fail-open or 503)
+OPTIONS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "health_check_interval": 0}
+# per server (per node in a cluster)
+MAX_CONNECTIONS = 256
+
+
+def cluster_url(url: str) -> str | None:
+    """The plain URL of an explicit `redis+cluster://` (or `rediss+cluster://`) URL, else None."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    return f"{plain}://{rest}" if plain else None
+
+
+async def _cluster(url: str) -> RedisCluster:
+    client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, **OPTIONS)
+    try:
+        await client.initialize()
+    except BaseException:
+        await client.aclose()
+        raise
+    log.info("redis cluster", extra={"nodes": len(client.get_nodes())})
+    return client
+
+
+async def _is_cluster_node(client: Redis) -> bool:
+    try:
+        info = await client.info("cluster")
+    except ResponseError:  # INFO renamed or refused (some proxies): treat it as one server
+        return False
+    return str(info.get("cluster_enabled", "0")) == "1"
+
+
+async def connect_redis(url: str) -> RedisClient:
+    """A checked client: PING answered by a single server, or the cluster's slots mapped."""
+    explicit = cluster_url(url)
+    if explicit is not None:
+        return await _cluster(explicit)
+    client = Redis.from_url(url, max_connections=MAX_CONNECTIONS, **OPTIONS)
+    try:
+        await client.ping()
+        if not await _is_cluster_node(client):
+            return client
+    except BaseException:
+        await client.aclose()
+        raise
+    await client.aclose()
+    return await _cluster(url)
