@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     rev.add_argument("key_id")
 
     sub.add_parser("demo", help="create demo data and print curl commands")
+    from .bench import add_arguments
+
+    add_arguments(sub.add_parser("bench", help="benchmark the hot paths with wrk against reference servers"))
     return parser
 
 
@@ -57,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(settings)
+    if args.command == "bench":
+        from .bench.cli import run
+
+        return run(args)
     return 2
 
 

@@ -1,0 +1,19 @@
+"""`python -m service bench`: the load benchmark (wrk against the service and reference servers)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `bench` subcommand's options."""
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per path (default 8)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each path")
+    parser.add_argument("--quick", action="store_true", help="2 s per path, 1 s warm-up, smaller data sets")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (1 is plenty for one worker)")
+    parser.add_argument("--only", default="", help="comma-separated case keys (a,b,c,...; refs always run)")
+    parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 comparison")
+    parser.add_argument("--data-dir", help="DATA_DIR for the embedded servers (default: a temporary one)")
+    parser.add_argument("--install-wrk", action="store_true", help="apt-get install wrk if missing (root)")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the service during each measured path into DIR")

@@ -1,0 +1,48 @@
+"""What the benchmark measures: each path's load, the status it must answer, its reference and target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .report import Target
+from .seed import Seed
+from .wrk import Load
+
+JSON_HEADERS = (("Content-Type", "application/json"),)
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    server: str  # "service" or a reference kind
+    load: Load
+    status: int  # the status every answer must have
+    reference: str | None = None
+    target: Target = field(default_factory=Target)
+    header: str | None = None  # a header every answer must carry (checked on one request)
+
+
+def reference_cases() -> list[Case]:
+    return [
+        Case("ref-fixed", "reference: aiohttp fixed body", "fixed", Load("/"), 200),
+        Case("ref-evalsha", "reference: aiohttp + 1 EVALSHA", "evalsha", Load("/"), 200),
+        Case("ref-pyjwt", "reference: aiohttp + 250 PyJWT", "pyjwt", Load("/"), 200),
+    ]
+
+
+def link_cases(seed: Seed) -> list[Case]:
+    """(a) replay, (b) new links, (c) 429, on the Filum path."""
+    path = f"/external/survey-campaigns/{seed.survey_id}/links"
+    refused_path = f"/external/survey-campaigns/{seed.refused_survey_id}/links"
+    return [
+        Case("a", "(a) create-link replay", "service",
+             Load(path, "POST", JSON_HEADERS + seed.fast.headers, body=seed.replay_body), 200,
+             "ref-evalsha", Target(ratio=1.0), header="Idempotent-Replayed"),
+        Case("b", "(b) new links", "service",
+             Load(path, "POST", JSON_HEADERS + seed.fast.headers, body_template=seed.new_link_template), 200,
+             "ref-evalsha", Target(minimum=1000)),
+        Case("c", "(c) 429 rejection", "service",
+             Load(refused_path, "POST", JSON_HEADERS + seed.refused.headers, body=seed.refused_body), 429,
+             "ref-evalsha", Target(ratio=1.0), header="Retry-After"),
+    ]
