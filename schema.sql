@@ -57,3 +57,42 @@ CREATE TABLE IF NOT EXISTS survey_links (
     updated_at        timestamptz NOT NULL DEFAULT now(),
     UNIQUE (survey_id, mapping_hash)
 );
+
+-- Contacts (Formbricks contract). Attribute values are JSON strings, numbers or booleans; a null
+-- in a write removes the attribute, so a stored key always has a value (`?` means "is set").
+CREATE TABLE IF NOT EXISTS contacts (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    attributes  jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- the page order (newest first, ties by id); segment pages and counts walk it
+CREATE INDEX IF NOT EXISTS contacts_page_idx ON contacts (org_id, created_at DESC, id DESC);
+-- the bulk upsert's conflict target
+CREATE UNIQUE INDEX IF NOT EXISTS contacts_email_idx ON contacts (org_id, (attributes->>'email'))
+    WHERE attributes ? 'email';
+
+CREATE TABLE IF NOT EXISTS contact_attribute_keys (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    key         text NOT NULL,
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, key)
+);
+
+-- bumped in the transaction of every contact write: the key of the cached segment counts
+CREATE TABLE IF NOT EXISTS contact_versions (
+    org_id   uuid PRIMARY KEY REFERENCES organizations (id),
+    version  bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS segments (
+    id          uuid PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    title       text NOT NULL,
+    filters     jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS segments_org_idx ON segments (org_id);
