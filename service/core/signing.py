@@ -12,6 +12,7 @@ so a forged or altered link is refused before any database lookup.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ _MAC_BYTES = 16
 _LINK_DOMAIN = b"survey-link:"
 # issued-at further in the future than this is refused (clock skew between instances)
 _LEEWAY_SECONDS = 60
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _b64(data: bytes) -> str:
@@ -58,6 +60,11 @@ class LinkSigner:
         self._secret = keys[0].secret
         header = orjson.dumps({"alg": "HS256", "kid": self._kid})
         self._header_b64 = _b64(header) + "."
+        # SHA-256 states with the padded key already absorbed: copying them is the cheapest HMAC
+        block = self._secret if len(self._secret) <= 64 else hashlib.sha256(self._secret).digest()
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     @property
     def kid(self) -> str:
@@ -65,13 +72,28 @@ class LinkSigner:
 
     def contact_token(self, survey_seq: int, contact_id: int, expires_at: int | None) -> str:
         """A compact HS256 JWT naming the survey and the contact."""
+        return self.contact_tokens(survey_seq, (contact_id,), expires_at)[0]
+
+    def contact_tokens(self, survey_seq: int, contact_ids: Sequence[int], expires_at: int | None) -> list[str]:
+        """One token per contact of one survey, with the per-token work cut to the minimum."""
+        header = self._header_b64.encode("ascii")
+        inner, outer = self._inner.copy, self._outer.copy
+        to_b64, alphabet = binascii.b2a_base64, _URLSAFE
         if expires_at is None:
-            payload = b'{"s":%d,"c":%d}' % (survey_seq, contact_id)
+            template = b'{"s":%d,"c":%%d}' % survey_seq
         else:
-            payload = b'{"s":%d,"c":%d,"exp":%d}' % (survey_seq, contact_id, expires_at)
-        signing_input = self._header_b64 + _b64(payload)
-        mac = hmac.digest(self._secret, signing_input.encode("ascii"), hashlib.sha256)
-        return signing_input + "." + _b64(mac)
+            template = b'{"s":%d,"c":%%d,"exp":%d}' % (survey_seq, expires_at)
+        tokens = []
+        for contact_id in contact_ids:
+            signing_input = header + to_b64(template % contact_id, newline=False).translate(alphabet).rstrip(b"=")
+            # HMAC-SHA256 (RFC 2104) from the precomputed inner and outer states
+            digest = inner()
+            digest.update(signing_input)
+            mac = outer()
+            mac.update(digest.digest())
+            tokens.append((signing_input + b"." + to_b64(mac.digest(), newline=False).translate(alphabet)
+                           .rstrip(b"=")).decode("ascii"))
+        return tokens
 
     def verify_contact_token(self, token: str, now: float | None = None) -> ContactClaims:
         """Verify with PyJWT and the key the header names; never trust the header's algorithm."""
