@@ -12,6 +12,9 @@ import logging
 from typing import Any, TypeAlias
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 log = logging.getLogger("service.redis")
@@ -22,6 +25,10 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 OPTIONS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "health_check_interval": 0}
 # per server (per node in a cluster)
 MAX_CONNECTIONS = 256
+# one immediate retry on a fresh connection absorbs a pooled connection that a Redis restart broke;
+# redis-py's default (10 retries with backoff, timeouts included) holds a request for seconds while
+# Redis is down or hung, before the breaker or the 503 can answer
+SINGLE_SERVER_RETRY = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 def cluster_url(url: str) -> str | None:
@@ -55,7 +62,7 @@ async def connect_redis(url: str) -> RedisClient:
     explicit = cluster_url(url)
     if explicit is not None:
         return await _cluster(explicit)
-    client = Redis.from_url(url, max_connections=MAX_CONNECTIONS, **OPTIONS)
+    client = Redis.from_url(url, max_connections=MAX_CONNECTIONS, retry=SINGLE_SERVER_RETRY, **OPTIONS)
     try:
         await client.ping()
         if not await _is_cluster_node(client):
