@@ -1,0 +1,266 @@
+"""Fault-test fixtures: servers each test owns (so killing them never disturbs the session's), and
+the service run as a real `python -m service serve` subprocess.
+
+Everything here is bounded: every wait has a deadline, and every process started is stopped (and
+reaped) at teardown whatever the test did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service.core.auth import SCOPES, hash_secret, new_secret
+from service.db import orgs
+from service.db.pool import apply_schema
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from tests.conftest import TEST_KEYS, Tenant
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a daemon's zombie waits for init, which may reap it only later)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _signal_and_wait(pid: int, signum: int, timeout: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+    deadline = time.monotonic() + timeout
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if _running(pid):
+        raise AssertionError(f"process {pid} still running after signal {signum}")
+
+
+class OwnRedis:
+    """A Redis server of one test, on a fixed port for its whole life, so clients can find it again."""
+
+    def __init__(self, root: Path) -> None:
+        self.server = EmbeddedRedis(root)
+        self.port = self.server.start()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        state = self.server._read_state()
+        assert state is not None
+        return state[0]
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye, as when the host loses the process."""
+        _signal_and_wait(self.pid, signal.SIGKILL)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the port still accepts connections but nothing answers (a hung server)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis flushes its append-only file and exits."""
+        with contextlib.suppress(ProcessLookupError):
+            self.thaw()
+        _signal_and_wait(self.pid, signal.SIGTERM)
+
+    def wipe(self) -> None:
+        """Forget every key and script, as a replacement server would (only while stopped)."""
+        for path in self.server.dir.glob("appendonly*"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def restart(self) -> None:
+        """Start again on the same port (after kill() or stop())."""
+        self.server.start(self.port)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    root = Path(tempfile.mkdtemp(prefix="sls-fault-redis-"))
+    server = OwnRedis(root)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of one test module that the tests may stop and start on the same port."""
+
+    def __init__(self, root: Path) -> None:
+        self.server = EmbeddedPostgres(root)
+        self.port = self.server.start()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server.start(self.port)
+
+    @property
+    def running(self) -> bool:
+        return self.server.running_port() == self.port
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[OwnPostgres]:
+    root = Path(tempfile.mkdtemp(prefix="sls-fault-pg-"))
+    server = OwnPostgres(root)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def new_tenant(database_url: str, link_quota: int = 50, rate_limit: str = "off") -> Tenant:
+    """An organisation and a key with every scope, written straight to the database."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_schema(conn)
+        org = await orgs.insert_org(conn, f"org-{uuid.uuid4().hex[:6]}", link_quota, rate_limit)
+        secret = new_secret()
+        key_id = await orgs.insert_key(conn, org.id, "fault", hash_secret(secret), list(SCOPES))
+    finally:
+        await conn.close()
+    return Tenant(org.id, secret, key_id)
+
+
+async def wait_until(check, timeout: float, interval: float = 0.1):
+    """Poll the async `check` until it answers something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"not reached within {timeout}s (last answer {last!r})")
+
+
+def signing_keys_env() -> str:
+    return ",".join(f"{k.kid}:{k.secret.decode()}" for k in TEST_KEYS)
+
+
+@dataclass
+class ServeProcess:
+    """`python -m service serve --workers N` in a subprocess, with its stderr kept in a file."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """The master's spawned workers (its resource tracker excluded)."""
+        pids = []
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        with contextlib.suppress(FileNotFoundError):
+            for raw in children.read_text().split():
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    cmdline = Path(f"/proc/{raw}/cmdline").read_bytes()
+                    if b"spawn_main" in cmdline and _running(int(raw)):
+                        pids.append(int(raw))
+        return pids
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_serve(env: dict[str, str], workers: int, log_path: Path, timeout: float = 30.0) -> ServeProcess:
+    """Start the server and wait until every worker answers /health (or fail with its log)."""
+    port = free_port()
+    full_env = {**os.environ, "LOG_LEVEL": "INFO", "LOG_FORMAT": "json", **env}
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed below once the child has it
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers)],
+            cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    finally:
+        log_file.close()
+    server = ServeProcess(proc, port, log_path)
+    deadline = time.monotonic() + timeout
+    import urllib.request
+
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{server.logs()[-3000:]}")
+        if time.monotonic() > deadline:
+            stop_serve(server)
+            raise AssertionError(f"server not healthy within {timeout}s:\n{server.logs()[-3000:]}")
+        if workers <= 1 or len(server.worker_pids()) == workers:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.base_url}/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        time.sleep(0.1)
+    return server
+
+
+def stop_serve(server: ServeProcess) -> None:
+    """SIGTERM (drain), then SIGKILL the whole process group if it lingers; always reap."""
+    proc = server.proc
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # workers are in the master's session: none may outlive the test
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """Factory: `server = serve(env, workers=2)`; every server started is stopped at teardown."""
+    started: list[ServeProcess] = []
+
+    def start(env: dict[str, str], workers: int = 2) -> ServeProcess:
+        server = start_serve(env, workers, tmp_path / f"serve-{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        stop_serve(server)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session that opens a new connection for each concurrent request (spread over workers)."""
+    connector = aiohttp.TCPConnector(limit=400, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session

@@ -1,0 +1,243 @@
+"""Redis killed, frozen, restarted or flushed of its scripts, mid-traffic.
+
+PostgreSQL stays the truth throughout: with RATE_LIMIT_FAILURE_MODE=open the service keeps
+creating and replaying links without Redis; with `closed` it answers a clear 503; and once Redis
+is back (a new process on the same port, its script cache empty) it recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.app import create_app
+from service.core.ratelimit import GATE_SCRIPT
+from tests.faults.conftest import OwnRedis, wait_until
+from tests.helpers import create_metadata_field, create_survey, links_path
+
+FILUM_503 = {"detail": "Service temporarily unavailable: redis is not answering, retry shortly"}
+FORMBRICKS_503 = {"error": {"code": 503, "message": FILUM_503["detail"], "details": []}}
+GATE_SHA = hashlib.sha1(GATE_SCRIPT.encode()).hexdigest()
+# a policy generous enough never to refuse here, but real, so every request runs the Lua gate
+POLICY = "1000/second"
+
+
+@pytest.fixture
+def app_on(aiohttp_client, settings):
+    """Factory: a test client of the whole app on `redis` (and the module's PostgreSQL)."""
+
+    async def make(redis: OwnRedis, mode: str):
+        return await aiohttp_client(create_app(replace(settings, redis_url=redis.url, rate_limit_failure_mode=mode)))
+
+    return make
+
+
+async def _campaign(client, tenant) -> tuple[str, int]:
+    survey = await create_survey(client, tenant.headers)
+    field = await create_metadata_field(client, tenant.headers, f"f{uuid.uuid4().hex[:6]}")
+    return survey["id"], field["id"]
+
+
+def _body(field: int, value: object, name: str = "n") -> dict:
+    return {"name": name, "metadata_mapping": [{"metadata_id": field, "value": value}]}
+
+
+async def _count(db, survey_id: str) -> int:
+    return await db.fetchval("SELECT count(*) FROM survey_links WHERE survey_id = $1", uuid.UUID(survey_id))
+
+
+async def _script_loaded(redis: OwnRedis) -> bool:
+    client = aioredis.Redis.from_url(redis.url)
+    try:
+        return (await client.script_exists(GATE_SHA))[0]
+    finally:
+        await client.aclose()
+
+
+async def test_open_mode_keeps_creating_and_replaying_when_redis_dies(app_on, own_redis, make_tenant, db):
+    client = await app_on(own_redis, "open")
+    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
+    survey_id, field = await _campaign(client, tenant)
+    path = links_path(survey_id)
+    before = await client.post(path, json=_body(field, "before"), headers=tenant.headers)
+    assert before.status == 200 and "RateLimit" in before.headers
+    before_body = await before.json()
+
+    # traffic of distinct creates runs while Redis is killed under it
+    statuses: list[int] = []
+    durations: list[float] = []
+
+    async def traffic() -> None:
+        for i in range(60):
+            started = time.perf_counter()
+            resp = await client.post(path, json=_body(field, f"t{i}"), headers=tenant.headers)
+            durations.append(time.perf_counter() - started)
+            statuses.append(resp.status)
+            await asyncio.sleep(0.01)
+
+    runner = asyncio.create_task(traffic())
+    await asyncio.sleep(0.15)
+    own_redis.kill()
+    await asyncio.wait_for(runner, 30)
+    assert statuses == [200] * 60
+    # a dead Redis is noticed fast: no request waits on reconnect attempts and backoff
+    assert max(durations) < 1.0, max(durations)
+
+    # creates still succeed without Redis (and without rate-limit headers: nothing was counted)
+    created = await client.post(path, json=_body(field, "during"), headers=tenant.headers)
+    assert created.status == 200 and "Idempotent-Replayed" not in created.headers
+    assert "RateLimit" not in created.headers
+    # replays are answered from PostgreSQL, identical to the first answer
+    replay = await client.post(path, json=_body(field, "before", name="other"), headers=tenant.headers)
+    assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert await replay.json() == before_body
+    # 16 identical concurrent creates still give one row
+    burst = await asyncio.gather(*(client.post(path, json=_body(field, "burst"), headers=tenant.headers)
+                                   for _ in range(16)))
+    assert [r.status for r in burst] == [200] * 16
+    assert len({(await r.json())["id"] for r in burst}) == 1
+    assert sum("Idempotent-Replayed" not in r.headers for r in burst) == 1
+    assert await _count(db, survey_id) == 1 + 60 + 1 + 1
+    assert await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(survey_id)) == 63
+
+    ready = await client.get("/ready")
+    assert ready.status == 503
+    assert await ready.json() == {"status": "unavailable", "checks": {"postgresql": "ok", "redis": "unavailable"}}
+
+    # Redis comes back empty of scripts: the service recovers by itself, rate limiting included
+    own_redis.restart()
+
+    async def limited_again():
+        resp = await client.post(path, json=_body(field, "after"), headers=tenant.headers)
+        return resp.status == 200 and "RateLimit" in resp.headers
+
+    await wait_until(limited_again, timeout=5)
+    assert await _script_loaded(own_redis)
+    assert (await client.get("/ready")).status == 200
+    assert await _count(db, survey_id) == 64
+
+
+async def test_closed_mode_answers_503_then_recovers(app_on, own_redis, make_tenant, db):
+    client = await app_on(own_redis, "closed")
+    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
+    survey_id, field = await _campaign(client, tenant)
+    path = links_path(survey_id)
+    own_redis.kill()
+
+    resp = await client.post(path, json=_body(field, "x"), headers=tenant.headers)
+    assert resp.status == 503
+    assert await resp.json() == FILUM_503
+    assert resp.headers["Retry-After"] == "1"
+    assert resp.headers["Content-Type"].startswith("application/json")
+    resp = await client.get(f"/api/v2/management/surveys/{survey_id}", headers=tenant.headers)
+    assert resp.status == 503
+    assert await resp.json() == FORMBRICKS_503
+    # while the breaker is open, and once it has expired and Redis is asked again
+    await asyncio.sleep(1.1)
+    statuses = [(await client.post(path, json=_body(field, i), headers=tenant.headers)).status for i in range(5)]
+    assert statuses == [503] * 5
+    assert await _count(db, survey_id) == 0  # a refused request writes nothing
+
+    own_redis.restart()
+
+    async def recovered():
+        return (await client.post(path, json=_body(field, "x"), headers=tenant.headers)).status == 200
+
+    await wait_until(recovered, timeout=5)
+    resp = await client.post(path, json=_body(field, "y"), headers=tenant.headers)
+    assert resp.status == 200 and "RateLimit" in resp.headers
+    assert await _count(db, survey_id) == 2
+
+
+async def test_frozen_redis_is_bounded_in_open_mode(app_on, own_redis, make_tenant, db):
+    """A hung Redis (accepts connections, never answers) costs at most about one socket timeout."""
+    client = await app_on(own_redis, "open")
+    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
+    survey_id, field = await _campaign(client, tenant)
+    path = links_path(survey_id)
+    own_redis.freeze()
+    try:
+        durations = []
+        for i in range(4):
+            started = time.perf_counter()
+            resp = await asyncio.wait_for(client.post(path, json=_body(field, i), headers=tenant.headers), 30)
+            durations.append(time.perf_counter() - started)
+            assert resp.status == 200
+            await asyncio.sleep(0.6)  # past the breaker, so later requests ask Redis again
+        # socket_timeout is 1 s; a retry after a timeout, or backoff, would make this seconds more
+        assert max(durations) < 1.5, durations
+    finally:
+        own_redis.thaw()
+
+    async def limited_again():
+        resp = await client.post(path, json=_body(field, "after"), headers=tenant.headers)
+        return resp.status == 200 and "RateLimit" in resp.headers
+
+    await wait_until(limited_again, timeout=5)
+    assert await _count(db, survey_id) == 5
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+async def test_script_flush_reloads_the_gate(app_on, own_redis, make_tenant, mode):
+    client = await app_on(own_redis, mode)
+    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
+    survey_id, field = await _campaign(client, tenant)
+    path = links_path(survey_id)
+    assert (await client.post(path, json=_body(field, 1), headers=tenant.headers)).status == 200
+    assert await _script_loaded(own_redis)
+    direct = aioredis.Redis.from_url(own_redis.url)
+    await direct.script_flush()
+    await direct.aclose()
+    assert not await _script_loaded(own_redis)
+    # the next request reloads the script: a real decision (headers), not the degraded path
+    resp = await client.post(path, json=_body(field, 2), headers=tenant.headers)
+    assert resp.status == 200 and "RateLimit" in resp.headers
+    assert await _script_loaded(own_redis)
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+async def test_redis_replaced_by_an_empty_server_reloads_the_gate(app_on, own_redis, make_tenant, how):
+    """Redis comes back without its data (a replacement server): scripts load again, buckets start full."""
+    client = await app_on(own_redis, "closed")
+    tenant = await make_tenant(rate_limit="3/minute")
+    survey_id, field = await _campaign(client, tenant)  # spends 2 tokens
+    path = links_path(survey_id)
+    own_redis.kill() if how == "kill" else own_redis.stop()
+    own_redis.wipe()
+    own_redis.restart()
+    assert not await _script_loaded(own_redis)
+
+    async def answered():
+        resp = await client.post(path, json=_body(field, "x"), headers=tenant.headers)
+        return resp if resp.status != 503 else None
+
+    resp = await wait_until(answered, timeout=5)
+    assert resp.status == 200 and resp.headers["RateLimit"].startswith('"minute";r=2;')
+    assert await _script_loaded(own_redis)
+    statuses = [(await client.post(path, json=_body(field, i), headers=tenant.headers)).status for i in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+async def test_redis_restarted_with_its_data_keeps_limiting(app_on, own_redis, make_tenant):
+    """A clean restart keeps the buckets (append-only file): nobody gets a fresh quota of requests."""
+    client = await app_on(own_redis, "closed")
+    tenant = await make_tenant(rate_limit="3/minute")
+    survey_id, field = await _campaign(client, tenant)  # spends 2 tokens
+    path = links_path(survey_id)
+    own_redis.stop()
+    own_redis.restart()
+
+    async def answered():
+        resp = await client.post(path, json=_body(field, "x"), headers=tenant.headers)
+        return resp if resp.status != 503 else None
+
+    resp = await wait_until(answered, timeout=5)
+    assert resp.status == 200 and resp.headers["RateLimit"].startswith('"minute";r=0;')
+    refused = await client.post(path, json=_body(field, "y"), headers=tenant.headers)
+    assert refused.status == 429 and await refused.json() == {"detail": "Rate limit exceeded"}
