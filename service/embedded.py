@@ -168,7 +168,8 @@ class EmbeddedRedis:
             check=True, capture_output=True,
         )
         deadline = time.monotonic() + 20
-        while not (_port_open(port) and pid_file.exists()):
+        # the pid file may exist before Redis has written the pid into it
+        while not (_port_open(port) and pid_file.exists() and pid_file.read_text().strip().isdigit()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis did not start on port {port}")
             time.sleep(0.02)
