@@ -21,10 +21,12 @@ log = logging.getLogger("service.http")
 access = logging.getLogger("service.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# what PostgreSQL being unreachable looks like to asyncpg
+# what PostgreSQL being unreachable looks like to asyncpg; InternalClientError is a pooled connection
+# that the server cut (its FATAL read, its EOF not yet) handed out between the two
 PG_DOWN = (
     OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.InternalClientError,
 )
 
 
