@@ -1,0 +1,135 @@
+"""PostgreSQL stopped under the service: clear 503s (never a 500), /ready 503, and recovery without
+a restart once it is back on its port, with the pool handing out working connections again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+
+import asyncpg
+import pytest
+
+from service.app import create_app
+from tests.faults.conftest import OwnPostgres, new_tenant, wait_until
+from tests.helpers import links_path
+
+PG_DETAIL = "Service temporarily unavailable: postgresql is not answering, retry shortly"
+FILUM_503 = {"detail": PG_DETAIL}
+FORMBRICKS_503 = {"error": {"code": 503, "message": PG_DETAIL, "details": []}}
+BASE = "/api/v2/management"
+
+
+@pytest.fixture
+async def pg_client(aiohttp_client, settings, own_postgres: OwnPostgres):
+    """The whole app on the test's own PostgreSQL (running again whatever the previous test did)."""
+    if not own_postgres.running:
+        own_postgres.start()
+    # a short key cache, so key lookups really reach the database during the outage
+    app = create_app(replace(settings, database_url=own_postgres.url, key_cache_seconds=0.2))
+    return await aiohttp_client(app)
+
+
+async def _setup(client, database_url: str):
+    tenant = await new_tenant(database_url, link_quota=1000)
+    h = tenant.headers
+    survey = await (await client.post(f"{BASE}/surveys", json={"name": "S"}, headers=h)).json()
+    field = await (await client.post(f"{BASE}/metadata-fields", json={"name": f"f{uuid.uuid4().hex[:6]}"},
+                                     headers=h)).json()
+    return tenant, survey["data"]["id"], field["data"]["id"]
+
+
+def _body(field: int, value: object) -> dict:
+    return {"name": "n", "metadata_mapping": [{"metadata_id": field, "value": value}]}
+
+
+async def _rows(database_url: str, survey_id: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        count = await conn.fetchval("SELECT count(*) FROM survey_links WHERE survey_id = $1", uuid.UUID(survey_id))
+        counter = await conn.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(survey_id))
+    finally:
+        await conn.close()
+    return count, counter
+
+
+async def test_postgres_stopped_gives_503_then_recovers(pg_client, own_postgres):
+    client = pg_client
+    tenant, survey_id, field = await _setup(client, own_postgres.url)
+    h = tenant.headers
+    first = await client.post(links_path(survey_id), json=_body(field, "first"), headers=h)
+    assert first.status == 200
+
+    own_postgres.stop()
+    await asyncio.sleep(0.3)  # past the key cache
+    calls = [
+        ("POST", links_path(survey_id), _body(field, "new"), FILUM_503),
+        ("GET", f"{BASE}/surveys/{survey_id}", None, FORMBRICKS_503),
+        ("PATCH", f"{BASE}/surveys/{survey_id}", {"name": "renamed"}, FORMBRICKS_503),
+        ("POST", f"{BASE}/surveys", {"name": "S2"}, FORMBRICKS_503),
+        ("GET", f"{BASE}/metadata-fields", None, FORMBRICKS_503),
+        ("POST", f"{BASE}/metadata-fields", {"name": "g"}, FORMBRICKS_503),
+    ]
+    for method, path, body, expected in calls:
+        resp = await asyncio.wait_for(client.request(method, path, json=body, headers=h), 15)
+        assert resp.status == 503, (method, path, await resp.text())
+        assert await resp.json() == expected, (method, path)
+        assert resp.headers["Retry-After"] == "1"
+    ready = await client.get("/ready")
+    assert ready.status == 503
+    assert await ready.json() == {"status": "unavailable", "checks": {"postgresql": "unavailable", "redis": "ok"}}
+    assert (await client.get("/health")).status == 200
+
+    own_postgres.start()
+
+    async def recovered():
+        resp = await client.post(links_path(survey_id), json=_body(field, "after"), headers=h)
+        return resp.status == 200
+
+    await wait_until(recovered, timeout=10, interval=0.2)
+    # every pooled connection works again: more concurrent requests than the pool holds
+    responses = await asyncio.gather(*(client.post(links_path(survey_id), json=_body(field, i), headers=h)
+                                       for i in range(30)))
+    assert [r.status for r in responses] == [200] * 30
+    replay = await client.post(links_path(survey_id), json=_body(field, "first"), headers=h)
+    assert replay.status == 200 and await replay.json() == await first.json()
+    assert (await client.get("/ready")).status == 200
+    assert await _rows(own_postgres.url, survey_id) == (32, 32)
+
+
+async def test_postgres_stopped_mid_traffic_never_500(pg_client, own_postgres):
+    client = pg_client
+    tenant, survey_id, field = await _setup(client, own_postgres.url)
+    statuses: list[int] = []
+    answered: dict[int, int] = {}  # value -> link id, for every 200
+
+    async def traffic(worker: int) -> None:
+        for i in range(40):
+            value = worker * 1000 + i
+            resp = await client.post(links_path(survey_id), json=_body(field, value), headers=tenant.headers)
+            statuses.append(resp.status)
+            if resp.status == 200:
+                answered[value] = (await resp.json())["id"]
+            else:
+                assert await resp.json() == FILUM_503
+            await asyncio.sleep(0.01)
+
+    runners = asyncio.gather(*(traffic(w) for w in range(4)))
+    await asyncio.sleep(0.2)
+    own_postgres.stop()
+    await asyncio.sleep(0.5)
+    own_postgres.start()
+    await asyncio.wait_for(runners, 60)
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses and 200 in statuses
+    # every answered link is committed, and the quota counter agrees with the rows
+    conn = await asyncpg.connect(own_postgres.url)
+    try:
+        rows = dict(await conn.fetch(
+            "SELECT (metadata_mapping->0->>'value')::int, id FROM survey_links WHERE survey_id = $1",
+            uuid.UUID(survey_id)))
+    finally:
+        await conn.close()
+    assert {v: rows.get(v) for v in answered} == answered
+    count, counter = await _rows(own_postgres.url, survey_id)
+    assert count == counter
