@@ -210,6 +210,8 @@ class _Compiler:
     def condition(self, attribute: str, op: str, value: Any) -> str:
         if attribute == CONTACT_ID:
             return f"(id = ANY({self.param(list(value))}::bigint[]))"
+        if op == "in" and not value:
+            return "FALSE"  # before the key's parameter: a parameter the SQL never uses has no type
         key = self.param(attribute)
         json_value, text = f"attributes->({key}::text)", f"attributes->>({key}::text)"
         number = (f"CASE jsonb_typeof({json_value}) WHEN 'number' THEN ({json_value})::numeric"
@@ -249,8 +251,6 @@ class _Compiler:
             parts.append(f"({number}) = ANY({self.param(numbers)}::numeric[])")
         if flags:
             parts.append(f"{json_value} = ANY({self.param(flags)}::jsonb[])")
-        if not parts:
-            return "FALSE"
         return "coalesce(" + " OR ".join(parts) + ", false)"
 
 

@@ -143,3 +143,11 @@ def test_numbers_are_passed_as_exact_decimals():
 ])
 def test_like_wildcards_are_literal(template, value, pattern):
     assert like_pattern(template, value) == pattern
+
+
+def test_every_parameter_is_used_by_the_sql():
+    for tree in (cond(op="in", value=[]), {"and": [cond(op="in", value=[]), cond(op="isSet")]},
+                 cond("contactId", "in", value=[]), cond(op="in", value=[True])):
+        sql, params = compile_filters(tree, 3)
+        assert [f"${3 + i}" in sql for i in range(len(params))] == [True] * len(params)
+        assert f"${3 + len(params)}" not in sql

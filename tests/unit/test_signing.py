@@ -146,8 +146,8 @@ def test_created_links_refuse_alteration():
     token = signer.created_link_token("abc123")
     kid, public_id, mac = token.split(".")
     assert signer.verify_created_link(token) == "abc123"
-    for bad in (f"{kid}.abc124.{mac}", f"k1.{public_id}.{mac}", f"k9.{public_id}.{mac}", f"{kid}.{public_id}.x{mac[1:]}",
-                f"{kid}.{public_id}", token + ".x"):
+    for bad in (f"{kid}.abc124.{mac}", f"k1.{public_id}.{mac}", f"k9.{public_id}.{mac}",
+                f"{kid}.{public_id}.x{mac[1:]}", f"{kid}.{public_id}", token + ".x"):
         with pytest.raises(InvalidLink):
             signer.verify_created_link(bad)
 
