@@ -26,9 +26,10 @@ class Unauthorized(DomainError):
 class Forbidden(DomainError):
     status = 403
 
-    def __init__(self, reason: str = "Permission denied") -> None:
+    def __init__(self, reason: str = "Permission denied", field: str = "scope") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.field = field
 
 
 class NotFound(DomainError):

@@ -88,7 +88,7 @@ def render_formbricks(error: DomainError) -> web.Response:
     elif isinstance(error, NotFound):
         details = [{"field": error.field, "issue": "not found"}]
     elif isinstance(error, Forbidden):
-        details = [{"field": "scope", "issue": error.reason}] if error.reason != "Permission denied" else []
+        details = [{"field": error.field, "issue": error.reason}] if error.reason != "Permission denied" else []
     elif isinstance(error, Unauthorized):
         details = [{"field": "x-api-key", "issue": "missing, unknown or revoked API key"}]
     elif isinstance(error, Gone):

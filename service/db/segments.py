@@ -1,0 +1,119 @@
+"""Segments, and the contacts of a segment: one page, or how many there are.
+
+The filter is compiled to SQL by `core.segments` (values and keys are `$n` parameters). A page
+walks `contacts_page_idx` (org, created_at DESC, id DESC) and reads only ids for the skipped rows;
+the attributes asked for are extracted in SQL for the page's rows alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ..core.segments import compile_filters
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: uuid.UUID
+    title: str
+    filters: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LinkContext:
+    """What a contact-links page needs to know before it reads contacts."""
+
+    survey_seq: int | None
+    survey_status: str | None
+    filters: dict[str, Any] | None
+    contacts_version: int
+
+
+@dataclass(frozen=True)
+class PageRow:
+    contact_id: int
+    # the asked-for attributes as JSON text (None when no keys were asked for)
+    attributes_json: str | None
+
+
+async def insert_segment(conn: asyncpg.Connection, org_id: uuid.UUID, title: str, filters: dict[str, Any]) -> Segment:
+    row = await conn.fetchrow(
+        "INSERT INTO segments (id, org_id, title, filters) VALUES ($1, $2, $3, $4)"
+        " RETURNING id, title, filters, created_at",
+        uuid.uuid4(), org_id, title, filters,
+    )
+    return Segment(**row)
+
+
+async def get_segment(
+    conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID
+) -> tuple[Segment, int] | None:
+    """The segment and the organisation's current contacts version, or None."""
+    row = await conn.fetchrow(
+        "SELECT id, title, filters, created_at,"
+        " (SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $2) AS version"
+        " FROM segments WHERE id = $1 AND org_id = $2",
+        segment_id, org_id,
+    )
+    if row is None:
+        return None
+    return Segment(row["id"], row["title"], row["filters"], row["created_at"]), row["version"]
+
+
+async def link_context(
+    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID | None
+) -> LinkContext:
+    """The survey, the segment (when one is named) and the contacts version, in one round trip."""
+    row = await conn.fetchrow(
+        "SELECT s.seq, s.status, g.filters, coalesce(v.version, 0) AS version FROM (SELECT 1) AS one"
+        " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"
+        " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1"
+        " LEFT JOIN contact_versions v ON v.org_id = $1",
+        org_id, survey_id, segment_id,
+    )
+    return LinkContext(row["seq"], row["status"], row["filters"], row["version"])
+
+
+async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any]) -> tuple[int, int]:
+    """How many contacts the segment holds, and the contacts version that count belongs to.
+
+    One statement, so one snapshot: the version read is the one the count saw.
+    """
+    condition, params = compile_filters(filters, 2)
+    row = await conn.fetchrow(
+        "SELECT count(*) AS total, (SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1)"
+        f" AS version FROM contacts WHERE org_id = $1 AND {condition}",
+        org_id, *params,
+    )
+    return row["total"], row["version"]
+
+
+def _page_sql(condition: str, key_count: int) -> str:
+    members = (
+        "SELECT id, created_at FROM contacts WHERE org_id = $1 AND " + condition
+        + " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+    )
+    if key_count == 0:
+        return f"SELECT p.id, NULL::text AS attrs FROM ({members}) AS p ORDER BY p.created_at DESC, p.id DESC"
+    pairs = ", ".join(f"${4 + i}::text, c.attributes->(${4 + i}::text)" for i in range(key_count))
+    # stored values are never null, so stripping nulls leaves exactly the keys the contact has
+    return (
+        f"SELECT p.id, jsonb_strip_nulls(jsonb_build_object({pairs}))::text AS attrs"
+        f" FROM ({members}) AS p JOIN contacts c ON c.id = p.id ORDER BY p.created_at DESC, p.id DESC"
+    )
+
+
+async def member_page(
+    conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], limit: int, offset: int,
+    attribute_keys: list[str],
+) -> list[PageRow]:
+    """One page of the segment's contacts, newest first (ties by id), with the asked-for attributes."""
+    condition, params = compile_filters(filters, 4 + len(attribute_keys))
+    rows = await conn.fetch(_page_sql(condition, len(attribute_keys)), org_id, limit, offset, *attribute_keys, *params)
+    return [PageRow(r[0], r[1]) for r in rows]

@@ -1,0 +1,118 @@
+"""Signed contact links (Formbricks contract), generated on the fly: nothing is stored per link.
+
+A page costs one PostgreSQL round trip for the survey, segment and contacts version, one Redis
+GET for the cached segment size, and one query for the page itself; its 250 tokens come from the
+signer's batch method.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..core.contact_counts import segment_total
+from ..core.errors import Forbidden, NotFound, ValidationFailed
+from ..db import contacts as contact_db
+from ..db import segments as segment_db
+from .auth import guarded, principal_of
+from .contact_schemas import load_link_query
+from .jsonio import raw_json_response
+from .keys import POOL, REDIS, SETTINGS, SIGNER
+from .management import path_uuid
+from .render import iso
+
+routes = web.RouteTableDef()
+BASE = "/api/v2/management/surveys/{surveyId}/contact-links"
+PAGE_QUERY = ("limit", "skip", "expirationDays", "attributeKeys")
+DAY_SECONDS = 86_400
+_NO_ATTRIBUTES = orjson.Fragment(b"{}")
+_MAX_CONTACT_ID = 2**63 - 1
+
+
+def expiry(days: int | None) -> tuple[int | None, str | None]:
+    """The tokens' `exp` (whole epoch seconds, computed once per request) and the same instant in ISO 8601."""
+    if days is None:
+        return None, None
+    exp = int(time.time()) + days * DAY_SECONDS
+    return exp, iso(datetime.fromtimestamp(exp, UTC))
+
+
+def check_survey(seq: int | None) -> int:
+    """The survey's number for the tokens: 404 when there is no such survey."""
+    if seq is None:
+        raise NotFound("survey", field="surveyId")
+    return seq
+
+
+def require_in_progress(status: str | None) -> None:
+    if status != "inProgress":
+        raise Forbidden(f"survey is not in progress (status: {status})", field="surveyId")
+
+
+def path_contact_id(request: web.Request) -> int:
+    """A contact id from the path; anything but a positive bigint names no contact (404)."""
+    raw = request.match_info["contactId"]
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= _MAX_CONTACT_ID:
+        return int(raw)
+    raise NotFound("contact", field="contactId")
+
+
+def _validated(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
+    query, issues = load_link_query(request.query, names)
+    if issues:
+        raise ValidationFailed(issues)
+    return query
+
+
+@routes.get(f"{BASE}/segments/{{segmentId}}")
+@guarded("links:read")
+async def segment_links(request: web.Request) -> web.Response:
+    """A page of the segment's contacts, newest first, each with its signed survey link."""
+    query = _validated(request, PAGE_QUERY)
+    survey_id = path_uuid(request, "surveyId", "survey")
+    segment_id = path_uuid(request, "segmentId", "segment")
+    org_id: uuid.UUID = principal_of(request).org_id
+    limit, skip, keys = query["limit"], query["skip"], query["attributeKeys"]
+    async with request.app[POOL].acquire() as conn:
+        context = await segment_db.link_context(conn, org_id, survey_id, segment_id)
+        seq = check_survey(context.survey_seq)
+        if context.filters is None:
+            raise NotFound("segment", field="segmentId")
+        require_in_progress(context.survey_status)
+        total = await segment_total(request.app[REDIS], conn, org_id, segment_id, context.filters,
+                                    context.contacts_version)
+        rows = await segment_db.member_page(conn, org_id, context.filters, limit, skip, keys)
+    exp, expires_at = expiry(query["expirationDays"])
+    tokens = request.app[SIGNER].contact_tokens(seq, [row.contact_id for row in rows], exp)
+    prefix = request.app[SETTINGS].public_base_url + "/c/"
+    data = [
+        {"contactId": str(row.contact_id), "surveyUrl": prefix + token, "expiresAt": expires_at,
+         "attributes": _NO_ATTRIBUTES if row.attributes_json is None else orjson.Fragment(row.attributes_json)}
+        for row, token in zip(rows, tokens, strict=True)
+    ]
+    body = {"data": data, "meta": {"total": total, "limit": limit, "offset": skip}}
+    return raw_json_response(orjson.dumps(body))
+
+
+@routes.get(f"{BASE}/contacts/{{contactId}}")
+@guarded("links:read")
+async def contact_link(request: web.Request) -> web.Response:
+    """The signed survey link of one contact."""
+    query = _validated(request, ("expirationDays",))
+    survey_id = path_uuid(request, "surveyId", "survey")
+    contact_id = path_contact_id(request)
+    async with request.app[POOL].acquire() as conn:
+        target = await contact_db.contact_link_target(conn, principal_of(request).org_id, survey_id, contact_id)
+    seq = check_survey(target.survey_seq)
+    if not target.contact_found:
+        raise NotFound("contact", field="contactId")
+    require_in_progress(target.survey_status)
+    exp, expires_at = expiry(query["expirationDays"])
+    token = request.app[SIGNER].contact_token(seq, contact_id, exp)
+    url = f"{request.app[SETTINGS].public_base_url}/c/{token}"
+    return raw_json_response(orjson.dumps({"data": {"surveyUrl": url, "expiresAt": expires_at}}))

@@ -1,0 +1,223 @@
+"""Request schemas of the contacts, segments and contact-links endpoints (Formbricks contract).
+
+Attribute values are strings (at most 2000 characters), finite numbers, booleans, or null; a
+null means "no value" (a new contact does not get the attribute; an update removes it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields
+from multidict import MultiMapping
+
+from ..core.errors import Issue
+from ..core.segments import CONTACT_ID, KEY_RULE, is_number, valid_attribute_key, validate_filters
+from .fields import INT64_MAX, Str, error
+
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_CHARS = 2000
+MAX_BULK_CONTACTS = 10_000
+MAX_LINK_ATTRIBUTE_KEYS = 20
+
+
+def _attribute_value(value: Any) -> str | None:
+    """The problem with one attribute value, as `type::msg`, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if is_number(value):
+        return None if abs(value) <= INT64_MAX else "value_error.number::numbers are at most 2^63-1 in magnitude"
+    if isinstance(value, str):
+        if len(value) > MAX_ATTRIBUTE_CHARS:
+            return f"value_error.any_str.max_length::ensure this value has at most {MAX_ATTRIBUTE_CHARS} characters"
+        if "\x00" in value:
+            return "value_error.str.nul::NUL characters are not allowed"
+        return None
+    return "type_error::value must be a string, a finite number, a boolean or null"
+
+
+def attribute_problems(value: Any, require_email: bool) -> Any:
+    """marshmallow-style messages for an attributes object, or None when it is valid."""
+    if not isinstance(value, dict):
+        return ["type_error.dict::value is not a valid dict"]
+    problems: dict[str, Any] = {}
+    if len(value) > MAX_ATTRIBUTES:
+        return [f"value_error.dict.max_items::ensure this value has at most {MAX_ATTRIBUTES} attributes"]
+    for key, item in value.items():
+        if key == CONTACT_ID:
+            problems[key] = ["value_error.attribute_key::contactId is reserved for the contact's id"]
+        elif not valid_attribute_key(key):
+            problems[key] = [f"value_error.attribute_key::{KEY_RULE}"]
+        elif (msg := _attribute_value(item)) is not None:
+            problems[key] = [msg]
+    email = value.get("email")
+    if "email" not in problems and ("email" in value or require_email):
+        if "email" not in value:
+            problems["email"] = ["value_error.missing::field required"]
+        elif not isinstance(email, str) or not email.strip():
+            problems["email"] = ["type_error.str::email must be a non-empty string"]
+    return problems or None
+
+
+class Attributes(fields.Field):
+    """`{"key": value}` with valid keys and values (see the module docstring)."""
+
+    default_error_messages = {"required": "value_error.missing::field required",
+                              "null": "type_error.none.not_allowed::none is not an allowed value"}
+
+    def __init__(self, require_email: bool = False, **kw: Any):
+        super().__init__(**kw)
+        self.require_email = require_email
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict:
+        problems = attribute_problems(value, self.require_email)
+        if problems:
+            raise ValidationError(problems)
+        return value
+
+
+class ContactList(fields.Field):
+    """Up to 10,000 `{"attributes": {...}}` items, each with an `email`, checked without a schema per item."""
+
+    default_error_messages = {"required": "value_error.missing::field required",
+                              "null": "type_error.none.not_allowed::none is not an allowed value"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list:
+        if not isinstance(value, list):
+            raise error("type_error.list", "value is not a valid list")
+        if not value:
+            raise error("value_error.list.min_items", "ensure this value has at least 1 items")
+        if len(value) > MAX_BULK_CONTACTS:
+            raise error("value_error.list.max_items", f"ensure this value has at most {MAX_BULK_CONTACTS} items")
+        problems: dict[int, Any] = {}
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                problems[i] = ["type_error.dict::value is not a valid dict"]
+                continue
+            found: dict[str, Any] = {k: ["Unknown field."] for k in item if k != "attributes"}
+            if "attributes" not in item:
+                found["attributes"] = ["value_error.missing::field required"]
+            elif (bad := attribute_problems(item["attributes"], require_email=True)) is not None:
+                found["attributes"] = bad
+            if found:
+                problems[i] = found
+        if problems:
+            raise ValidationError(problems)
+        return [item["attributes"] for item in value]
+
+
+class AttributeKey(Str):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
+        key = super()._deserialize(value, attr, data, **kw)
+        if key == CONTACT_ID:
+            raise error("value_error.attribute_key", "contactId is reserved for the contact's id")
+        if not valid_attribute_key(key):
+            raise error("value_error.attribute_key", KEY_RULE)
+        return key
+
+
+class AttributeKeyCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    key = AttributeKey(required=True, trim=False)
+    name = Str(min_length=1, max_length=255)
+
+
+class ContactCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    attributes = Attributes(required=True)
+
+
+class BulkContactsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    contacts = ContactList(required=True)
+
+
+class FilterTree(fields.Field):
+    """A segment's filter tree, checked by `core.segments.validate_filters` and normalised."""
+
+    default_error_messages = {"required": "value_error.missing::field required",
+                              "null": "type_error.none.not_allowed::none is not an allowed value"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict:
+        tree, issues = validate_filters(value, loc=())
+        if issues:
+            raise ValidationError(_nested(issues))
+        return tree
+
+
+def _nested(issues: list[Issue]) -> dict[Any, Any]:
+    """Issues as marshmallow's nested messages (`issues_from` flattens them back, in order)."""
+    root: dict[Any, Any] = {}
+    for issue in issues:
+        node = root
+        for part in issue.loc:
+            node = node.setdefault(part, {})
+        node.setdefault("_schema", []).append(f"{issue.type}::{issue.msg}")
+    return root
+
+
+class SegmentCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    title = Str(required=True, min_length=1, max_length=255)
+    filters = FilterTree(required=True)
+
+
+_INTEGER = re.compile(r"^[+-]?[0-9]{1,20}$")
+
+
+def _query_int(raw: str, name: str, low: int, high: int) -> tuple[int | None, Issue | None]:
+    loc = ("query", name)
+    if not _INTEGER.match(raw):
+        return None, Issue(loc, "value is not a valid integer", "type_error.integer")
+    value = int(raw)
+    if value < low:
+        return None, Issue(loc, f"ensure this value is greater than or equal to {low}", "value_error.number.not_ge")
+    if value > high:
+        return None, Issue(loc, f"ensure this value is less than or equal to {high}", "value_error.number.not_le")
+    return value, None
+
+
+# name -> (lowest, highest, default); expirationDays has no default: absent means no expiry
+QUERY_INTEGERS: dict[str, tuple[int, int, int | None]] = {
+    "limit": (1, 250, 50),
+    "skip": (0, INT64_MAX, 0),
+    "expirationDays": (1, 365, None),
+}
+
+
+def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[dict[str, Any], list[Issue]]:
+    """The contact-links query parameters in `names`, each invalid one an Issue of its own."""
+    values: dict[str, Any] = {}
+    issues: list[Issue] = []
+    for name in names:
+        given = query.getall(name, [])
+        if len(given) > 1:
+            issues.append(Issue(("query", name), "give this parameter at most once", "value_error.duplicate"))
+            continue
+        if name == "attributeKeys":
+            keys = list(dict.fromkeys(k.strip() for k in given[0].split(",") if k.strip())) if given else []
+            if len(keys) > MAX_LINK_ATTRIBUTE_KEYS:
+                issues.append(Issue(("query", name), f"ensure this value has at most {MAX_LINK_ATTRIBUTE_KEYS} keys",
+                                    "value_error.list.max_items"))
+            # keys that cannot exist are as unknown as keys that do not: ignored
+            values[name] = [k for k in keys if valid_attribute_key(k)]
+            continue
+        low, high, default = QUERY_INTEGERS[name]
+        if not given:
+            values[name] = default
+            continue
+        value, issue = _query_int(given[0], name, low, high)
+        if issue is not None:
+            issues.append(issue)
+        values[name] = value
+    return values, issues

@@ -1,0 +1,78 @@
+"""Management API (scope `manage`): contact attribute keys and contacts, one at a time or in bulk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..core.errors import Issue, ValidationFailed
+from ..db import contacts as contact_db
+from .auth import guarded, principal_of
+from .contact_schemas import AttributeKeyCreateSchema, BulkContactsSchema, ContactCreateSchema
+from .fields import load
+from .jsonio import json_response, read_json
+from .keys import POOL, SETTINGS
+from .render import iso
+
+routes = web.RouteTableDef()
+BASE = "/api/v2/management"
+
+
+def attribute_key_json(key: contact_db.AttributeKey) -> dict[str, Any]:
+    return {"id": str(key.id), "key": key.key, "name": key.name, "createdAt": iso(key.created_at)}
+
+
+def contact_json(contact: contact_db.Contact) -> dict[str, Any]:
+    # ids are bigints, answered as strings like the reference's ids
+    return {"id": str(contact.id), "attributes": contact.attributes, "createdAt": iso(contact.created_at)}
+
+
+@routes.post(f"{BASE}/contact-attribute-keys")
+@guarded("manage")
+async def create_attribute_key(request: web.Request) -> web.Response:
+    """Create an attribute key; `name` defaults to the key, which is unique per organisation."""
+    data = load(AttributeKeyCreateSchema(), await read_json(request))
+    async with request.app[POOL].acquire() as conn:
+        key = await contact_db.insert_attribute_key(
+            conn, principal_of(request).org_id, data["key"], data.get("name", data["key"])
+        )
+    if key is None:
+        raise ValidationFailed([Issue(("body", "key"), f"attribute key {data['key']!r} already exists",
+                                      "value_error.duplicate")])
+    return json_response({"data": attribute_key_json(key)}, status=201)
+
+
+@routes.get(f"{BASE}/contact-attribute-keys")
+@guarded("manage")
+async def list_attribute_keys(request: web.Request) -> web.Response:
+    """Every attribute key of the organisation, oldest first."""
+    async with request.app[POOL].acquire() as conn:
+        keys = await contact_db.list_attribute_keys(conn, principal_of(request).org_id)
+    return json_response({"data": [attribute_key_json(k) for k in keys]})
+
+
+@routes.post(f"{BASE}/contacts")
+@guarded("manage")
+async def create_contact(request: web.Request) -> web.Response:
+    """Create a contact; attribute keys it introduces are created; an `email` must be unique."""
+    data = load(ContactCreateSchema(), await read_json(request))
+    async with request.app[POOL].acquire() as conn:
+        try:
+            contact = await contact_db.insert_contact(conn, principal_of(request).org_id, data["attributes"])
+        except contact_db.DuplicateEmail:
+            taken = Issue(("body", "attributes", "email"), "a contact with this email already exists",
+                          "value_error.duplicate")
+            raise ValidationFailed([taken]) from None
+    return json_response({"data": contact_json(contact)}, status=201)
+
+
+@routes.put(f"{BASE}/contacts/bulk")
+@guarded("manage")
+async def upsert_contacts(request: web.Request) -> web.Response:
+    """Create or update up to 10,000 contacts by their `email` attribute, all or nothing."""
+    body = await read_json(request, max_bytes=request.app[SETTINGS].bulk_max_body_bytes)
+    data = load(BulkContactsSchema(), body)
+    async with request.app[POOL].acquire() as conn:
+        counts = await contact_db.upsert_by_email(conn, principal_of(request).org_id, data["contacts"])
+    return json_response({"data": {"created": counts.created, "updated": counts.updated}})

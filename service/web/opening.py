@@ -1,0 +1,101 @@
+"""Opening a link (the respondent's side, no API key): `/c/<contact token>` and `/l/<created link>`.
+
+The signature is checked first, in-process: a forged, altered or unknown-key link is 404 before
+any database query. An expired contact link is 410 (also before any query), and so is a link to a
+survey that is not in progress. A valid link redirects (302) to the survey's `redirectUrl` with
+the link's facts as query parameters, or, without a `redirectUrl`, answers them as JSON (200).
+Errors use the Formbricks body, like every path outside `/external/`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
+
+import orjson
+from aiohttp import web
+
+from ..core.errors import Gone, NotFound
+from ..core.signing import ExpiredLink, InvalidLink
+from ..db import contacts as contact_db
+from ..db import links as link_db
+from .jsonio import json_response
+from .keys import POOL, SIGNER
+
+routes = web.RouteTableDef()
+# the token is in the URL: keep it out of shared caches and out of the target's Referer header
+_PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()  # numbers in their JSON form: 1, 2.5, 1e+20
+
+
+def query_pairs(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """Query parameters for the facts: a list repeats its parameter, a null is an empty value."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in facts.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((name, _text(item)))
+    return pairs
+
+
+def redirect_target(redirect_url: str, facts: dict[str, Any]) -> str:
+    """`redirect_url` with the facts added to its query; its own parameters are kept as they are
+    written, except those the facts name (the link's values win)."""
+    parts = urlsplit(redirect_url)
+    ours = set(facts)
+    kept = [p for p in parts.query.split("&") if p and unquote_plus(p.split("=", 1)[0]) not in ours]
+    added = urlencode(query_pairs(facts), quote_via=quote)
+    return urlunsplit(parts._replace(query="&".join([*kept, added] if added else kept)))
+
+
+def answer(redirect_url: str | None, facts: dict[str, Any]) -> web.Response:
+    if redirect_url:
+        return web.Response(status=302, headers={"Location": redirect_target(redirect_url, facts), **_PRIVATE})
+    return json_response({"data": facts}, headers=dict(_PRIVATE))
+
+
+@routes.get("/c/{token}")
+async def open_contact_link(request: web.Request) -> web.Response:
+    """A personal (contact) link: the survey id and the contact id."""
+    try:
+        claims = request.app[SIGNER].verify_contact_token(request.match_info["token"])
+    except InvalidLink:
+        raise NotFound("link", field="token") from None
+    except ExpiredLink:
+        raise Gone("this link has expired") from None
+    async with request.app[POOL].acquire() as conn:
+        target = await contact_db.contact_link_for_opening(conn, claims.survey_seq, claims.contact_id)
+    if target is None:
+        raise NotFound("link", field="token")
+    if target.status != "inProgress":
+        raise Gone("the survey is not in progress")
+    return answer(target.redirect_url, {"surveyId": str(target.survey_id), "contactId": str(claims.contact_id)})
+
+
+@routes.get("/l/{token}")
+async def open_created_link(request: web.Request) -> web.Response:
+    """A created (Filum) link: the survey id, the public id, and each metadata field's variable."""
+    try:
+        public_id = request.app[SIGNER].verify_created_link(request.match_info["token"])
+    except InvalidLink:
+        raise NotFound("link", field="token") from None
+    async with request.app[POOL].acquire() as conn:
+        link = await link_db.link_for_opening(conn, public_id)
+    if link is None:
+        raise NotFound("link", field="token")
+    if link.status != "inProgress":
+        raise Gone("the survey is not in progress")
+    facts: dict[str, Any] = {}
+    for item in link.metadata_mapping:
+        variable = link.variables.get(item["metadata_id"])
+        if variable is not None and variable not in ("surveyId", "publicId"):
+            facts[variable] = item["value"]
+    if link.redirect_url:
+        return answer(link.redirect_url, {"surveyId": str(link.survey_id), "publicId": link.public_id, **facts})
+    return answer(None, {"surveyId": str(link.survey_id), "publicId": public_id, "metadata": facts})

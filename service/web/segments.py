@@ -1,0 +1,53 @@
+"""Management API (scope `manage`): segments, answered with their contact count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..core.contact_counts import segment_total
+from ..core.errors import NotFound
+from ..db import segments as segment_db
+from .auth import guarded, principal_of
+from .contact_schemas import SegmentCreateSchema
+from .fields import load
+from .jsonio import json_response, read_json
+from .keys import POOL, REDIS
+from .management import path_uuid
+from .render import iso
+
+routes = web.RouteTableDef()
+BASE = "/api/v2/management"
+
+
+def segment_json(segment: segment_db.Segment, contact_count: int) -> dict[str, Any]:
+    return {"id": str(segment.id), "title": segment.title, "filters": segment.filters,
+            "contactCount": contact_count, "createdAt": iso(segment.created_at)}
+
+
+@routes.post(f"{BASE}/segments")
+@guarded("manage")
+async def create_segment(request: web.Request) -> web.Response:
+    """Create a segment from a filter tree (422 names the place of each problem in the tree)."""
+    data = load(SegmentCreateSchema(), await read_json(request))
+    org_id = principal_of(request).org_id
+    async with request.app[POOL].acquire() as conn:
+        segment = await segment_db.insert_segment(conn, org_id, data["title"], data["filters"])
+        total = await segment_total(request.app[REDIS], conn, org_id, segment.id, segment.filters, None)
+    return json_response({"data": segment_json(segment, total)}, status=201)
+
+
+@routes.get(f"{BASE}/segments/{{segmentId}}")
+@guarded("manage")
+async def get_segment(request: web.Request) -> web.Response:
+    """One segment with how many contacts it holds now."""
+    segment_id = path_uuid(request, "segmentId", "segment")
+    org_id = principal_of(request).org_id
+    async with request.app[POOL].acquire() as conn:
+        found = await segment_db.get_segment(conn, org_id, segment_id)
+        if found is None:
+            raise NotFound("segment", field="segmentId")
+        segment, version = found
+        total = await segment_total(request.app[REDIS], conn, org_id, segment.id, segment.filters, version)
+    return json_response({"data": segment_json(segment, total)})
