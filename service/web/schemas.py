@@ -27,6 +27,8 @@ class MetadataValue(fields.Field):
             if len(value) > MAX_VALUE_CHARS:
                 raise error("value_error.any_str.max_length",
                             f"ensure this value has at most {MAX_VALUE_CHARS} characters")
+            if "\x00" in value:  # PostgreSQL's jsonb cannot hold U+0000
+                raise error("value_error.str.nul", "NUL characters are not allowed")
             return value
         if finite_number(value):
             return value
