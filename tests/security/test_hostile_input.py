@@ -1,0 +1,376 @@
+"""Hostile input on every endpoint: each gets a clear 4xx in its API family's JSON body, never a
+500, and nothing is written to the database.
+
+Bodies are sent as raw bytes, so invalid UTF-8, raw NULs and encoded surrogates reach the server
+exactly as an attacker would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from urllib.parse import quote
+
+import pytest
+
+from tests.contact_helpers import contact_link_path, segment_links_path
+from tests.helpers import links_path
+from tests.security.conftest import World, family_error, table_counts
+
+JSON = {"Content-Type": "application/json"}
+M = "/api/v2/management"
+
+# JSON literals that no string field may accept: NUL (escaped and raw), lone surrogates (escaped and
+# as raw UTF-8 bytes), invalid UTF-8, 5,000-deep nesting, and numbers JSON cannot or must not carry
+STRING_LITERALS: dict[str, bytes] = {
+    "escaped NUL": b'"a\\u0000b"',
+    "raw NUL": b'"a\x00b"',
+    "escaped lone high surrogate": b'"\\ud800"',
+    "escaped lone low surrogate": b'"x\\udfff"',
+    "reversed surrogate pair": b'"\\udc00\\ud800"',
+    "raw surrogate bytes": b'"\xed\xa0\x80"',
+    "invalid UTF-8": b'"\xff\xfe"',
+    "truncated UTF-8": b'"\xc3"',
+    "overlong UTF-8": b'"\xc0\xaf"',
+    "deep array": b"[" * 5000 + b"]" * 5000,
+    "deep object": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    "NaN": b"NaN",
+    "Infinity": b"Infinity",
+    "-Infinity": b"-Infinity",
+    "1e400": b"1e400",
+    "-1e400": b"-1e400",
+}
+# and for fields that hold integers within a range (ids, quotas, attribute numbers)
+NUMBER_LITERALS: dict[str, bytes] = {
+    **{k: v for k, v in STRING_LITERALS.items() if k not in ("escaped NUL", "raw NUL")},
+    "400 digits": b"1" + b"0" * 400,
+    "2^64": b"18446744073709551616",
+    "2^63": b"9223372036854775808",
+    "-2^63-1": b"-9223372036854775809",
+}
+
+# (method, path, template with @X@ where the literal goes, literals)
+Position = tuple[str, Callable[[World], str], bytes, dict[str, bytes]]
+
+
+def _positions() -> dict[str, Position]:
+    S, N = STRING_LITERALS, NUMBER_LITERALS
+    filum: Callable[[World], str] = lambda w: links_path(w.survey_id)  # noqa: E731
+    survey: Callable[[World], str] = lambda w: f"{M}/surveys/{w.survey_id}"  # noqa: E731
+
+    def path(p: str) -> Callable[[World], str]:
+        return lambda w: p
+
+    return {
+        "filum name": ("POST", filum, b'{"name": @X@}', S),
+        "filum value": ("POST", filum, b'{"name": "n", "metadata_mapping": [{"metadata_id": @F@, "value": @X@}]}', S),
+        "filum list value": ("POST", filum,
+                             b'{"name": "n", "metadata_mapping": [{"metadata_id": @F@, "value": ["a", @X@]}]}', S),
+        "filum metadata_id": ("POST", filum, b'{"name": "n", "metadata_mapping": [{"metadata_id": @X@}]}', N),
+        "survey name": ("POST", path(f"{M}/surveys"), b'{"name": @X@}', S),
+        "survey status": ("POST", path(f"{M}/surveys"), b'{"name": "n", "status": @X@}', S),
+        "survey redirectUrl": ("POST", path(f"{M}/surveys"), b'{"name": "n", "redirectUrl": @X@}', S),
+        "survey linkQuota": ("POST", path(f"{M}/surveys"), b'{"name": "n", "linkQuota": @X@}', N),
+        "patch name": ("PATCH", survey, b'{"name": @X@}', S),
+        "patch linkQuota": ("PATCH", survey, b'{"linkQuota": @X@}', N),
+        "field name": ("POST", path(f"{M}/metadata-fields"), b'{"name": @X@}', S),
+        "field variable": ("POST", path(f"{M}/metadata-fields"), b'{"name": "n", "variable": @X@}', S),
+        "attribute key": ("POST", path(f"{M}/contact-attribute-keys"), b'{"key": @X@}', S),
+        "attribute key name": ("POST", path(f"{M}/contact-attribute-keys"), b'{"key": "k", "name": @X@}', S),
+        "contact email": ("POST", path(f"{M}/contacts"), b'{"attributes": {"email": @X@}}', S),
+        "contact value": ("POST", path(f"{M}/contacts"), b'{"attributes": {"email": "e@x.io", "note": @X@}}', S),
+        "contact number": ("POST", path(f"{M}/contacts"), b'{"attributes": {"email": "e@x.io", "n": @X@}}', N),
+        "contact key": ("POST", path(f"{M}/contacts"), b'{"attributes": {"email": "e@x.io", @X@: "v"}}', S),
+        "bulk email": ("PUT", path(f"{M}/contacts/bulk"), b'{"contacts": [{"attributes": {"email": @X@}}]}', S),
+        "bulk value": ("PUT", path(f"{M}/contacts/bulk"),
+                       b'{"contacts": [{"attributes": {"email": "e@x.io", "note": @X@}}]}', S),
+        "segment title": ("POST", path(f"{M}/segments"), b'{"title": @X@, "filters": {}}', S),
+        "segment value": ("POST", path(f"{M}/segments"),
+                          b'{"title": "t", "filters": {"attribute": "plan", "op": "equals", "value": @X@}}', S),
+        "segment in value": ("POST", path(f"{M}/segments"),
+                             b'{"title": "t", "filters": {"attribute": "plan", "op": "in", "value": ["a", @X@]}}', S),
+        "segment attribute": ("POST", path(f"{M}/segments"),
+                              b'{"title": "t", "filters": {"attribute": @X@, "op": "isSet"}}', S),
+        "segment contactId": ("POST", path(f"{M}/segments"),
+                              b'{"title": "t", "filters": {"attribute": "contactId", "op": "in", "value": [@X@]}}', N),
+    }
+
+
+POSITIONS = _positions()
+# every endpoint that reads a JSON body: (method, path)
+BODY_ENDPOINTS: dict[str, tuple[str, Callable[[World], str]]] = {
+    "filum create link": ("POST", lambda w: links_path(w.survey_id)),
+    "create survey": ("POST", lambda w: f"{M}/surveys"),
+    "patch survey": ("PATCH", lambda w: f"{M}/surveys/{w.survey_id}"),
+    "create metadata field": ("POST", lambda w: f"{M}/metadata-fields"),
+    "create attribute key": ("POST", lambda w: f"{M}/contact-attribute-keys"),
+    "create contact": ("POST", lambda w: f"{M}/contacts"),
+    "bulk contacts": ("PUT", lambda w: f"{M}/contacts/bulk"),
+    "create segment": ("POST", lambda w: f"{M}/segments"),
+}
+WHOLE_BODIES: dict[str, bytes] = {
+    "empty": b"",
+    "whitespace": b" \n\t ",
+    "array": b"[]",
+    "array of numbers": b"[1, 2]",
+    "string": b'"x"',
+    "number": b"1",
+    "null": b"null",
+    "true": b"true",
+    "BOM": b'\xef\xbb\xbf{"name": "x"}',
+    "trailing garbage": b'{"name": "x"} {}',
+    "truncated": b'{"name": ',
+    "unclosed deep array": b"[" * 5000,
+    "deep array": b"[" * 5000 + b"]" * 5000,
+    "deep object": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    "invalid UTF-8": b"\xff\xfe\xfd",
+    "invalid UTF-8 key": b'{"\xff": 1}',
+    "NUL byte": b"\x00",
+    "NaN": b"NaN",
+    "UTF-16": '{"name": "x"}'.encode("utf-16"),
+    "single quotes": b"{'name': 'x'}",
+    "comment": b'{"name": "x" /* c */}',
+}
+
+
+async def _send(client, method: str, path: str, body, headers: dict[str, str]):
+    return await asyncio.wait_for(client.request(method, path, data=body, headers=headers), 30)
+
+
+@pytest.mark.parametrize("position", list(POSITIONS))
+async def test_hostile_literals_in_every_field_are_422(client, world, db, position):
+    method, path_of, template, literals = POSITIONS[position]
+    before = await table_counts(db)
+    headers = {**world.tenant.headers, **JSON}
+    wrong = []
+    for name, literal in literals.items():
+        body = template.replace(b"@F@", str(world.field_id).encode()).replace(b"@X@", literal)
+        resp = await _send(client, method, path_of(world), body, headers)
+        status, answer = await family_error(resp)
+        if status != 422:
+            wrong.append((name, status, answer))
+    assert wrong == []
+    assert await table_counts(db) == before
+
+
+@pytest.mark.parametrize("endpoint", list(BODY_ENDPOINTS))
+async def test_bodies_that_are_not_a_json_object_are_422(client, world, db, endpoint):
+    method, path_of = BODY_ENDPOINTS[endpoint]
+    before = await table_counts(db)
+    headers = {**world.tenant.headers, **JSON}
+    wrong = []
+    for name, body in WHOLE_BODIES.items():
+        resp = await _send(client, method, path_of(world), body, headers)
+        status, answer = await family_error(resp)
+        if status != 422:
+            wrong.append((name, status, answer))
+    assert wrong == []
+    assert await table_counts(db) == before
+
+
+@pytest.mark.parametrize("endpoint", list(BODY_ENDPOINTS))
+async def test_wrong_content_types_are_415(client, world, db, endpoint):
+    method, path_of = BODY_ENDPOINTS[endpoint]
+    before = await table_counts(db)
+    body = b'{"name": "x"}'
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                  "application/xml", "application/jsonp", "text/json", "image/png", "application/octet-stream"):
+        resp = await _send(client, method, path_of(world), body, {**world.tenant.headers, "Content-Type": ctype})
+        status, answer = await family_error(resp)
+        assert status == 415, (ctype, answer)
+        if endpoint == "filum create link":
+            assert answer == {"detail": "Content-Type must be application/json"}
+        else:
+            assert answer["error"]["message"] == "Content-Type must be application/json"
+    assert await table_counts(db) == before
+
+
+@pytest.mark.parametrize("endpoint", list(BODY_ENDPOINTS))
+async def test_huge_bodies_are_413(client, world, db, endpoint):
+    """3 MiB (17 MiB for the bulk upload, whose own limit is 16 MiB), declared or chunked."""
+    method, path_of = BODY_ENDPOINTS[endpoint]
+    before = await table_counts(db)
+    size = (17 if endpoint == "bulk contacts" else 3) * 1024 * 1024
+    payload = b'{"name": "' + b"x" * size + b'"}'
+
+    async def chunked():
+        for start in range(0, len(payload), 256 * 1024):
+            yield payload[start:start + 256 * 1024]
+
+    for body in (io.BytesIO(payload), chunked()):  # with a Content-Length, then without one
+        resp = await _send(client, method, path_of(world), body, {**world.tenant.headers, **JSON})
+        status, answer = await family_error(resp)
+        assert status == 413, answer
+        message = answer["detail"] if endpoint == "filum create link" else answer["error"]["message"]
+        assert message.startswith("Request body too large"), answer
+    assert await table_counts(db) == before
+
+
+def _authenticated(world: World) -> list[tuple[str, str]]:
+    """Every endpoint that takes an API key."""
+    return [
+        ("POST", links_path(world.survey_id)),
+        ("POST", f"{M}/surveys"), ("GET", f"{M}/surveys/{world.survey_id}"),
+        ("PATCH", f"{M}/surveys/{world.survey_id}"),
+        ("POST", f"{M}/metadata-fields"), ("GET", f"{M}/metadata-fields"),
+        ("POST", f"{M}/contact-attribute-keys"), ("GET", f"{M}/contact-attribute-keys"),
+        ("POST", f"{M}/contacts"), ("PUT", f"{M}/contacts/bulk"),
+        ("POST", f"{M}/segments"), ("GET", f"{M}/segments/{world.segment_id}"),
+        ("GET", segment_links_path(world.survey_id, world.segment_id)),
+        ("GET", contact_link_path(world.survey_id, world.contact_id)),
+    ]
+
+
+async def test_5000_character_api_keys_are_401(client, world, db):
+    before = await table_counts(db)
+    long_keys = ["a" * 5000, "slk_" + "A" * 4996, world.tenant.key + "x" * (5000 - len(world.tenant.key))]
+    for method, path in _authenticated(world):
+        for key in long_keys:
+            for headers in ({"x-api-key": key}, {"Authorization": f"Bearer {key}"}):
+                resp = await _send(client, method, path, b'{"name": "x"}', {**headers, **JSON})
+                status, answer = await family_error(resp)
+                assert status == 401, (method, path, answer)
+    assert await table_counts(db) == before
+
+
+async def test_5000_character_link_tokens_are_404(client, world):
+    tokens = [
+        "a" * 5000,
+        "eyJ" + "a" * 2500 + "." + "b" * 2400 + "." + "c" * 97,  # JWT-shaped
+        world.contact_token + "a" * (5000 - len(world.contact_token)),
+        "t1." + "p" * 4900 + "." + "m" * 95,  # created-link shaped, with a known kid
+        world.created_token + "a" * (5000 - len(world.created_token)),
+    ]
+    for prefix in ("/c/", "/l/"):
+        for token in tokens:
+            resp = await client.get(prefix + token)
+            status, answer = await family_error(resp)
+            assert status == 404, (prefix, token[:20], answer)
+            assert answer["error"]["details"] == [{"field": "token", "issue": "not found"}]
+
+
+SQL_IDS = [
+    "1' OR '1'='1",
+    "1; DROP TABLE surveys; --",
+    "' UNION SELECT key_hash FROM api_keys --",
+    "00000000-0000-0000-0000-000000000000' OR 1=1 --",
+    "1)) OR pg_sleep(5) --",
+    "$1",
+    "../../etc/passwd",
+    "\x00",
+    "\udcff",  # percent-encodes to %FF: invalid UTF-8
+    "\ud800",  # percent-encodes (surrogatepass) to a lone surrogate's bytes
+]
+
+
+def _quote(raw: str) -> str:
+    return quote(raw.encode("utf-8", "surrogateescape" if raw == "\udcff" else "surrogatepass"), safe="")
+
+
+async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, world, db):
+    before = await table_counts(db)
+    h = world.tenant.headers
+    for raw in SQL_IDS:
+        bad = _quote(raw)
+        formbricks = [
+            ("GET", f"{M}/surveys/{bad}"), ("PATCH", f"{M}/surveys/{bad}"), ("GET", f"{M}/segments/{bad}"),
+            ("GET", segment_links_path(bad, world.segment_id)), ("GET", segment_links_path(world.survey_id, bad)),
+            ("GET", contact_link_path(bad, world.contact_id)), ("GET", contact_link_path(world.survey_id, bad)),
+            ("GET", f"/c/{bad}"), ("GET", f"/l/{bad}"),
+        ]
+        for method, path in formbricks:
+            resp = await client.request(method, path, json={"name": "x"}, headers=h)
+            status, answer = await family_error(resp)
+            assert status == 404, (raw, method, path, answer)
+        resp = await client.post(links_path(bad), json={"name": "x"}, headers=h)
+        status, answer = await family_error(resp)
+        assert status == 422, (raw, answer)
+        assert answer["detail"] == [{"loc": ["path", "survey_campaign_id"], "msg": "value is not a valid uuid",
+                                     "type": "type_error.uuid"}]
+    assert await table_counts(db) == before
+    # and every table is still there, with its rows
+    resp = await client.get(f"{M}/surveys/{world.survey_id}", headers=h)
+    assert resp.status == 200
+
+
+async def test_unknown_and_malformed_query_parameters_change_nothing(client, world, db):
+    """Unknown parameters are ignored, as both reference APIs do: same status and body as without."""
+    h = world.tenant.headers
+    extras = ["foo=bar", "__proto__=1", "%00=%00", "limit2=x", "select=*", "id=1%27%20OR%201%3D1",
+              "%FF%FE=%ED%A0%80", "%ZZ", "&&&", "=", "a=" + "b" * 5000]
+    gets = [
+        f"{M}/surveys/{world.survey_id}", f"{M}/metadata-fields", f"{M}/contact-attribute-keys",
+        f"{M}/segments/{world.segment_id}", segment_links_path(world.survey_id, world.segment_id),
+        contact_link_path(world.survey_id, world.contact_id), f"/c/{world.contact_token}",
+        f"/l/{world.created_token}", "/health",
+    ]
+    for path in gets:
+        plain = await client.get(path, headers=h, allow_redirects=False)
+        expected = (plain.status, await plain.read())
+        assert plain.status == 200, (path, expected)
+        for extra in extras:
+            resp = await client.get(f"{path}?{extra}", headers=h, allow_redirects=False)
+            assert (resp.status, await resp.read()) == expected, (path, extra)
+    before = await table_counts(db)
+    body = {"name": "other", "metadata_mapping": [{"metadata_id": world.field_id, "value": "secret-of-A"}]}
+    for extra in extras:
+        resp = await client.post(f"{links_path(world.survey_id)}?{extra}", json=body, headers=h)
+        assert resp.status == 200 and await resp.json() == world.link, extra
+    assert await table_counts(db) == before
+
+
+async def test_invalid_known_query_parameters_are_422(client, world):
+    h = world.tenant.headers
+    path = segment_links_path(world.survey_id, world.segment_id)
+    for query, field in [("limit=%FF", "limit"), ("limit=%00", "limit"), ("limit=1e3", "limit"),
+                         ("limit=" + "9" * 5000, "limit"), ("skip=-1", "skip"), ("skip=" + "9" * 30, "skip"),
+                         ("expirationDays=NaN", "expirationDays"), ("expirationDays=%ED%A0%80", "expirationDays"),
+                         ("limit=1&limit=2", "limit")]:
+        resp = await client.get(f"{path}?{query}", headers=h)
+        status, answer = await family_error(resp)
+        assert status == 422, (query, answer)
+        assert [d["field"] for d in answer["error"]["details"]] == [field], (query, answer)
+
+
+async def test_raw_header_bytes_in_the_api_key_are_401(client, world):
+    """Bytes no HTTP client library would send: invalid UTF-8 and encoded surrogates in the key."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(b"GET /api/v2/management/metadata-fields HTTP/1.1\r\nHost: t\r\n"
+                     b"x-api-key: \xff\xfe\xed\xa0\x80slk_\xc0\xaf\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), raw[:200]
+    assert b"application/json" in head
+    assert body.startswith(b'{"error":{"code":401,')
+
+
+async def test_wrong_methods_are_405_in_the_family_body(client, world):
+    resp = await client.put(links_path(world.survey_id), json={"name": "x"}, headers=world.tenant.headers)
+    status, answer = await family_error(resp)
+    assert status == 405 and answer == {"detail": "Method Not Allowed"}
+    resp = await client.delete(f"{M}/surveys/{world.survey_id}", headers=world.tenant.headers)
+    status, answer = await family_error(resp)
+    assert status == 405 and answer["error"]["message"] == "Method Not Allowed"
+
+
+async def test_hostile_request_ids_are_replaced(client, world):
+    for given in ("x" * 5000, "a b", "<script>", "id\u00e9"):
+        resp = await client.get("/health", headers={"X-Request-Id": given.encode("utf-8").decode("latin-1")})
+        assert resp.status == 200
+        assert resp.headers["X-Request-Id"] != given and len(resp.headers["X-Request-Id"]) == 32
+
+
+async def test_valid_but_odd_unicode_is_kept_exactly(client, world, db):
+    """Not hostile, only unusual: right-to-left marks, emoji, combining marks, U+2028 and a BOM inside."""
+    name = "\u202eevil\u202c \U0001f600 e\u0301 \u2028 \ufeff"
+    resp = await client.post(f"{M}/surveys", json={"name": name}, headers=world.tenant.headers)
+    assert resp.status == 201
+    survey = (await resp.json())["data"]
+    assert survey["name"] == name.strip()
+    assert await db.fetchval("SELECT name FROM surveys WHERE id = $1::uuid", survey["id"]) == name.strip()
