@@ -19,6 +19,7 @@ GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
 SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
+OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 RATE_HEADERS = web.RequestKey("rate_headers", dict)

@@ -1,0 +1,160 @@
+"""Response schemas for the OpenAPI document only (requests are documented by the schemas that validate them)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from .schemas import MetadataOut, SurveyLinkOut, SurveyOut
+
+# re-exported for the operations table
+__all__ = ["MetadataOut", "SurveyLinkOut", "SurveyOut"]
+
+
+def _iso(**kw) -> fields.String:
+    return fields.String(metadata={"format": "date-time", "example": "2024-01-15T10:30:00.000Z"}, **kw)
+
+
+class FilumValidationIssue(Schema):
+    loc = fields.List(fields.Raw(), metadata={"example": ["body", "name"]})
+    msg = fields.String(metadata={"example": "field required"})
+    type = fields.String(metadata={"example": "value_error.missing"})
+
+
+class FilumError(Schema):
+    """The Filum path's error body: a string, a `{message, params}` object, or a list of issues (422)."""
+
+    detail = fields.Raw(required=True, metadata={
+        "oneOf": [{"type": "string"},
+                  {"type": "object", "properties": {"message": {"type": "string"}, "params": {"type": "object"}}},
+                  {"type": "array", "items": {"$ref": "#/components/schemas/FilumValidationIssue"}}],
+        "example": "Invalid or missing token",
+    })
+
+
+class ErrorDetail(Schema):
+    field = fields.String(metadata={"example": "limit"})
+    issue = fields.String(metadata={"example": "ensure this value is less than or equal to 250"})
+
+
+class ErrorInfo(Schema):
+    code = fields.Integer(metadata={"example": 422})
+    message = fields.String(metadata={"example": "Unprocessable Entity"})
+    details = fields.List(fields.Nested(ErrorDetail))
+
+
+class FormbricksError(Schema):
+    """Every other path's error body."""
+
+    error = fields.Nested(ErrorInfo, required=True)
+
+
+class Health(Schema):
+    status = fields.String(metadata={"enum": ["ok"]})
+
+
+class ReadyChecks(Schema):
+    postgresql = fields.String(metadata={"enum": ["ok", "unavailable"]})
+    redis = fields.String(metadata={"enum": ["ok", "unavailable"]})
+
+
+class Ready(Schema):
+    status = fields.String(metadata={"enum": ["ok", "unavailable"]})
+    checks = fields.Nested(ReadyChecks)
+
+
+class SurveyData(Schema):
+    data = fields.Nested(SurveyOut)
+
+
+class MetadataFieldData(Schema):
+    data = fields.Nested(MetadataOut)
+
+
+class MetadataFieldList(Schema):
+    data = fields.List(fields.Nested(MetadataOut))
+
+
+class AttributeKeyOut(Schema):
+    id = fields.UUID()
+    key = fields.String()
+    name = fields.String()
+    createdAt = _iso()
+
+
+class AttributeKeyData(Schema):
+    data = fields.Nested(AttributeKeyOut)
+
+
+class AttributeKeyList(Schema):
+    data = fields.List(fields.Nested(AttributeKeyOut))
+
+
+_ATTRIBUTES = {"type": "object", "additionalProperties": {"nullable": True, "oneOf": [
+    {"type": "string"}, {"type": "number"}, {"type": "boolean"}]}, "example": {"email": "ann@example.com"}}
+
+
+class ContactOut(Schema):
+    id = fields.String(metadata={"description": "a 64-bit integer, as a string", "example": "1042"})
+    attributes = fields.Dict(metadata=_ATTRIBUTES)
+    createdAt = _iso()
+
+
+class ContactData(Schema):
+    data = fields.Nested(ContactOut)
+
+
+class BulkCounts(Schema):
+    created = fields.Integer()
+    updated = fields.Integer()
+
+
+class BulkData(Schema):
+    data = fields.Nested(BulkCounts)
+
+
+class SegmentOut(Schema):
+    id = fields.UUID()
+    title = fields.String()
+    filters = fields.Dict(metadata={"$ref": "#/components/schemas/SegmentFilter"})
+    contactCount = fields.Integer()
+    createdAt = _iso()
+
+
+class SegmentData(Schema):
+    data = fields.Nested(SegmentOut)
+
+
+class ContactLinkItem(Schema):
+    contactId = fields.String(metadata={"example": "1042"})
+    surveyUrl = fields.String(metadata={"format": "uri", "description": "`PUBLIC_BASE_URL/c/<HS256 JWT>`"})
+    expiresAt = fields.String(allow_none=True, metadata={"format": "date-time",
+                                                         "description": "the token's `exp`; null: no expiry"})
+    attributes = fields.Dict(metadata={**_ATTRIBUTES, "description": "the values of the `attributeKeys` asked for"})
+
+
+class PageMeta(Schema):
+    total = fields.Integer(metadata={"description": "contacts in the segment"})
+    limit = fields.Integer()
+    offset = fields.Integer(metadata={"description": "the `skip` of the request"})
+
+
+class ContactLinksPage(Schema):
+    data = fields.List(fields.Nested(ContactLinkItem))
+    meta = fields.Nested(PageMeta)
+
+
+class ContactLinkOut(Schema):
+    surveyUrl = fields.String(metadata={"format": "uri"})
+    expiresAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class ContactLinkData(Schema):
+    data = fields.Nested(ContactLinkOut)
+
+
+class OpenedLink(Schema):
+    data = fields.Dict(metadata={
+        "description": "the link's facts: `surveyId`, and `contactId` (contact links) or `publicId` and "
+                       "`metadata` (created links)",
+        "example": {"surveyId": "0b9c...", "contactId": "1042"},
+    })

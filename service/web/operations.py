@@ -1,0 +1,231 @@
+"""What the OpenAPI document says about each route: one entry per (method, path pattern).
+
+A route that is added without an entry here is missing from /openapi.json, and
+tests/ops/test_openapi.py fails; request bodies name the marshmallow schemas that validate them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .contact_schemas import (
+    MAX_LINK_ATTRIBUTE_KEYS,
+    QUERY_INTEGERS,
+    AttributeKeyCreateSchema,
+    BulkContactsSchema,
+    ContactCreateSchema,
+    SegmentCreateSchema,
+)
+from .doc_schemas import (
+    AttributeKeyData,
+    AttributeKeyList,
+    BulkData,
+    ContactData,
+    ContactLinkData,
+    ContactLinksPage,
+    Health,
+    MetadataFieldData,
+    MetadataFieldList,
+    OpenedLink,
+    Ready,
+    SegmentData,
+    SurveyData,
+    SurveyLinkOut,
+)
+from .schemas import CreateLinkSchema, MetadataFieldCreateSchema, SurveyCreateSchema, SurveyPatchSchema
+
+Operation = dict[str, Any]
+FILUM, FORMBRICKS = "FilumError", "FormbricksError"
+MANAGEMENT = "/api/v2/management"
+CONTACT_LINKS = f"{MANAGEMENT}/surveys/{{surveyId}}/contact-links"
+
+ERROR_TEXT = {
+    401: "Missing, unknown or revoked API key",
+    403: "The key lacks the scope this operation needs",
+    404: "Not found (also when it belongs to another organisation)",
+    410: "Expired link, or survey not in progress",
+    413: "Request body larger than the limit",
+    415: "Content-Type is not JSON",
+    422: "Invalid input: one item per problem",
+    429: "Rate limit exceeded: `Retry-After` says when a token is there",
+    503: "PostgreSQL or Redis not answering (Redis only with RATE_LIMIT_FAILURE_MODE=closed); retry shortly",
+}
+RETRY_AFTER = (429, 503)
+
+
+def errors(family: str, *codes: int, **texts: str) -> dict[str, Any]:
+    """Error responses of one API family's body shape; `texts` overrides a description (`e404=...`)."""
+    out: dict[str, Any] = {}
+    for code in codes:
+        response: dict[str, Any] = {"description": texts.get(f"e{code}", ERROR_TEXT[code]),
+                                    "content": {"application/json": {"schema": family}}}
+        if code in RETRY_AFTER:
+            response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+        out[str(code)] = response
+    return out
+
+
+def ok(schema: Any, description: str, status: int = 200, media: str = "application/json") -> dict[str, Any]:
+    return {str(status): {"description": description, "content": {media: {"schema": schema}}}}
+
+
+def body(schema: Any, description: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if description:
+        out["description"] = description
+    return out
+
+
+def path(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def query_int(name: str, description: str) -> dict[str, Any]:
+    """A contact-links integer query parameter, bounds and default from the table that validates it."""
+    low, high, default = QUERY_INTEGERS[name]
+    schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
+    if default is not None:
+        schema["default"] = default
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+SURVEY_ID = path("surveyId", "The survey's id (a survey campaign on the Filum path)", type="string", format="uuid")
+SEGMENT_ID = path("segmentId", "The segment's id", type="string", format="uuid")
+EXPIRATION = query_int("expirationDays", "Days until the link expires; absent: it never does")
+ATTRIBUTE_KEYS = {
+    "name": "attributeKeys", "in": "query", "required": False, "style": "form", "explode": False,
+    "description": f"Comma-separated attribute keys (at most {MAX_LINK_ATTRIBUTE_KEYS}, trimmed) whose values are "
+                   "answered in `attributes`; unknown keys are ignored",
+    "schema": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_LINK_ATTRIBUTE_KEYS},
+}
+PUBLIC: list[dict[str, list[str]]] = []  # no API key
+
+
+def op(operation_id: str, summary: str, tag: str, responses: dict[str, Any], **more: Any) -> Operation:
+    return {"operationId": operation_id, "summary": summary, "tags": [tag], "responses": responses, **more}
+
+
+def _ops() -> dict[tuple[str, str], Operation]:
+    body_errors = (413, 415, 422)
+    guarded = (401, 403, 429, 503)
+    return {
+        # operations
+        ("GET", "/health"): op("health", "Liveness: the process is up", "operations",
+                               ok(Health, "Up"), security=PUBLIC),
+        ("GET", "/ready"): op("ready", "Readiness: PostgreSQL and Redis answer", "operations",
+                              {**ok(Ready, "Both answer"), **ok(Ready, "One does not (named in `checks`)", 503)},
+                              security=PUBLIC),
+        ("GET", "/metrics"): op("metrics", "Prometheus metrics (text exposition format 0.0.4)", "operations",
+                                ok({"type": "string"}, "Metrics of every worker", media="text/plain"),
+                                security=PUBLIC),
+        ("GET", "/openapi.json"): op("openapi", "This document (OpenAPI 3)", "operations",
+                                     ok({"type": "object"}, "The document"), security=PUBLIC),
+        ("GET", "/docs"): op("docs", "Readable API documentation (works offline)", "operations",
+                             ok({"type": "string"}, "An HTML page", media="text/html"), security=PUBLIC),
+        ("GET", "/docs/{asset}"): op(
+            "docs_asset", "A script or stylesheet of the documentation page", "operations",
+            {**ok({"type": "string"}, "The file", media="*/*"), **errors(FORMBRICKS, 404, e404="No such asset")},
+            parameters=[path("asset", "The file's name", type="string")], security=PUBLIC),
+        # Filum contract
+        ("POST", "/external/survey-campaigns/{survey_campaign_id}/links"): op(
+            "create_survey_link", "Create a survey link (idempotent on the metadata mapping)", "links",
+            {**ok(SurveyLinkOut, "The link: new, or the existing one for this mapping "
+                                 "(`Idempotent-Replayed: true`)"),
+             **errors(FILUM, 401, 403, 404, 413, 415, 422, 429, 503,
+                      e404="Unknown campaign: `{\"detail\": {\"message\": \"not_found\", ...}}`",
+                      e422="Invalid input (one item per problem), or the campaign's link quota is reached "
+                           "(`threshold_exceeded`)",
+                      e403="`organization-id` is not the key's organisation, or the key lacks `links:write`")},
+            description="The same campaign and metadata mapping (compared as a set of (metadata_id, value) "
+                        "pairs) always answer the same link, whatever `name` says, also when identical requests "
+                        "arrive at once. A new link counts against the campaign's `linkQuota`; a replay never "
+                        "does.",
+            parameters=[
+                path("survey_campaign_id", "The campaign (survey) id", type="string", format="uuid"),
+                {"name": "organization-id", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "When sent, must be the key's organisation (else 403)"},
+                {"name": "auth-type", "in": "header", "required": False,
+                 "schema": {"type": "string", "enum": ["token"]}, "description": "When sent, must be `token`"},
+            ],
+            requestBody=body(CreateLinkSchema)),
+        # management: surveys and metadata fields
+        ("POST", f"{MANAGEMENT}/surveys"): op(
+            "create_survey", "Create a survey", "management",
+            {**ok(SurveyData, "The survey", 201), **errors(FORMBRICKS, *guarded, *body_errors)},
+            requestBody=body(SurveyCreateSchema)),
+        ("GET", f"{MANAGEMENT}/surveys/{{surveyId}}"): op(
+            "get_survey", "One survey, with its link count", "management",
+            {**ok(SurveyData, "The survey"), **errors(FORMBRICKS, *guarded, 404)}, parameters=[SURVEY_ID]),
+        ("PATCH", f"{MANAGEMENT}/surveys/{{surveyId}}"): op(
+            "patch_survey", "Change a survey's name, status, link quota or redirect URL", "management",
+            {**ok(SurveyData, "The survey"), **errors(FORMBRICKS, *guarded, 404, *body_errors)},
+            parameters=[SURVEY_ID], requestBody=body(SurveyPatchSchema)),
+        ("POST", f"{MANAGEMENT}/metadata-fields"): op(
+            "create_metadata_field", "Create a metadata field (`variable` defaults to `name`)", "management",
+            {**ok(MetadataFieldData, "The field", 201), **errors(FORMBRICKS, *guarded, *body_errors)},
+            requestBody=body(MetadataFieldCreateSchema)),
+        ("GET", f"{MANAGEMENT}/metadata-fields"): op(
+            "list_metadata_fields", "Every metadata field of the organisation", "management",
+            {**ok(MetadataFieldList, "The fields, oldest first"), **errors(FORMBRICKS, *guarded)}),
+        # management: contacts and segments
+        ("POST", f"{MANAGEMENT}/contact-attribute-keys"): op(
+            "create_attribute_key", "Create a contact attribute key", "contacts",
+            {**ok(AttributeKeyData, "The key", 201), **errors(FORMBRICKS, *guarded, *body_errors)},
+            requestBody=body(AttributeKeyCreateSchema)),
+        ("GET", f"{MANAGEMENT}/contact-attribute-keys"): op(
+            "list_attribute_keys", "Every contact attribute key of the organisation", "contacts",
+            {**ok(AttributeKeyList, "The keys, oldest first"), **errors(FORMBRICKS, *guarded)}),
+        ("POST", f"{MANAGEMENT}/contacts"): op(
+            "create_contact", "Create a contact (new attribute keys are created; `email` is unique)", "contacts",
+            {**ok(ContactData, "The contact", 201), **errors(FORMBRICKS, *guarded, *body_errors)},
+            requestBody=body(ContactCreateSchema)),
+        ("PUT", f"{MANAGEMENT}/contacts/bulk"): op(
+            "upsert_contacts", "Create or update up to 10,000 contacts by `email`, all or nothing", "contacts",
+            {**ok(BulkData, "How many were created and updated"),
+             **errors(FORMBRICKS, *guarded, *body_errors)},
+            requestBody=body(BulkContactsSchema, "Bodies up to BULK_MAX_BODY_BYTES (16 MiB)")),
+        ("POST", f"{MANAGEMENT}/segments"): op(
+            "create_segment", "Create a segment from a filter tree", "contacts",
+            {**ok(SegmentData, "The segment, with how many contacts it holds", 201),
+             **errors(FORMBRICKS, *guarded, *body_errors, e422="Invalid input; a malformed tree names the place")},
+            requestBody=body(SegmentCreateSchema)),
+        ("GET", f"{MANAGEMENT}/segments/{{segmentId}}"): op(
+            "get_segment", "One segment, with how many contacts it holds now", "contacts",
+            {**ok(SegmentData, "The segment"), **errors(FORMBRICKS, *guarded, 404)}, parameters=[SEGMENT_ID]),
+        # Formbricks contract
+        ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}"): op(
+            "segment_links", "Signed survey links for a page of a segment's contacts", "links",
+            {**ok(ContactLinksPage, "A page, newest contact first (ties by id), so pages never overlap"),
+             **errors(FORMBRICKS, *guarded, 404, 422, e403="The key lacks `links:read`, or the survey is not in "
+                                                           "progress",
+                      e404="Survey or segment not found", e422="Each invalid query parameter named in `details`")},
+            description="Every link is an HS256 JWT signed on the fly (its header names the key, `kid`); "
+                        "nothing is stored per link.",
+            parameters=[SURVEY_ID, SEGMENT_ID, query_int("limit", "Contacts per page"),
+                        query_int("skip", "Contacts to skip"), EXPIRATION, ATTRIBUTE_KEYS]),
+        ("GET", f"{CONTACT_LINKS}/contacts/{{contactId}}"): op(
+            "contact_link", "The signed survey link of one contact", "links",
+            {**ok(ContactLinkData, "The link"),
+             **errors(FORMBRICKS, *guarded, 404, 422, e403="The key lacks `links:read`, or the survey is not in "
+                                                           "progress", e404="Survey or contact not found")},
+            parameters=[SURVEY_ID, path("contactId", "The contact's id (a positive 64-bit integer)",
+                                        type="string", pattern="^[0-9]{1,19}$"), EXPIRATION]),
+        # the respondent's side
+        ("GET", "/c/{token}"): op(
+            "open_contact_link", "Open a contact link", "respondents",
+            {"302": {"description": "To the survey's `redirectUrl`, with `surveyId` and `contactId` added"},
+             **ok(OpenedLink, "The link's facts (the survey has no `redirectUrl`)"),
+             **errors(FORMBRICKS, 404, 410, e404="Signature does not verify, unknown key, or nothing to open")},
+            parameters=[path("token", "The link's signed token (JWT)")], security=PUBLIC),
+        ("GET", "/l/{token}"): op(
+            "open_created_link", "Open a created (Filum) survey link", "respondents",
+            {"302": {"description": "To the survey's `redirectUrl`, with `surveyId`, `publicId` and each "
+                                    "metadata field's `variable` added"},
+             **ok(OpenedLink, "The link's facts (the survey has no `redirectUrl`)"),
+             **errors(FORMBRICKS, 404, 410, e404="Signature does not verify, unknown key, or nothing to open")},
+            parameters=[path("token", "`<kid>.<public_id>.<mac>`")], security=PUBLIC),
+    }
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = _ops()
