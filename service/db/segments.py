@@ -42,6 +42,16 @@ class PageRow:
     attributes_json: str | None
 
 
+@dataclass(frozen=True)
+class Page:
+    rows: list[PageRow]
+    # the id of the member just before the page, when the read walked over it; of the page's last member
+    before: int | None
+    last: int | None
+    # the contacts version the page was read at (None for an empty read)
+    version: int | None
+
+
 async def insert_segment(conn: asyncpg.Connection, org_id: uuid.UUID, title: str, filters: dict[str, Any]) -> Segment:
     row = await conn.fetchrow(
         "INSERT INTO segments (id, org_id, title, filters) VALUES ($1, $2, $3, $4)"
@@ -94,26 +104,46 @@ async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: di
     return row["total"], row["version"]
 
 
-def _page_sql(condition: str, key_count: int) -> str:
-    members = (
-        "SELECT id, created_at FROM contacts WHERE org_id = $1 AND " + condition
-        + " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-    )
+# the version in the same statement as the page, so positions are remembered under the state they describe
+_VERSION = "(SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1) AS version"
+# a keyset seek past a known member: a row comparison on the page index, however deep the page
+_SEEK = " AND (created_at, id) < ((SELECT m.created_at FROM contacts m WHERE m.id = $4 AND m.org_id = $1), $4)"
+
+
+def _page_sql(condition: str, key_count: int, seek: bool) -> str:
+    where = f"org_id = $1{_SEEK if seek else ''} AND {condition}"
+    order = "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     if key_count == 0:
-        return f"SELECT p.id, NULL::text AS attrs FROM ({members}) AS p ORDER BY p.created_at DESC, p.id DESC"
-    pairs = ", ".join(f"${4 + i}::text, c.attributes->(${4 + i}::text)" for i in range(key_count))
-    # stored values are never null, so stripping nulls leaves exactly the keys the contact has
+        return f"SELECT id, NULL::text AS attrs, {_VERSION} FROM contacts WHERE {where} {order}"
+    first = 5 if seek else 4
+    pairs = ", ".join(f"${first + i}::text, c.attributes->(${first + i}::text)" for i in range(key_count))
+    # only the page's rows are joined back for their attributes; the skipped ones are never read for them.
+    # Stored values are never null, so stripping nulls leaves exactly the keys the contact has.
     return (
-        f"SELECT p.id, jsonb_strip_nulls(jsonb_build_object({pairs}))::text AS attrs"
-        f" FROM ({members}) AS p JOIN contacts c ON c.id = p.id ORDER BY p.created_at DESC, p.id DESC"
+        f"SELECT p.id, jsonb_strip_nulls(jsonb_build_object({pairs}))::text AS attrs, {_VERSION}"
+        f" FROM (SELECT id, created_at FROM contacts WHERE {where} {order}) AS p"
+        " JOIN contacts c ON c.id = p.id ORDER BY p.created_at DESC, p.id DESC"
     )
 
 
 async def member_page(
-    conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], limit: int, offset: int,
-    attribute_keys: list[str],
-) -> list[PageRow]:
-    """One page of the segment's contacts, newest first (ties by id), with the asked-for attributes."""
-    condition, params = compile_filters(filters, 4 + len(attribute_keys))
-    rows = await conn.fetch(_page_sql(condition, len(attribute_keys)), org_id, limit, offset, *attribute_keys, *params)
-    return [PageRow(r[0], r[1]) for r in rows]
+    conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], limit: int, skip: int,
+    attribute_keys: list[str], after: int | None = None,
+) -> Page:
+    """One page of the segment's contacts, newest first (ties by id), with the asked-for attributes.
+
+    `after` is the id of the member at position `skip` (1-based), when known: the read seeks past
+    it through the index instead of walking `skip` rows. Without it, the read starts one row early
+    so that the member before the page comes back, to be remembered for the next reader.
+    """
+    seek = after is not None
+    head = 1 if not seek and skip > 0 else 0
+    fixed: list[Any] = [org_id, limit + head, 0 if seek else skip - head]
+    if seek:
+        fixed.append(after)
+    condition, params = compile_filters(filters, len(fixed) + 1 + len(attribute_keys))
+    rows = await conn.fetch(_page_sql(condition, len(attribute_keys), seek), *fixed, *attribute_keys, *params)
+    version = rows[0][2] if rows else None
+    before = rows[0][0] if head and rows else None
+    rows = rows[head:]
+    return Page([PageRow(r[0], r[1]) for r in rows], before, rows[-1][0] if rows else None, version)

@@ -1,8 +1,8 @@
 """Signed contact links (Formbricks contract), generated on the fly: nothing is stored per link.
 
 A page costs one PostgreSQL round trip for the survey, segment and contacts version, one Redis
-GET for the cached segment size, and one query for the page itself; its 250 tokens come from the
-signer's batch method.
+read for the segment's size and where the page starts (see core.segment_cache), and one query for
+the page itself; its tokens come from the signer's batch method.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..core.contact_counts import segment_total
 from ..core.errors import Forbidden, NotFound, ValidationFailed
+from ..core.segment_cache import read_page
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
@@ -84,18 +84,17 @@ async def segment_links(request: web.Request) -> web.Response:
         if context.filters is None:
             raise NotFound("segment", field="segmentId")
         require_in_progress(context.survey_status)
-        total = await segment_total(request.app[REDIS], conn, org_id, segment_id, context.filters,
-                                    context.contacts_version)
-        rows = await segment_db.member_page(conn, org_id, context.filters, limit, skip, keys)
+        page = await read_page(request.app[REDIS], conn, org_id, segment_id, context.filters,
+                               context.contacts_version, limit, skip, keys)
     exp, expires_at = expiry(query["expirationDays"])
-    tokens = request.app[SIGNER].contact_tokens(seq, [row.contact_id for row in rows], exp)
+    tokens = request.app[SIGNER].contact_tokens(seq, [row.contact_id for row in page.rows], exp)
     prefix = request.app[SETTINGS].public_base_url + "/c/"
     data = [
         {"contactId": str(row.contact_id), "surveyUrl": prefix + token, "expiresAt": expires_at,
          "attributes": _NO_ATTRIBUTES if row.attributes_json is None else orjson.Fragment(row.attributes_json)}
-        for row, token in zip(rows, tokens, strict=True)
+        for row, token in zip(page.rows, tokens, strict=True)
     ]
-    body = {"data": data, "meta": {"total": total, "limit": limit, "offset": skip}}
+    body = {"data": data, "meta": {"total": page.total, "limit": limit, "offset": skip}}
     return raw_json_response(orjson.dumps(body))
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.contact_counts import segment_total
 from ..core.errors import NotFound
+from ..core.segment_cache import segment_total
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
 from .contact_schemas import SegmentCreateSchema

@@ -159,11 +159,11 @@ async def test_total_comes_from_the_cache_until_a_contact_write(client, tenant, 
     await page(client, tenant.headers, small["survey"], small["segment"])
     version = await db.fetchval("SELECT version FROM contact_versions WHERE org_id = $1", tenant.org_id)
     r = aioredis.Redis.from_url(redis_url)
-    key = f"{{o:{tenant.org}}}:sc:{small['segment']}:{version}"
-    assert await r.get(key) == b"2"
+    key = f"{{o:{tenant.org}}}:seg:{small['segment']}:{version}"
+    assert await r.hget(key, "t") == b"2"
     assert 0 < await r.ttl(key) <= 3600
     # a planted value is answered as is: the page did not count again
-    await r.set(key, 77)
+    await r.hset(key, "t", 77)
     assert (await page(client, tenant.headers, small["survey"], small["segment"]))["meta"]["total"] == 77
     # a contact write moves the version, and the count is right again
     await bulk(client, tenant.headers, [{"email": "d@x.io", "plan": "pro"}])
@@ -172,6 +172,38 @@ async def test_total_comes_from_the_cache_until_a_contact_write(client, tenant, 
     await r.flushall()
     await r.aclose()
     assert (await page(client, tenant.headers, small["survey"], small["segment"]))["meta"]["total"] == 3
+
+
+async def test_pages_start_from_remembered_positions(client, tenant, db, redis_url):
+    await bulk(client, tenant.headers, [{"email": f"u{i}@x.io"} for i in range(300)])
+    survey = await create_survey(client, tenant.headers)
+    segment = await create_segment(client, tenant.headers, {})
+    order = [str(r["id"]) for r in await db.fetch(
+        "SELECT id FROM contacts WHERE org_id = $1 ORDER BY created_at DESC, id DESC", tenant.org_id)]
+    version = await db.fetchval("SELECT version FROM contact_versions WHERE org_id = $1", tenant.org_id)
+    r = aioredis.Redis.from_url(redis_url)
+    key = f"{{o:{tenant.org}}}:seg:{segment['id']}:{version}"
+
+    async def ids(**params) -> list[str]:
+        body = await page(client, tenant.headers, survey["id"], segment["id"], **params)
+        return [item["contactId"] for item in body["data"]]
+
+    assert await ids(limit=100, skip=100) == order[100:200]
+    # the member before the page (position 100) and the page's last member (position 200) are remembered
+    assert set(await r.hkeys(key)) == {b"t", b"p100", b"p200"}
+    assert (await r.hget(key, "p100"), await r.hget(key, "p200")) == (order[99].encode(), order[199].encode())
+    # the next page, the same page again, and a smaller page at the same place all read the same members
+    assert await ids(limit=100, skip=200) == order[200:300]
+    assert await ids(limit=100, skip=100) == order[100:200]
+    assert await ids(limit=7, skip=100) == order[100:107]
+    assert await ids(limit=250, skip=250) == order[250:]
+    # the page really starts after the remembered member: a planted one moves it
+    await r.hset(key, "p100", order[149])
+    assert await ids(limit=10, skip=100) == order[150:160]
+    # positions are kept at multiples of 50 only
+    await ids(limit=7, skip=7)
+    assert b"p7" not in await r.hkeys(key) and b"p14" not in await r.hkeys(key)
+    await r.aclose()
 
 
 async def test_each_invalid_query_parameter_is_named(client, tenant, small):

@@ -168,7 +168,11 @@ async def test_created_link_redirects_with_variables(client, tenant, created):
 
 async def test_created_link_refusals(client, tenant, created):
     kid, public_id, mac = created["path"].removeprefix("/l/").split(".")
-    for forged in (f"{kid}.{public_id[:-1]}0.{mac}", f"{kid}.{public_id}.{mac[:-1]}A", f"zz.{public_id}.{mac}"):
+    def other(char: str) -> str:
+        return "1" if char == "0" else "0"
+
+    for forged in (f"{kid}.{public_id[:-1]}{other(public_id[-1])}.{mac}", f"{kid}.{public_id}.{other(mac[0])}{mac[1:]}",
+                   f"zz.{public_id}.{mac}"):
         resp = await client.get(f"/l/{forged}")
         assert (resp.status, await resp.json()) == (404, LINK_404)
     signer = LinkSigner(TEST_KEYS)

@@ -1,0 +1,102 @@
+"""What paging a segment remembers in Redis: its size, and where its pages start.
+
+Both live in one hash per (segment, contacts version), `{o:<org>}:seg:<segment>:<version>`:
+`t` is the number of members, and `p<n>` the id of the member at position n (1-based) in the
+page order. Every contact write bumps the organisation's
+contacts version in PostgreSQL, in its own transaction, so a write makes the old hash unreachable
+at once (it expires on its own); segments never change after they are created, so (segment,
+version) determines both facts.
+
+With the member before a page known, the page is a keyset seek through the page index instead of
+an OFFSET walk over `skip` rows: paging on through a segment, or asking for the same deep page
+again, costs the same at any depth. Positions are remembered at multiples of 50 only (every page
+boundary of the usual page sizes), which bounds the hash. Redis is only a cache here: when it
+does not answer, PostgreSQL does all the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..db import segments as segment_db
+from ..db.segments import PageRow
+from .ratelimit import org_key
+
+log = logging.getLogger("service.segments")
+CACHE_TTL_SECONDS = 3600
+MARKER_EVERY = 50
+
+
+def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int) -> str:
+    return org_key(str(org_id), f"seg:{segment_id}:{version}")
+
+
+async def _read(redis: Redis, key: str, *fields: str) -> list[bytes | None]:
+    try:
+        return await redis.hmget(key, list(fields))
+    except (RedisError, OSError):
+        log.warning("segment cache unavailable; PostgreSQL counts and walks")
+        return [None] * len(fields)
+
+
+async def _write(redis: Redis, key: str, fields: dict[str, Any]) -> None:
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, CACHE_TTL_SECONDS)
+            await pipe.execute()
+    except (RedisError, OSError):
+        log.warning("segment cache unavailable; nothing remembered")
+
+
+async def _count(redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
+                 filters: dict[str, Any]) -> int:
+    total, counted_at = await segment_db.count_members(conn, org_id, filters)
+    # remembered under the version the count really saw, which may be newer than the caller's
+    await _write(redis, cache_key(org_id, segment_id, counted_at), {"t": total})
+    return total
+
+
+async def segment_total(redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
+                        filters: dict[str, Any], version: int | None) -> int:
+    """How many contacts the segment holds at `version` (None: unknown, count now)."""
+    if version is not None:
+        (cached,) = await _read(redis, cache_key(org_id, segment_id, version), "t")
+        if cached is not None:
+            return int(cached)
+    return await _count(redis, conn, org_id, segment_id, filters)
+
+
+@dataclass(frozen=True)
+class SegmentPage:
+    total: int
+    rows: list[PageRow]
+
+
+async def read_page(
+    redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, filters: dict[str, Any],
+    version: int, limit: int, skip: int, attribute_keys: list[str],
+) -> SegmentPage:
+    """A page of the segment and its total: one Redis read, the page query, and what was learnt."""
+    key = cache_key(org_id, segment_id, version)
+    end = skip + limit
+    cached_total, start, end_known = await _read(redis, key, "t", f"p{skip}", f"p{end}")
+    total = int(cached_total) if cached_total is not None else await _count(
+        redis, conn, org_id, segment_id, filters)
+    after = None if start is None else int(start)
+    page = await segment_db.member_page(conn, org_id, filters, limit, skip, attribute_keys, after)
+    learnt: dict[str, str] = {}
+    if page.before is not None and skip % MARKER_EVERY == 0:
+        learnt[f"p{skip}"] = str(page.before)
+    if page.last is not None and len(page.rows) == limit and end % MARKER_EVERY == 0 and end_known is None:
+        learnt[f"p{end}"] = str(page.last)
+    if learnt and page.version == version:
+        await _write(redis, key, learnt)
+    return SegmentPage(total, page.rows)
