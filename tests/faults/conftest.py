@@ -32,6 +32,8 @@ from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import TEST_KEYS, Tenant
 
 REPO = Path(__file__).resolve().parents[2]
+SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS_MULTIPROC_DIR", "KEY_CACHE_SECONDS",
+            "RATE_LIMIT_FAILURE_MODE", "TRUSTED_PROXIES")
 
 
 def _running(pid: int) -> bool:
@@ -198,13 +200,16 @@ class ServeProcess:
 def start_serve(env: dict[str, str], workers: int, log_path: Path, timeout: float = 30.0) -> ServeProcess:
     """Start the server and wait until every worker answers /health (or fail with its log)."""
     port = free_port()
-    full_env = {**os.environ, "LOG_LEVEL": "INFO", "LOG_FORMAT": "json", **env}
+    # the test process's own settings must not leak into the server's
+    inherited = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    full_env = {**inherited, "LOG_LEVEL": "INFO", "LOG_FORMAT": "json", **env}
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed below once the child has it
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(workers)],
-            cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     finally:
         log_file.close()
