@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -25,6 +25,9 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 OPTIONS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "health_check_interval": 0}
 # per server (per node in a cluster)
 MAX_CONNECTIONS = 256
+# redis-py retries a cluster command 10 times by default, sleeping 0.25 s after each CLUSTERDOWN: about
+# 3 s per request while a master is lost. The gate fails open (or closed) instead, so give up sooner
+CLUSTER_RETRIES = 2
 # one immediate retry on a fresh connection absorbs a pooled connection that a Redis restart broke;
 # redis-py's default (10 retries with backoff, timeouts included) holds a request for seconds while
 # Redis is down or hung, before the breaker or the 503 can answer
@@ -39,7 +42,8 @@ def cluster_url(url: str) -> str | None:
 
 
 async def _cluster(url: str) -> RedisCluster:
-    client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, **OPTIONS)
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=CLUSTER_RETRIES)
+    client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, retry=retry, **OPTIONS)
     try:
         await client.initialize()
     except BaseException:

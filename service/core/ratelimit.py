@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -18,8 +20,9 @@ log = logging.getLogger("service.ratelimit")
 
 GATE_SCRIPT = resources.files("service").joinpath("lua/gate.lua").read_text()
 # what an unreachable or restarting Redis looks like (BusyLoadingError is a ConnectionError);
-# any other error is a bug and must surface, not be mistaken for an outage
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# any other error is a bug and must surface, not be mistaken for an outage. A Redis Cluster with a
+# master down answers CLUSTERDOWN (or leaves a slot uncovered): an outage too
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, SlotNotCoveredError)
 # after a failed call, skip Redis for this long so that requests don't each wait for a timeout
 _BREAKER_SECONDS = 1.0
 
@@ -58,7 +61,8 @@ ALLOW_UNLIMITED = Decision(True)
 class Gate:
     """Spends one token of every window of an organisation's policy, atomically."""
 
-    def __init__(self, redis: Redis, failure_mode: str, on_redis_failure=None) -> None:
+    def __init__(self, redis: Redis | RedisCluster, failure_mode: str,
+                 on_redis_failure: Callable[[], None] | None = None) -> None:
         self._redis = redis
         self._script = redis.register_script(GATE_SCRIPT)
         self._failure_mode = failure_mode

@@ -18,6 +18,9 @@ from tests.conftest import TEST_KEYS
 from tests.ops import serving
 from tests.ops.metrics_text import parse_samples, series
 
+# real processes: embedded servers started from scratch, then drained and stopped (~20 s)
+pytestmark = pytest.mark.slow
+
 
 async def _embedded_tenant(data_dir) -> str:
     """An organisation and key in the embedded database that `serve` started."""
