@@ -197,6 +197,12 @@ async def test_pages_start_from_remembered_positions(client, tenant, db, redis_u
     assert await ids(limit=100, skip=100) == order[100:200]
     assert await ids(limit=7, skip=100) == order[100:107]
     assert await ids(limit=250, skip=250) == order[250:]
+    # a seek with attributes and a filter reads the same members, with their attributes
+    emails = await db.fetch("SELECT id, attributes->>'email' AS e FROM contacts WHERE org_id = $1", tenant.org_id)
+    email_of = {str(row["id"]): row["e"] for row in emails}
+    body = await page(client, tenant.headers, survey["id"], segment["id"], limit=100, skip=200, attributeKeys="email")
+    assert [(i["contactId"], i["attributes"]) for i in body["data"]] == [
+        (cid, {"email": email_of[cid]}) for cid in order[200:300]]
     # the page really starts after the remembered member: a planted one moves it
     await r.hset(key, "p100", order[149])
     assert await ids(limit=10, skip=100) == order[150:160]
