@@ -212,6 +212,28 @@ async def test_pages_start_from_remembered_positions(client, tenant, db, redis_u
     await r.aclose()
 
 
+async def test_pages_are_right_while_the_cache_is_unreachable(client, tenant, small, monkeypatch, caplog):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from service.web.keys import REDIS
+
+    calls = []
+
+    async def unreachable(*args, **kwargs):
+        calls.append(args)
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(client.app[REDIS], "hmget", unreachable)
+    monkeypatch.setattr(client.app[REDIS], "eval", unreachable)
+    for _ in range(3):
+        body = await page(client, tenant.headers, small["survey"], small["segment"], limit=1, skip=1)
+        assert body["meta"]["total"] == 2
+        assert [i["contactId"] for i in body["data"]] == [str(small["ids"]["a@x.io"])]
+    # after the first failure the cache is left alone for a while: no request waits for Redis again
+    assert len(calls) == 1
+    assert "segment cache unavailable" in caplog.text
+
+
 async def test_each_invalid_query_parameter_is_named(client, tenant, small):
     path = segment_links_path(small["survey"], small["segment"])
     keys = ",".join(f"k{i}" for i in range(21))
