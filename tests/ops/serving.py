@@ -93,7 +93,8 @@ def start(env: dict[str, str], workers: int, log_path: Path, data_dir: Path | No
     """Start `serve` on a free port; the caller waits for it with `wait_healthy`."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    full_env.update({"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", **env})
+    # the workers' metrics directory goes under the test's directory, even when the master is killed
+    full_env.update({"LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "TMPDIR": str(log_path.parent), **env})
     if data_dir is not None:
         full_env["DATA_DIR"] = str(data_dir)
     with open(log_path, "wb") as log:

@@ -71,6 +71,7 @@ async def test_two_workers_share_the_port_and_sigterm_drains_then_stops_everythi
     pg_pid = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
     redis_pid = json.loads((data_dir / "redis" / "state.json").read_text())["pid"]
     workers = await serving.wait_for(lambda: len(served.worker_pids()) == 2 and served.worker_pids(), 30)
+    assert len(list(tmp_path.glob("sls-metrics-*"))) == 1  # the workers' shared metrics directory, fresh
 
     # both workers answer on the one port: each has counted requests of its own
     counts = await serving.wait_for(
@@ -106,6 +107,7 @@ async def test_two_workers_share_the_port_and_sigterm_drains_then_stops_everythi
         await asyncio.sleep(0.1)
     assert [p for p in (*workers, pg_pid, redis_pid) if serving.alive(p)] == []
     assert EmbeddedRedis(data_dir).running_port() is None and EmbeddedPostgres(data_dir).running_port() is None
+    assert list(tmp_path.glob("sls-metrics-*")) == []
     # every line the server wrote is one JSON object (workers and master alike)
     lines = [line for line in served.logs().splitlines() if line.strip()]
     assert lines and all(json.loads(line)["level"] for line in lines)
