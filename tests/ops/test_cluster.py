@@ -85,10 +85,12 @@ async def test_client_is_a_cluster_client_when_the_url_or_the_server_says_so(clu
 async def test_burst_across_two_workers_passes_exactly_the_limit(on_cluster, make_tenant, http, cluster):
     tenant = await make_tenant(rate_limit="5/second")
     url = on_cluster.base_url + "/api/v2/management/metadata-fields"
-    before = _per_worker(await _metrics(http, on_cluster))
+    before = await _metrics(http, on_cluster)
+    statuses: list[int] = []  # of every request of this tenant
 
     async def one() -> tuple[int, str | None]:
         async with http.get(url, headers=tenant.headers) as resp:
+            statuses.append(resp.status)
             return resp.status, resp.headers.get("Retry-After")
 
     await asyncio.gather(*(one() for _ in range(6)))  # warm: connections, key caches, the script on its node
@@ -104,10 +106,15 @@ async def test_burst_across_two_workers_passes_exactly_the_limit(on_cluster, mak
     assert sorted(status for status, _ in results) == [200] * 5 + [429] * 15
     assert {retry for status, retry in results if status == 429} == {"1"}
     after = await _metrics(http, on_cluster)
-    served = {pid: n - before.get(pid, 0) for pid, n in _per_worker(after).items()}
+    served = {pid: n - _per_worker(before).get(pid, 0) for pid, n in _per_worker(after).items()}
     assert len(served) == 2 and all(n > 0 for n in served.values()), served  # both workers took part
+    # every scrape adds up both workers' counters: each decision counted once, wherever it was made
+    decisions = "sls_ratelimit_decisions_total"
+    for decision, status in (("allowed", 200), ("limited", 429)):
+        counted = value(after, decisions, decision=decision) - value(before, decisions, decision=decision)
+        assert counted == statuses.count(status), decision
     assert value(after, "sls_redis_failures_total", operation="gate") == 0
-    assert value(after, "sls_ratelimit_decisions_total", decision="degraded") == 0
+    assert value(after, decisions, decision="degraded") == 0
     # the bucket lives on the master that owns the organisation's slot
     bucket = org_key(tenant.org, "rl")
     client = await connect_redis(cluster.url)
