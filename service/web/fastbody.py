@@ -1,0 +1,75 @@
+"""A fast path for the Filum create-link body: the common, valid case without marshmallow.
+
+`CreateLinkSchema` stays the reference: it is the source of the OpenAPI document and the only
+producer of errors. `fast_create_link` accepts a subset of what the schema accepts (plain dicts,
+lists, strings and numbers inside every limit, no duplicate ids) and answers exactly what
+`CreateLinkSchema().load` would; for anything else it answers None and the caller asks the schema,
+which either accepts the body or names every problem. tests/unit/test_fast_body.py checks this on
+many generated bodies. Marshmallow's machinery costs ~30x more than these checks on the replay path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .schemas import MAX_LIST_ITEMS, MAX_VALUE_CHARS, CreateLinkSchema
+
+# the limits are read off the schema, so the two cannot drift apart
+_NAME = CreateLinkSchema._declared_fields["name"]
+NAME_MIN, NAME_MAX = _NAME.min_length, _NAME.max_length
+MAX_METADATA_ITEMS = CreateLinkSchema._declared_fields["metadata_mapping"].max_items
+_ID = CreateLinkSchema._declared_fields["metadata_mapping"].inner.schema._declared_fields["metadata_id"]
+ID_MIN, ID_MAX = _ID.minimum, _ID.maximum
+
+
+def _scalar_ok(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return len(value) <= MAX_VALUE_CHARS and "\x00" not in value
+    if kind is int:  # bool is not int by type()
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    return False
+
+
+def _value_ok(value: Any) -> bool:
+    if value is None or _scalar_ok(value):
+        return True
+    if type(value) is list and len(value) <= MAX_LIST_ITEMS:
+        return all(item is None or _scalar_ok(item) for item in value)
+    return False
+
+
+def fast_create_link(data: Any) -> dict[str, Any] | None:
+    """What CreateLinkSchema().load(data) answers, when `data` is plainly valid; else None."""
+    if type(data) is not dict:
+        return None
+    name = data.get("name")
+    if type(name) is not str:
+        return None
+    name = name.strip()
+    if not NAME_MIN <= len(name) <= NAME_MAX or "\x00" in name:
+        return None
+    if "metadata_mapping" not in data:
+        return {"name": name, "metadata_mapping": []}
+    raw = data["metadata_mapping"]
+    if raw is None:
+        return {"name": name, "metadata_mapping": None}
+    if type(raw) is not list or len(raw) > MAX_METADATA_ITEMS:
+        return None
+    items = []
+    seen: set[int] = set()
+    for item in raw:
+        if type(item) is not dict:
+            return None
+        metadata_id = item.get("metadata_id")
+        if type(metadata_id) is not int or not ID_MIN <= metadata_id <= ID_MAX or metadata_id in seen:
+            return None
+        seen.add(metadata_id)
+        value = item.get("value")
+        if not _value_ok(value):
+            return None
+        items.append({"metadata_id": metadata_id, "value": value})
+    return {"name": name, "metadata_mapping": items}
