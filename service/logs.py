@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
+from typing import Any
 
 import orjson
 
@@ -27,9 +29,96 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class JsonLineHandler(logging.StreamHandler):
+    """A stream handler that also takes access lines already encoded, written once per event-loop turn.
+
+    One write(2) per loop turn for every access line of that turn, instead of a LogRecord, a
+    formatter pass and a write per request. Any other record first flushes the lines before it,
+    so the order of lines is kept.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._lines: list[bytes] = []
+        self._scheduled = False
+
+    def add_line(self, line: bytes) -> None:
+        self._lines.append(line)
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            data = b"".join(lines)
+            self.acquire()
+            try:
+                super().flush()
+                buffer = getattr(self.stream, "buffer", None)
+                if buffer is not None:
+                    buffer.write(data)
+                    buffer.flush()
+                else:
+                    self.stream.write(data.decode())
+            except (OSError, ValueError):
+                self.handleError(logging.makeLogRecord({"msg": "access lines"}))
+            finally:
+                self.release()
+        self._scheduled = False
+        super().flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._lines:
+            self.flush()
+        super().emit(record)
+
+
+_ACCESS = logging.getLogger("service.access")
+_handler: JsonLineHandler | None = None
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def _timestamp(now: float) -> str:
+    """The JsonFormatter's `ts` for a time.time() value (the formatted second is reused within it)."""
+    global _second
+    whole = int(now)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+
+
+def log_access(fields: dict[str, Any]) -> None:
+    """One access line, `{"ts", "level", "logger", "msg": "request", **fields}`, like _ACCESS.info would write.
+
+    When the JSON handler of configure_logging is the only one (the server), the line is encoded
+    here and queued on it; otherwise (tests capturing logs, text format) it goes through logging.
+    """
+    if not _ACCESS.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    root_handlers = logging.root.handlers
+    if (handler is None or len(root_handlers) != 1 or root_handlers[0] is not handler or _ACCESS.handlers
+            or _ACCESS.disabled or not _ACCESS.propagate or handler.level > logging.INFO or handler.filters
+            or _ACCESS.filters or logging.root.filters):
+        _ACCESS.info("request", extra=fields)
+        return
+    entry = {"ts": _timestamp(time.time()), "level": "info", "logger": "service.access", "msg": "request", **fields}
+    handler.add_line(orjson.dumps(entry, default=str) + b"\n")
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route every logger to stderr in the chosen format."""
-    handler = logging.StreamHandler(sys.stderr)
+    global _handler
+    handler = JsonLineHandler(sys.stderr) if fmt == "json" else logging.StreamHandler(sys.stderr)
+    _handler = handler if fmt == "json" else None
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()

@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from ..core.errors import DomainError, Unavailable
+from ..logs import log_access
 from .errors import family_of, render, render_http, render_unexpected
 from .keys import METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID
 
@@ -69,12 +70,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     principal = request.get(PRINCIPAL)
     route, elapsed = route_name(request), time.perf_counter() - started
     request.app[METRICS].observe_request(request.method, route, response.status, elapsed)
-    access.info(
-        "request",
-        extra={
-            "request_id": request_id, "method": request.method, "route": route,
-            "status": response.status, "duration_ms": round(elapsed * 1000, 3),
-            "org": principal.org if principal else None,
-        },
-    )
+    log_access({
+        "request_id": request_id, "method": request.method, "route": route,
+        "status": response.status, "duration_ms": round(elapsed * 1000, 3),
+        "org": principal.org if principal else None,
+    })
     return response

@@ -1,0 +1,94 @@
+"""The access-line fast path writes what logging + JsonFormatter would, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+
+import pytest
+
+from service import logs
+
+FIELDS = {"request_id": "r-1", "method": "POST", "route": "/x/{id}", "status": 200, "duration_ms": 1.25, "org": None}
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class Stream(io.TextIOWrapper):
+    """A text stream over bytes, like sys.stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", line_buffering=True)
+
+    def lines(self) -> list[dict]:
+        self.flush()
+        return [json.loads(line) for line in self.buffer.getvalue().decode().splitlines()]
+
+
+@pytest.fixture
+def stream(monkeypatch):
+    """configure_logging on a captured stderr; logging restored afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    fake = Stream()
+    monkeypatch.setattr("sys.stderr", fake)
+    logs.configure_logging("INFO", "json")
+    yield fake
+    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    monkeypatch.setattr(logs, "_handler", None)
+
+
+def _only_ours() -> None:
+    """Drop the capture handlers pytest adds for the test's call phase, as in the server."""
+    logging.getLogger().handlers[:] = [logs._handler]
+
+
+def _reference_line(fields: dict) -> dict:
+    record = logging.LogRecord("service.access", logging.INFO, __file__, 1, "request", (), None)
+    record.__dict__.update(fields)
+    return json.loads(logs.JsonFormatter().format(record))
+
+
+def test_same_line_as_the_formatter_outside_a_loop(stream, monkeypatch):
+    _only_ours()
+    sent = []
+    monkeypatch.setattr(logs._handler, "add_line", lambda line: sent.append(line) or stream.buffer.write(line))
+    logs.log_access(FIELDS)
+    assert len(sent) == 1  # the fast path, not a LogRecord
+    (line,) = stream.lines()
+    expected = _reference_line(FIELDS)
+    assert list(line) == list(expected)
+    assert TS.match(line.pop("ts")) and expected.pop("ts")
+    assert line == expected
+
+
+def test_lines_of_one_loop_turn_are_written_together_and_in_order(stream):
+    _only_ours()
+
+    async def main() -> None:
+        logs.log_access({**FIELDS, "request_id": "a"})
+        logs.log_access({**FIELDS, "request_id": "b"})
+        assert stream.lines() == []  # queued until the loop turns
+        logging.getLogger("service.other").warning("between")  # flushes what came before it
+        logs.log_access({**FIELDS, "request_id": "c"})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    lines = stream.lines()
+    assert [line.get("request_id", line["msg"]) for line in lines] == ["a", "b", "between", "c"]
+
+
+def test_other_handlers_get_records_through_logging(stream, caplog):
+    caplog.set_level(logging.INFO, logger="service.access")
+    logs.log_access(FIELDS)
+    (record,) = [r for r in caplog.records if r.name == "service.access"]
+    assert record.getMessage() == "request" and record.request_id == "r-1"
+
+
+def test_nothing_below_the_level(stream):
+    logging.getLogger().setLevel(logging.WARNING)
+    logs.log_access(FIELDS)
+    assert stream.lines() == []
