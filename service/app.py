@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .core.auth import KeyResolver
 from .core.ratelimit import Gate
+from .core.redis_pipe import PipelinedRedis
 from .core.signing import LinkSigner
 from .db.pool import apply_schema, create_pool
 from .metrics import Metrics
@@ -41,8 +42,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     assert settings.redis_url
     client = await connect_redis(settings.redis_url)
     app[REDIS] = client
-    app[GATE] = Gate(client, settings.rate_limit_failure_mode, on_redis_failure=app[METRICS].redis_failure)
+    app[GATE] = Gate(client, settings.rate_limit_failure_mode, on_redis_failure=app[METRICS].redis_failure,
+                     pipe=PipelinedRedis.for_client(client))
     yield
+    await app[GATE].aclose()
     await client.aclose()
 
 

@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import Unavailable
 from .ratepolicy import RatePolicy
+from .redis_pipe import PipelinedRedis
 
 log = logging.getLogger("service.ratelimit")
 
@@ -62,9 +63,12 @@ class Gate:
     """Spends one token of every window of an organisation's policy, atomically."""
 
     def __init__(self, redis: Redis | RedisCluster, failure_mode: str,
-                 on_redis_failure: Callable[[], None] | None = None) -> None:
+                 on_redis_failure: Callable[[], None] | None = None, pipe: PipelinedRedis | None = None) -> None:
         self._redis = redis
         self._script = redis.register_script(GATE_SCRIPT)
+        # the hot calls go through the pipelined connection when there is one (see redis_pipe.py)
+        self._pipe = pipe
+        self._sha = PipelinedRedis.sha_of(GATE_SCRIPT)
         self._failure_mode = failure_mode
         self._down_until = 0.0
         self._on_failure = on_redis_failure
@@ -82,7 +86,10 @@ class Gate:
         for window in policy.windows:
             args += [window.limit, window.seconds]
         try:
-            reply = await self._script(keys=keys, args=args)
+            if self._pipe is not None:
+                reply = await self._pipe.evalsha(GATE_SCRIPT, self._sha, keys, args)
+            else:
+                reply = await self._script(keys=keys, args=args)
         except REDIS_DOWN as exc:
             self._down_until = time.monotonic() + _BREAKER_SECONDS
             log.warning("redis unavailable for the rate limiter: %s", type(exc).__name__)
@@ -102,6 +109,14 @@ class Gate:
         if time.monotonic() < self._down_until:
             return
         try:
-            await self._redis.set(key, value, ex=ttl_seconds)
+            if self._pipe is not None:
+                await self._pipe.execute("SET", key, value, "EX", ttl_seconds)
+            else:
+                await self._redis.set(key, value, ex=ttl_seconds)
         except REDIS_DOWN:
             self._down_until = time.monotonic() + _BREAKER_SECONDS
+
+    async def aclose(self) -> None:
+        """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""
+        if self._pipe is not None:
+            await self._pipe.aclose()

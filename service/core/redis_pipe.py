@@ -1,0 +1,264 @@
+"""A lean, auto-pipelining Redis connection for the request gate's calls (EVALSHA, SET).
+
+Why: redis-py's asyncio client costs a few hundred microseconds of CPU per call (a pooled
+connection checked out and back, an asyncio stream, a timeout context per read, a general RESP3
+parser), and the hot paths make exactly one call per request. This client keeps one connection,
+writes every command issued in one event-loop turn with one write(2), and parses the few RESP2
+reply types the gate gets. Its failures are redis-py's exceptions (ConnectionError, TimeoutError,
+NoScriptError, ResponseError), so the gate's fail-open / fail-closed handling is the same.
+
+Only a plain TCP single server is handled (`for_client` answers None for TLS, a Unix socket, a
+cluster or a test double): those keep using redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import (
+    BusyLoadingError,
+    NoScriptError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+_CRLF = b"\r\n"
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a reply; wait for more bytes."""
+
+
+def _error(message: str) -> ResponseError:
+    """redis-py's exception class for an error reply."""
+    if message.startswith("NOSCRIPT"):
+        return NoScriptError(message)
+    if message.startswith("LOADING"):
+        return BusyLoadingError(message)
+    return ResponseError(message)
+
+
+def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
+    """One RESP2 reply at `pos`: the value (an error reply as an exception object) and where it ends."""
+    end = buf.find(_CRLF, pos)
+    if end < 0:
+        raise _Incomplete
+    kind = buf[pos]
+    if kind == 58:  # ':' integer
+        return int(buf[pos + 1:end]), end + 2
+    if kind == 36:  # '$' bulk string
+        size = int(buf[pos + 1:end])
+        if size < 0:
+            return None, end + 2
+        stop = end + 2 + size
+        if len(buf) < stop + 2:
+            raise _Incomplete
+        return buf[end + 2:stop], stop + 2
+    if kind == 42:  # '*' array
+        count = int(buf[pos + 1:end])
+        if count < 0:
+            return None, end + 2
+        items = []
+        pos = end + 2
+        for _ in range(count):
+            item, pos = _parse(buf, pos)
+            items.append(item)
+        return items, pos
+    if kind == 43:  # '+' simple string
+        return buf[pos + 1:end].decode(), end + 2
+    if kind == 45:  # '-' error
+        return _error(buf[pos + 1:end].decode(errors="replace")), end + 2
+    raise RedisConnectionError(f"unexpected reply type {chr(kind)!r} from Redis")
+
+
+def _encode(args: tuple[Any, ...]) -> bytes:
+    """A command as a RESP array of bulk strings (str as UTF-8, numbers as their decimal text)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: PipelinedRedis) -> None:
+        self._owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._lost(self, exc)
+
+
+class PipelinedRedis:
+    """One connection to one Redis server; commands are pipelined, replies matched in order."""
+
+    def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
+                 password: str | None = None, timeout: float | None = None,
+                 connect_timeout: float | None = None) -> None:
+        self._address = (host, port)
+        self._hello: list[tuple[Any, ...]] = []
+        if password:
+            self._hello.append(("AUTH", username, password) if username else ("AUTH", password))
+        if db:
+            self._hello.append(("SELECT", db))
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future[None] | None = None
+        self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._buffer = b""
+        self._closed = False
+
+    @classmethod
+    def for_client(cls, client: Any) -> PipelinedRedis | None:
+        """A pipe to the server of a redis-py client over plain TCP; None for anything else."""
+        if type(client) is not Redis or client.connection_pool.connection_class is not Connection:
+            return None
+        kw = client.connection_pool.connection_kwargs
+        if kw.get("credential_provider") is not None or kw.get("protocol") not in (None, 2, 3, "2", "3"):
+            return None
+        return cls(kw.get("host", "localhost"), int(kw.get("port", 6379)), db=int(kw.get("db") or 0),
+                   username=kw.get("username"), password=kw.get("password"), timeout=kw.get("socket_timeout"),
+                   connect_timeout=kw.get("socket_connect_timeout"))
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command; its reply, or redis-py's exception for an error reply or a failure."""
+        if self._transport is None:
+            await self._connect()
+        return await self._send(args)
+
+    async def evalsha(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA; when the server has lost the script (a flush, a new server), load it and retry once."""
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script)
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    @staticmethod
+    def sha_of(script: str) -> str:
+        return hashlib.sha1(script.encode()).hexdigest()
+
+    def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._out.append(_encode(args))
+        self._pending.append((future, time.monotonic()))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        if self._watchdog is None and self._timeout:
+            self._watchdog = loop.call_later(self._timeout / 10, self._check_timeout)
+        return future
+
+    def _flush(self) -> None:
+        """Every command of this loop turn in one write."""
+        self._flush_scheduled = False
+        if self._out and self._transport is not None:
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out.clear()
+            self._transport.write(data)
+
+    async def _connect(self) -> None:
+        if self._closed:
+            raise RedisConnectionError("the Redis pipe is closed")
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        connecting = self._connecting
+        try:
+            await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self), *self._address), self._connect_timeout)
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout connecting to server") from None
+        except OSError as exc:
+            raise RedisConnectionError(f"Error {exc.errno} connecting to {self._address[0]}:{self._address[1]}. "
+                                       f"{exc.strerror or exc}") from None
+        self._transport, self._protocol, self._buffer = transport, protocol, b""
+        try:
+            for command in self._hello:
+                await self._send(command)
+        except BaseException:
+            self._fail(RedisConnectionError("Redis refused the connection's AUTH or SELECT"))
+            raise
+
+    def _received(self, protocol: _Protocol, data: bytes) -> None:
+        if protocol is not self._protocol:
+            return
+        buf = self._buffer + data if self._buffer else data
+        pos = 0
+        pending = self._pending
+        try:
+            while pos < len(buf):
+                reply, pos = _parse(buf, pos)
+                future, _ = pending.popleft()
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(reply, ResponseError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except _Incomplete:
+            pass
+        except (RedisConnectionError, ValueError, IndexError) as exc:
+            self._fail(RedisConnectionError(f"unreadable reply from Redis: {exc}"))
+            return
+        self._buffer = buf[pos:]
+
+    def _check_timeout(self) -> None:
+        """Fail every waiting command once the oldest has waited longer than the socket timeout."""
+        self._watchdog = None
+        if not self._pending or not self._timeout:
+            return
+        if time.monotonic() - self._pending[0][1] > self._timeout:
+            self._fail(RedisTimeoutError("Timeout reading from socket"))
+            return
+        self._watchdog = asyncio.get_running_loop().call_later(self._timeout / 10, self._check_timeout)
+
+    def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if protocol is self._protocol:
+            self._fail(RedisConnectionError("Connection closed by server."))
+
+    def _fail(self, error: Exception) -> None:
+        """Drop the connection; every command waiting on it fails with `error`."""
+        transport, self._transport, self._protocol = self._transport, None, None
+        self._buffer = b""
+        self._out.clear()
+        pending, self._pending = self._pending, deque()
+        for future, _ in pending:
+            if not future.done():
+                future.set_exception(error)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if transport is not None:
+            transport.abort()
+
+    async def aclose(self) -> None:
+        """Close the connection; waiting commands fail."""
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        self._fail(RedisConnectionError("the Redis pipe is closed"))
+        await asyncio.sleep(0)  # let the transport finish closing

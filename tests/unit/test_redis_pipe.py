@@ -1,0 +1,149 @@
+"""The pipelined Redis connection of the gate, on the test session's real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.core.ratelimit import GATE_SCRIPT, org_key
+from service.core.redis_pipe import PipelinedRedis, _parse
+from service.embedded import free_port
+
+SHA = PipelinedRedis.sha_of(GATE_SCRIPT)
+
+
+@pytest.fixture
+async def direct(redis_url):
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def pipe(redis_url):
+    pipe = PipelinedRedis.for_client(aioredis.Redis.from_url(redis_url, socket_timeout=1.0))
+    assert pipe is not None
+    yield pipe
+    await pipe.aclose()
+
+
+async def test_gate_script_answers_like_redis_py(pipe, direct):
+    await direct.set(org_key("o", "lk:x"), b"cached answer")
+    keys, args = [org_key("o", "rl"), org_key("o", "lk:x")], [2, 5, 1, 50, 60]
+    ours = await pipe.evalsha(GATE_SCRIPT, SHA, keys, args)
+    theirs = await direct.register_script(GATE_SCRIPT)(keys=keys, args=args)
+    assert ours[:3] == [1, 0, b"cached answer"] and theirs[:3] == [1, 0, b"cached answer"]
+    assert ours[3::2] == [4, 49] and theirs[3::2] == [3, 48]  # one token each, same buckets
+    assert await pipe.evalsha(GATE_SCRIPT, SHA, [org_key("o", "rl2"), org_key("o", "none")], [0]) == [1, 0, None]
+
+
+async def test_many_concurrent_commands_get_their_own_replies(pipe, direct):
+    keys = [f"pipe:{uuid.uuid4().hex}:{i}" for i in range(300)]
+    await asyncio.gather(*(pipe.execute("SET", key, f"value-{i}", "EX", 60) for i, key in enumerate(keys)))
+    values = await asyncio.gather(*(pipe.execute("GET", key) for key in keys))
+    assert values == [f"value-{i}".encode() for i in range(len(keys))]
+    assert await direct.get(keys[7]) == b"value-7"
+
+
+async def test_large_values_and_nested_replies(pipe):
+    key = f"pipe:{uuid.uuid4().hex}"
+    big = b"x" * 1_000_000  # arrives in many chunks
+    assert await pipe.execute("SET", key, big) == "OK"
+    assert await pipe.execute("GET", key) == big
+    assert await pipe.execute("EVAL", "return {1, {2, 'a'}, false, {}}", 0) == [1, [2, b"a"], None, []]
+    assert await pipe.execute("GET", f"{key}:missing") is None
+
+
+async def test_error_reply_fails_only_its_command(pipe):
+    key = f"pipe:{uuid.uuid4().hex}"
+    results = await asyncio.gather(pipe.execute("SET", key, "1"), pipe.execute("NOSUCHCOMMAND"),
+                                   pipe.execute("INCR", key), return_exceptions=True)
+    assert results[0] == "OK" and isinstance(results[1], ResponseError) and results[2] == 2
+
+
+async def test_flushed_script_is_loaded_again(pipe, direct):
+    await direct.script_flush()
+    with pytest.raises(NoScriptError):
+        await pipe.execute("EVALSHA", SHA, 1, org_key("o", "rl"), 0)
+    assert await pipe.evalsha(GATE_SCRIPT, SHA, [org_key("o", "rl")], [0]) == [1, 0, None]
+    assert (await direct.script_exists(SHA))[0]
+
+
+async def test_unreachable_server_is_a_connection_error():
+    pipe = PipelinedRedis("127.0.0.1", free_port(), timeout=1.0, connect_timeout=1.0)
+    with pytest.raises(RedisConnectionError):
+        await pipe.execute("PING")
+    await pipe.aclose()
+
+
+async def test_connection_killed_fails_waiting_commands_then_reconnects(pipe, direct):
+    assert await pipe.execute("CLIENT", "SETNAME", "gate-pipe") == "OK"
+    blocked = asyncio.ensure_future(pipe.execute("BLPOP", f"pipe:{uuid.uuid4().hex}", 0.8))
+    await asyncio.sleep(0.1)
+    await direct.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(RedisConnectionError):
+        await blocked
+    assert await pipe.execute("PING") == "PONG"
+
+
+async def test_a_reply_that_does_not_come_times_out_and_the_next_command_works(redis_url):
+    pipe = PipelinedRedis.for_client(aioredis.Redis.from_url(redis_url, socket_timeout=0.3))
+    started = time.monotonic()
+    with pytest.raises(RedisTimeoutError):
+        await pipe.execute("BLPOP", f"pipe:{uuid.uuid4().hex}", 2)
+    assert 0.3 <= time.monotonic() - started < 1.0
+    assert await pipe.execute("PING") == "PONG"
+    await pipe.aclose()
+
+
+async def test_database_and_password_from_the_url(redis_url, direct):
+    await direct.config_set("requirepass", "s3cret")
+    try:
+        url = redis_url.replace("redis://", "redis://:s3cret@").rsplit("/", 1)[0] + "/2"
+        pipe = PipelinedRedis.for_client(aioredis.Redis.from_url(url))
+        key = f"pipe:{uuid.uuid4().hex}"
+        assert await pipe.execute("SET", key, "in db 2") == "OK"
+        await pipe.aclose()
+        other = aioredis.Redis.from_url(url)
+        assert await other.get(key) == b"in db 2"
+        await other.aclose()
+        wrong = PipelinedRedis.for_client(aioredis.Redis.from_url(redis_url.replace("redis://", "redis://:nope@")))
+        with pytest.raises(ResponseError):
+            await wrong.execute("PING")
+        await wrong.aclose()
+    finally:
+        authed = aioredis.Redis.from_url(redis_url.replace("redis://", "redis://:s3cret@"))
+        await authed.config_set("requirepass", "")
+        await authed.aclose()
+
+
+async def test_closed_pipe_refuses_commands(pipe):
+    await pipe.aclose()
+    with pytest.raises(RedisConnectionError):
+        await pipe.execute("PING")
+
+
+def test_only_plain_tcp_single_servers_get_a_pipe():
+    import fakeredis
+
+    assert PipelinedRedis.for_client(aioredis.Redis.from_url("redis://127.0.0.1:1")) is not None
+    assert PipelinedRedis.for_client(aioredis.Redis.from_url("rediss://127.0.0.1:1")) is None
+    assert PipelinedRedis.for_client(aioredis.Redis.from_url("unix:///tmp/redis.sock")) is None
+    assert PipelinedRedis.for_client(fakeredis.aioredis.FakeRedis()) is None
+
+
+def test_parser_waits_for_whole_replies():
+    from service.core.redis_pipe import _Incomplete
+
+    whole = b"*3\r\n:1\r\n$5\r\nhello\r\n*-1\r\n"
+    assert _parse(whole, 0) == ([1, b"hello", None], len(whole))
+    for cut in range(1, len(whole)):
+        with pytest.raises(_Incomplete):
+            _parse(whole[:cut], 0)
