@@ -24,6 +24,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import (
     BusyLoadingError,
     NoScriptError,
+    RedisError,
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,7 +37,7 @@ class _Incomplete(Exception):
     """The buffer ends inside a reply; wait for more bytes."""
 
 
-def _error(message: str) -> ResponseError:
+def _error(message: str) -> RedisError:
     """redis-py's exception class for an error reply."""
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
@@ -214,7 +215,9 @@ class PipelinedRedis:
                 future, _ = pending.popleft()
                 if future.done():  # its caller was cancelled
                     continue
-                if isinstance(reply, ResponseError):
+                # an error reply: BusyLoadingError (LOADING, a restarting server) is a ConnectionError,
+                # not a ResponseError, and must fail the call too (the gate's outage path)
+                if isinstance(reply, RedisError):
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
