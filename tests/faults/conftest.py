@@ -197,6 +197,18 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on the TCP port (one per worker with SO_REUSEPORT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
 def start_serve(env: dict[str, str], workers: int, log_path: Path, timeout: float = 30.0) -> ServeProcess:
     """Start the server and wait until every worker answers /health (or fail with its log)."""
     port = free_port()
@@ -223,7 +235,8 @@ def start_serve(env: dict[str, str], workers: int, log_path: Path, timeout: floa
         if time.monotonic() > deadline:
             stop_serve(server)
             raise AssertionError(f"server not healthy within {timeout}s:\n{server.logs()[-3000:]}")
-        if workers <= 1 or len(server.worker_pids()) == workers:
+        # a worker listens once its startup (pool, schema) is done: wait for every worker's socket
+        if listening_sockets(port) == max(workers, 1):
             with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.base_url}/ready", timeout=1) as r:
                 if r.status == 200:
                     break

@@ -17,7 +17,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.app import create_app
-from service.core.ratelimit import GATE_SCRIPT
+from service.core.errors import Unavailable
+from service.core.ratelimit import GATE_SCRIPT, Gate
+from service.core.ratepolicy import parse_policy
+from service.core.redis_pipe import PipelinedRedis
+from service.redis_client import SINGLE_SERVER_RETRY
 from tests.faults.conftest import OwnRedis, wait_until
 from tests.helpers import create_metadata_field, create_survey, links_path
 
@@ -241,3 +245,43 @@ async def test_redis_restarted_with_its_data_keeps_limiting(app_on, own_redis, m
     assert resp.status == 200 and resp.headers["RateLimit"].startswith('"minute";r=0;')
     refused = await client.post(path, json=_body(field, "y"), headers=tenant.headers)
     assert refused.status == 429 and await refused.json() == {"detail": "Rate limit exceeded"}
+
+
+@pytest.fixture
+async def loading_redis():
+    """A server that answers every command as a Redis still loading its data set would."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(65536):
+                writer.write(b"-LOADING Redis is loading the dataset in memory\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+@pytest.mark.parametrize("pipelined", [True, False])
+async def test_a_loading_redis_is_an_outage_not_an_error(loading_redis, mode, pipelined):
+    """LOADING (a restarted Redis reading its append-only file) is fail-open or 503, never a 500."""
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{loading_redis}/0", socket_timeout=1.0,
+                                     socket_connect_timeout=1.0, retry=SINGLE_SERVER_RETRY)
+    pipe = PipelinedRedis.for_client(client) if pipelined else None
+    gate = Gate(client, mode, pipe=pipe)
+    try:
+        for _ in range(2):  # the first call, and one after the breaker
+            if mode == "open":
+                decision = await asyncio.wait_for(gate.check("org", parse_policy("5/second"), "k"), 5)
+                assert decision.allowed and decision.degraded
+            else:
+                with pytest.raises(Unavailable):
+                    await asyncio.wait_for(gate.check("org", parse_policy("5/second"), "k"), 5)
+            gate._down_until = 0.0
+    finally:
+        await gate.aclose()
+        await client.aclose()
