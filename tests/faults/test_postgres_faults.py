@@ -39,6 +39,19 @@ async def _setup(client, database_url: str):
     return tenant, survey["data"]["id"], field["data"]["id"]
 
 
+async def _data(client, h: dict[str, str], survey_id: str) -> dict[str, str]:
+    """A contact, a segment and both kinds of signed links, for the endpoints that need them."""
+    contact = (await (await client.post(f"{BASE}/contacts", json={"attributes": {"email": "a@b.io"}},
+                                        headers=h)).json())["data"]["id"]
+    segment = (await (await client.post(f"{BASE}/segments", json={"title": "all", "filters": {}},
+                                        headers=h)).json())["data"]["id"]
+    contact_url = (await (await client.get(f"{BASE}/surveys/{survey_id}/contact-links/contacts/{contact}",
+                                           headers=h)).json())["data"]["surveyUrl"]
+    link = await (await client.post(links_path(survey_id), json={"name": "l"}, headers=h)).json()
+    return {"contact": contact, "segment": segment, "c": contact_url.split("/c/")[1],
+            "l": link["survey_url"].split("/l/")[1]}
+
+
 def _body(field: int, value: object) -> dict:
     return {"name": "n", "metadata_mapping": [{"metadata_id": field, "value": value}]}
 
@@ -59,6 +72,7 @@ async def test_postgres_stopped_gives_503_then_recovers(pg_client, own_postgres)
     h = tenant.headers
     first = await client.post(links_path(survey_id), json=_body(field, "first"), headers=h)
     assert first.status == 200
+    data = await _data(client, h, survey_id)
 
     own_postgres.stop()
     await asyncio.sleep(0.3)  # past the key cache
@@ -69,6 +83,15 @@ async def test_postgres_stopped_gives_503_then_recovers(pg_client, own_postgres)
         ("POST", f"{BASE}/surveys", {"name": "S2"}, FORMBRICKS_503),
         ("GET", f"{BASE}/metadata-fields", None, FORMBRICKS_503),
         ("POST", f"{BASE}/metadata-fields", {"name": "g"}, FORMBRICKS_503),
+        ("GET", f"{BASE}/contact-attribute-keys", None, FORMBRICKS_503),
+        ("POST", f"{BASE}/contacts", {"attributes": {"email": "c@d.io"}}, FORMBRICKS_503),
+        ("PUT", f"{BASE}/contacts/bulk", {"contacts": [{"attributes": {"email": "e@f.io"}}]}, FORMBRICKS_503),
+        ("POST", f"{BASE}/segments", {"title": "t", "filters": {}}, FORMBRICKS_503),
+        ("GET", f"{BASE}/segments/{data['segment']}", None, FORMBRICKS_503),
+        ("GET", f"{BASE}/surveys/{survey_id}/contact-links/segments/{data['segment']}", None, FORMBRICKS_503),
+        ("GET", f"{BASE}/surveys/{survey_id}/contact-links/contacts/{data['contact']}", None, FORMBRICKS_503),
+        ("GET", f"/c/{data['c']}", None, FORMBRICKS_503),
+        ("GET", f"/l/{data['l']}", None, FORMBRICKS_503),
     ]
     for method, path, body, expected in calls:
         resp = await asyncio.wait_for(client.request(method, path, json=body, headers=h), 15)
@@ -79,6 +102,9 @@ async def test_postgres_stopped_gives_503_then_recovers(pg_client, own_postgres)
     assert ready.status == 503
     assert await ready.json() == {"status": "unavailable", "checks": {"postgresql": "unavailable", "redis": "ok"}}
     assert (await client.get("/health")).status == 200
+    # a forged link is refused before any database lookup, so PostgreSQL's absence doesn't show
+    assert (await client.get(f"/c/{data['c'][:-2]}xx")).status == 404
+    assert (await client.get(f"/l/{data['l'][:-2]}xx")).status == 404
 
     own_postgres.start()
 
@@ -94,7 +120,9 @@ async def test_postgres_stopped_gives_503_then_recovers(pg_client, own_postgres)
     replay = await client.post(links_path(survey_id), json=_body(field, "first"), headers=h)
     assert replay.status == 200 and await replay.json() == await first.json()
     assert (await client.get("/ready")).status == 200
-    assert await _rows(own_postgres.url, survey_id) == (32, 32)
+    for path in (f"/c/{data['c']}", f"/l/{data['l']}", f"{BASE}/segments/{data['segment']}"):
+        assert (await client.get(path, headers=h)).status == 200, path
+    assert await _rows(own_postgres.url, survey_id) == (33, 33)
 
 
 async def test_postgres_stopped_mid_traffic_never_500(pg_client, own_postgres):
