@@ -86,6 +86,23 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer") from None
 
 
+# a revoked key must stop working within seconds: a longer key cache is a misconfiguration
+MAX_KEY_CACHE_SECONDS = 60.0
+
+
+def _key_cache_seconds(env: Mapping[str, str]) -> float:
+    raw = env.get("KEY_CACHE_SECONDS")
+    if raw is None or raw == "":
+        return 5.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= MAX_KEY_CACHE_SECONDS:  # NaN and infinity fail this too
+        raise SettingsError(f"KEY_CACHE_SECONDS must be a number of seconds from 0 to {MAX_KEY_CACHE_SECONDS:g}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from the environment once."""
     env = os.environ if env is None else env
@@ -107,7 +124,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_failure_mode=mode,
         log_level=env.get("LOG_LEVEL", "INFO").strip().upper(),
         log_format=log_format,
-        key_cache_seconds=float(env.get("KEY_CACHE_SECONDS") or 5.0),
+        key_cache_seconds=_key_cache_seconds(env),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
         pg_pool_max=_int(env, "PG_POOL_MAX", 10),
         trusted_proxies=frozenset(p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from service import admin
 from service.app import create_app
 from service.core import auth
-from service.settings import Settings, load_settings
+from service.settings import Settings, SettingsError, load_settings
 from tests.helpers import create_survey, links_path
 
 M = "/api/v2/management"
@@ -110,3 +110,12 @@ async def test_revocation_takes_effect_within_the_cache_time(aiohttp_client, mak
     # and it stays refused, on every endpoint family
     assert (await client.post(links_path("00000000-0000-0000-0000-000000000000"), json={"name": "x"},
                               headers=headers)).status == 401
+
+
+@pytest.mark.parametrize("raw", ["abc", "inf", "nan", "-1", "3600", "1e9"])
+def test_a_key_cache_that_would_delay_revocation_is_refused(raw):
+    """A cache of an hour, or forever, would let a revoked key work on: the process must not start."""
+    with pytest.raises(SettingsError, match="KEY_CACHE_SECONDS"):
+        load_settings({"KEY_CACHE_SECONDS": raw})
+    assert load_settings({"KEY_CACHE_SECONDS": "0.5"}).key_cache_seconds == 0.5
+    assert load_settings({"KEY_CACHE_SECONDS": ""}).key_cache_seconds == 5.0
