@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.contact_helpers import contact_link_path, segment_links_path
 from tests.helpers import create_metadata_field, create_survey, links_path
@@ -151,3 +152,22 @@ async def test_filum_organization_header_of_another_organisation_is_403(client, 
     headers = {**b.headers, "organization-id": world.tenant.org}
     resp = await client.post(links_path(own["survey"]), json={"name": "x"}, headers=headers)
     assert (resp.status, await resp.json()) == (403, {"detail": "Permission denied"})
+
+
+async def test_another_organisation_never_gets_a_cached_answer(client, world, b_side, redis_url):
+    """A's answer sits in the Redis replay cache; B sending A's very request must not be served it."""
+    b, own = b_side
+    cache = aioredis.Redis.from_url(redis_url)
+    try:
+        cached = [k async for k in cache.scan_iter(match=f"{{o:{world.tenant.org}}}:lk:*")]
+    finally:
+        await cache.aclose()
+    assert cached, "A's link answer is in the replay cache"
+    body = {"name": "A's link", "metadata_mapping": [{"metadata_id": world.field_id, "value": "secret-of-A"}]}
+    replay = await client.post(links_path(world.survey_id), json=body, headers=world.tenant.headers)
+    assert replay.headers.get("Idempotent-Replayed") == "true" and await replay.json() == world.link
+    resp = await client.post(links_path(world.survey_id), json=body, headers=b.headers)
+    assert (resp.status, await resp.json()) == (404, {"detail": {"message": "not_found",
+                                                                 "params": {"model": "survey_campaign"}}})
+    resp = await client.post(links_path(own["survey"]), json=body, headers=b.headers)
+    assert resp.status == 422 and "secret-of-A" not in await resp.text()
