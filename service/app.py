@@ -15,7 +15,7 @@ from .db.pool import apply_schema, create_pool
 from .metrics import Metrics
 from .redis_client import connect_redis
 from .settings import Settings
-from .web import contact_links, contacts, docs, filum, management, opening, ops, segments
+from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
 from .web.keys import GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
 from .web.middlewares import edge_middleware
 
@@ -59,6 +59,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(redis_ctx)
     app.on_startup.append(docs.build_openapi)
     for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
-                  contact_links.routes, opening.routes, docs.routes):
+                  contact_links.routes, export.routes, opening.routes, docs.routes):
         app.add_routes(table)
     return app

@@ -211,6 +211,15 @@ def _ops() -> dict[tuple[str, str], Operation]:
                                                            "progress", e404="Survey or contact not found")},
             parameters=[SURVEY_ID, path("contactId", "The contact's id (a positive 64-bit integer)",
                                         type="string", pattern="^[0-9]{1,19}$"), EXPIRATION]),
+        ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}/export"): op(
+            "export_segment_links", "Every link of a segment as one CSV file, streamed", "links",
+            {**ok({"type": "string"}, "`contactId,surveyUrl,expiresAt` and one column per attribute key, newest "
+                                      "contact first; a failure mid-stream cuts the connection", media="text/csv"),
+             **errors(FORMBRICKS, *guarded, 404, 422, e403="The key lacks `links:read`, or the survey is not in "
+                                                           "progress", e404="Survey or segment not found")},
+            description="Read in keyset batches and signed on the fly: memory stays flat whatever the segment's "
+                        "size.",
+            parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS]),
         # the respondent's side
         ("GET", "/c/{token}"): op(
             "open_contact_link", "Open a contact link", "respondents",

@@ -1,0 +1,144 @@
+"""Every link of a segment as CSV, streamed: `GET .../contact-links/segments/{segmentId}/export`.
+
+Query: `expirationDays` and `attributeKeys` as on the page endpoint. Rows come newest contact
+first (the page order), `contactId,surveyUrl,expiresAt` and one column per asked-for attribute.
+
+Memory stays flat whatever the segment's size: the contacts are read in keyset batches (a seek
+past the last row on the page index, never an OFFSET), each batch is signed, written and dropped
+before the next, and the next batch is already running in PostgreSQL while this one is signed.
+PostgreSQL also renders each row's attribute columns as CSV text, which keeps that work off the
+worker. Errors before the first byte are the usual JSON errors; a failure mid-stream cuts the
+connection, so a client never takes a truncated file for a whole one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from ..core.errors import NotFound, ValidationFailed
+from ..core.segments import compile_filters
+from ..db import segments as segment_db
+from .auth import guarded, principal_of
+from .contact_links import BASE, check_survey, expiry, require_in_progress
+from .contact_schemas import load_link_query
+from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
+from .management import path_uuid
+
+log = logging.getLogger("service.export")
+routes = web.RouteTableDef()
+BATCH = 5000
+CSV_TYPE = "text/csv; charset=utf-8"
+
+
+def csv_field_sql(expr: str) -> str:
+    """SQL rendering a text value as one CSV field (RFC 4180): quoted when it holds `"`, `,`, CR or LF."""
+    return (f"CASE WHEN {expr} IS NULL THEN '' WHEN {expr} ~ '[\",\\r\\n]'"
+            f" THEN '\"' || replace({expr}, '\"', '\"\"') || '\"' ELSE {expr} END")
+
+
+def csv_field(text: str) -> str:
+    """The same quoting in Python, for the header row."""
+    if any(c in text for c in '",\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def batch_sql(condition: str, key_params: Sequence[int]) -> str:
+    """One batch: ids, the cursor column, and the attribute columns as CSV text, after the (created_at, id) cursor."""
+    tail = " || ".join(f"',' || {csv_field_sql(f'(attributes->>${n}::text)')}" for n in key_params) or "''"
+    return (f"SELECT id, created_at, {tail} FROM contacts WHERE org_id = $1 AND (created_at, id) < ($3, $4)"
+            f" AND {condition} ORDER BY created_at DESC, id DESC LIMIT $2")
+
+
+class _Batches:
+    """Keyset batches of one segment's members, each one fetched while the previous is written."""
+
+    # before every contact: contacts are created at now(), never at the end of time
+    START = (datetime(9999, 12, 31, tzinfo=UTC), 2**63 - 1)
+
+    def __init__(self, conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], keys: list[str]) -> None:
+        self._conn, self._org_id = conn, org_id
+        # $1 org, $2 limit, $3/$4 cursor, then the attribute keys, then the filter's parameters
+        condition, params = compile_filters(filters, 5 + len(keys))
+        self._sql = batch_sql(condition, range(5, 5 + len(keys)))
+        self._tail_params = [*keys, *params]
+
+    def fetch(self, cursor: tuple[datetime, int]) -> asyncio.Task[list[asyncpg.Record]]:
+        return asyncio.ensure_future(self._conn.fetch(self._sql, self._org_id, BATCH, *cursor, *self._tail_params))
+
+
+@routes.get(f"{BASE}/segments/{{segmentId}}/export")
+@guarded("links:read")
+async def export_segment_links(request: web.Request) -> web.StreamResponse:
+    """Every link of the segment as a CSV file."""
+    query, issues = load_link_query(request.query, ("expirationDays", "attributeKeys"))
+    if issues:
+        raise ValidationFailed(issues)
+    survey_id = path_uuid(request, "surveyId", "survey")
+    segment_id = path_uuid(request, "segmentId", "segment")
+    org_id: uuid.UUID = principal_of(request).org_id
+    keys: list[str] = query["attributeKeys"]
+    async with request.app[POOL].acquire() as conn:
+        context = await segment_db.link_context(conn, org_id, survey_id, segment_id)
+        seq = check_survey(context.survey_seq)
+        if context.filters is None:
+            raise NotFound("segment", field="segmentId")
+        require_in_progress(context.survey_status)
+        # what the edge middleware would add, sent now because the headers leave with the first byte
+        headers = {"Content-Type": CSV_TYPE, "Cache-Control": "no-store",
+                   "Content-Disposition": f'attachment; filename="segment-{segment_id}-links.csv"',
+                   "X-Request-Id": request[REQUEST_ID], **(request.get(RATE_HEADERS) or {})}
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        try:
+            await _stream(request, response, _Batches(conn, org_id, context.filters, keys), seq, keys,
+                          query["expirationDays"])
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("export cut short", extra={"request_id": request[REQUEST_ID]})
+            if request.transport is not None:
+                request.transport.abort()  # the client sees an incomplete body, never a wrong one
+            return response
+    await response.write_eof()
+    return response
+
+
+async def _stream(request: web.Request, response: web.StreamResponse, batches: _Batches, seq: int,
+                  keys: list[str], days: int | None) -> None:
+    exp, expires_at = expiry(days)
+    signer = request.app[SIGNER]
+    prefix = request.app[SETTINGS].public_base_url + "/c/"
+    head = ",".join(["contactId", "surveyUrl", "expiresAt", *map(csv_field, keys)]) + "\n"
+    await response.write(head.encode())
+    middle = "," + prefix
+    after = "," + (expires_at or "")
+    pending = batches.fetch(_Batches.START)
+    try:
+        while True:
+            rows = await pending
+            if not rows:
+                return
+            if len(rows) == BATCH:
+                last = rows[-1]
+                pending = batches.fetch((last[1], last[0]))
+                await asyncio.sleep(0)  # let the next query leave before this batch is signed
+            ids = [row[0] for row in rows]
+            tokens = signer.contact_tokens(seq, ids, exp)
+            text = "".join([f"{cid}{middle}{token}{after}{row[2]}\n"
+                            for cid, token, row in zip(ids, tokens, rows, strict=True)])
+            await response.write(text.encode())
+            if len(rows) < BATCH:
+                return
+    finally:
+        if not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)

@@ -1,0 +1,127 @@
+"""GET .../contact-links/segments/{segmentId}/export: every member once, in page order, as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from datetime import datetime
+
+import jwt
+import pytest
+
+from service.web import export
+from tests.conftest import TEST_KEYS
+from tests.contact_helpers import all_members, bulk, create_segment, error, segment_links_path
+from tests.helpers import create_survey
+
+KEY = TEST_KEYS[0]
+TRICKY = 'says "hi", then\nleaves'
+
+
+def export_path(survey_id: str, segment_id: str) -> str:
+    return segment_links_path(survey_id, segment_id) + "/export"
+
+
+def claims_of(url: str) -> dict:
+    token = url.removeprefix("http://links.test/c/")
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "kid": KEY.kid}
+    return jwt.decode(token, KEY.secret, algorithms=["HS256"])
+
+
+@pytest.fixture
+async def crowd(client, tenant, monkeypatch):
+    """45 contacts in two calls (so created_at ties within each), a segment of all and one of `pro`."""
+    monkeypatch.setattr(export, "BATCH", 7)  # many batches, and batch edges inside runs of equal created_at
+    first = [{"email": f"a{i}@x.io", "plan": "pro" if i % 3 == 0 else "free", "seats": i} for i in range(30)]
+    first[4]["note"] = TRICKY
+    await bulk(client, tenant.headers, first)
+    await bulk(client, tenant.headers, [{"email": f"b{i}@x.io", "plan": "team", "vip": True} for i in range(15)])
+    survey = await create_survey(client, tenant.headers)
+    everyone = await create_segment(client, tenant.headers, {"and": []})
+    pro = await create_segment(client, tenant.headers, {"attribute": "plan", "op": "equals", "value": "pro"})
+    return {"survey": survey["id"], "everyone": everyone["id"], "pro": pro["id"]}
+
+
+async def read_csv(client, tenant, survey_id, segment_id, **params) -> list[list[str]]:
+    resp = await client.get(export_path(survey_id, segment_id), params=params, headers=tenant.headers)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert resp.headers["X-Request-Id"]
+    return list(csv.reader(io.StringIO((await resp.read()).decode(), newline="")))
+
+
+async def test_every_member_once_in_page_order_with_verifying_tokens(client, tenant, crowd, db):
+    rows = await read_csv(client, tenant, crowd["survey"], crowd["everyone"], expirationDays=7,
+                          attributeKeys="email,note,seats,vip,unknown")
+    header, *records = rows
+    assert header == ["contactId", "surveyUrl", "expiresAt", "email", "note", "seats", "vip", "unknown"]
+    pages = await all_members(client, tenant.headers, crowd["survey"], crowd["everyone"], expirationDays=7,
+                              attributeKeys="email,note,seats,vip")
+    assert [r[0] for r in records] == [item["contactId"] for item in pages]
+    stored = {r["id"]: json.loads(r["attributes"]) for r in await db.fetch(
+        "SELECT id, attributes FROM contacts WHERE org_id = $1", tenant.org_id)}
+    assert sorted(int(r[0]) for r in records) == sorted(stored)  # each contact exactly once
+    seq = await db.fetchval("SELECT seq FROM surveys WHERE id = $1", uuid.UUID(crowd["survey"]))
+    for (contact_id, url, expires_at, email, note, seats, vip, unknown), item in zip(records, pages, strict=True):
+        claims = claims_of(url)
+        assert (claims["s"], claims["c"]) == (seq, int(contact_id))
+        assert expires_at == item["expiresAt"]
+        assert datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp() == claims["exp"]
+        attrs = stored[int(contact_id)]
+        assert email == attrs["email"] and note == attrs.get("note", "") and unknown == ""
+        assert seats == (str(attrs["seats"]) if "seats" in attrs else "")
+        assert vip == ("true" if attrs.get("vip") else "")
+    assert TRICKY in [r[4] for r in records]
+
+
+async def test_filtered_segment_and_no_expiry(client, tenant, crowd, db):
+    header, *records = await read_csv(client, tenant, crowd["survey"], crowd["pro"])
+    assert header == ["contactId", "surveyUrl", "expiresAt"]
+    pro = {r["id"] for r in await db.fetch(
+        "SELECT id FROM contacts WHERE org_id = $1 AND attributes->>'plan' = 'pro'", tenant.org_id)}
+    assert {int(r[0]) for r in records} == pro and len(records) == len(pro) == 10
+    assert all(r[2] == "" and "exp" not in claims_of(r[1]) for r in records)
+
+
+async def test_empty_segment_is_the_header_alone(client, tenant, crowd):
+    nobody = await create_segment(client, tenant.headers, {"attribute": "plan", "op": "equals", "value": "none"})
+    assert await read_csv(client, tenant, crowd["survey"], nobody["id"], attributeKeys="email") == [
+        ["contactId", "surveyUrl", "expiresAt", "email"]]
+
+
+async def test_errors_are_json_before_the_stream(client, tenant, crowd, make_tenant):
+    path = export_path(crowd["survey"], crowd["everyone"])
+    resp = await client.get(export_path(crowd["survey"], str(uuid.uuid4())), headers=tenant.headers)
+    assert (resp.status, await resp.json()) == (404, error(404, "Not Found", [{"field": "segmentId",
+                                                                              "issue": "not found"}]))
+    resp = await client.get(path, params={"expirationDays": "0"}, headers=tenant.headers)
+    assert resp.status == 422 and (await resp.json())["error"]["details"][0]["field"] == "expirationDays"
+    assert (await client.get(path)).status == 401
+    other = await make_tenant(name="other")
+    assert (await client.get(path, headers=other.headers)).status == 404
+    paused = await create_survey(client, tenant.headers, status="paused")
+    resp = await client.get(export_path(paused["id"], crowd["everyone"]), headers=tenant.headers)
+    assert resp.status == 403
+
+
+async def test_a_failure_mid_stream_cuts_the_connection(client, tenant, crowd, monkeypatch):
+    import aiohttp
+
+    fetch = export._Batches.fetch
+    calls = []
+
+    def failing(self, cursor):
+        calls.append(cursor)
+        if len(calls) == 3:
+            async def boom():
+                raise OSError("connection to PostgreSQL lost")
+            return export.asyncio.ensure_future(boom())
+        return fetch(self, cursor)
+
+    monkeypatch.setattr(export._Batches, "fetch", failing)
+    resp = await client.get(export_path(crowd["survey"], crowd["everyone"]), headers=tenant.headers)
+    assert resp.status == 200  # the headers had left
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()  # but the body never ends as if it were whole
