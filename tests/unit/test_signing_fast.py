@@ -1,0 +1,90 @@
+"""verify_contact_token's own checks answer exactly what PyJWT's verification answers."""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+
+import jwt
+import pytest
+
+from service.core.signing import ExpiredLink, InvalidLink, LinkSigner
+from service.settings import SigningKey
+
+# 64 bytes: long enough for the HS384 tokens of the generator too
+KEYS = (SigningKey("k2", b"new-signing-secret-".ljust(64, b"n")),
+        SigningKey("k1", b"old-signing-secret-".ljust(64, b"o")))
+SIGNER = LinkSigner(KEYS)
+NOW = time.time()
+B64 = string.ascii_letters + string.digits + "-_"
+
+
+def outcome(verify, token: str):
+    try:
+        return verify(token, NOW)
+    except (InvalidLink, ExpiredLink) as exc:
+        return type(exc).__name__
+
+
+def _encoded(rng: random.Random) -> str:
+    """Tokens PyJWT makes, with claims and headers we never issue."""
+    key = rng.choice([*KEYS, SigningKey("k9", b"unknown-key-secret-".ljust(64, b"u"))])
+    claims = rng.choice([
+        {"s": 1, "c": 2}, {"s": 1, "c": 2, "exp": int(NOW) + 60}, {"s": 1, "c": 2, "exp": int(NOW) - 1},
+        {"s": 1, "c": 2, "iat": int(NOW) + 3600}, {"s": 1, "c": 2, "iat": int(NOW)}, {"s": 1, "c": 2, "nbf": NOW + 99},
+        {"s": 1, "c": 2, "aud": "x"}, {"s": 1, "c": "2"}, {"s": 1.0, "c": 2}, {"s": 1}, {"c": 2, "s": 1},
+        {"s": -1, "c": 2}, {"s": 10**30, "c": 2}, {"s": 1, "c": 2, "sub": 5}, {"s": 1, "c": 2, "exp": 1.5},
+        {"s": 1, "c": 2, "jti": 3}, {"s": None, "c": 2},
+    ])
+    headers = rng.choice([{"kid": key.kid}, {"kid": key.kid, "typ": "JWT"}, {"kid": key.kid, "cty": "x"}, {}])
+    algorithm = rng.choice(["HS256", "HS256", "HS384"])
+    return jwt.encode(claims, key.secret, algorithm=algorithm, headers=headers)
+
+
+def _issued(rng: random.Random) -> str:
+    signer = LinkSigner(rng.choice([KEYS, KEYS[1:]]))  # tokens of the current and of the previous key
+    exp = rng.choice([None, int(NOW) + 3600, int(NOW) - 5, 0])
+    return signer.contact_token(rng.randint(0, 10**6), rng.randint(0, 10**12), exp)
+
+
+def _mutated(rng: random.Random, token: str) -> str:
+    i = rng.randrange(len(token))
+    return rng.choice([
+        lambda: token[:i] + rng.choice(B64) + token[i + 1:],
+        lambda: token[:i] + token[i + 1:],
+        lambda: token[:i] + "." + token[i:],
+        lambda: token + rng.choice(["=", "==", "A", ".", "!"]),
+        lambda: token[:i],
+        lambda: token.swapcase(),
+        lambda: token[:i] + "é" + token[i:],
+        lambda: ".".join(reversed(token.split("."))),
+    ])()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_answer_as_pyjwt_on_generated_tokens(seed):
+    rng = random.Random(seed)
+    for _ in range(1500):
+        token = rng.choice([_issued, _encoded])(rng)
+        if rng.random() < 0.6:
+            token = _mutated(rng, token)
+        assert outcome(SIGNER.verify_contact_token, token) == outcome(SIGNER._verify_with_pyjwt, token), token
+
+
+def test_issued_tokens_and_forgeries_never_reach_pyjwt(monkeypatch):
+    token = SIGNER.contact_token(12, 34, int(NOW) + 60)
+    monkeypatch.setattr(SIGNER, "_verify_with_pyjwt", lambda *a: pytest.fail("PyJWT was asked"))
+    assert SIGNER.verify_contact_token(token, NOW).contact_id == 34
+    head, payload, sig = token.split(".")
+    forged = f"{head}.{payload}.{sig[:-3]}{'A' if sig[-3] != 'A' else 'B'}{sig[-2:]}"
+    with pytest.raises(InvalidLink):
+        SIGNER.verify_contact_token(forged, NOW)
+    with pytest.raises(ExpiredLink):
+        SIGNER.verify_contact_token(SIGNER.contact_token(1, 2, int(NOW) - 1), NOW)
+
+
+@pytest.mark.parametrize("suffix", ["", "=", "==", "A", "A=", "."])
+def test_padding_of_the_signature_as_pyjwt(suffix):
+    token = SIGNER.contact_token(5, 6, None) + suffix
+    assert outcome(SIGNER.verify_contact_token, token) == outcome(SIGNER._verify_with_pyjwt, token)
