@@ -17,3 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="DATA_DIR for the embedded servers (default: a temporary one)")
     parser.add_argument("--install-wrk", action="store_true", help="apt-get install wrk if missing (root)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the service during each measured path into DIR")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the service (e.g. LOG_LEVEL=WARNING); repeatable")
+    parser.add_argument("--contacts", type=int, default=300_000, help="contacts of the segment of (d), (e), (f)")
+    parser.add_argument("--export-contacts", type=int, default=1_000_000, help="contacts of the exported segment")
+    parser.add_argument("--no-export", action="store_true", help="skip the streaming export")

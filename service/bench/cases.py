@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .report import Target
 from .seed import Seed
+from .seed_contacts import ContactSeed, contact_paths, forged, page_paths, write_paths
 from .wrk import Load
 
 JSON_HEADERS = (("Content-Type", "application/json"),)
@@ -45,4 +47,22 @@ def link_cases(seed: Seed) -> list[Case]:
         Case("c", "(c) 429 rejection", "service",
              Load(refused_path, "POST", JSON_HEADERS + seed.refused.headers, body=seed.refused_body), 429,
              "ref-evalsha", Target(ratio=1.0), header="Retry-After"),
+    ]
+
+
+def contact_cases(seed: ContactSeed, log_dir: Path, link_paths: list[str]) -> list[Case]:
+    """(d) a page of 250, (e) one contact's link, (f) opening a valid and a forged link."""
+    headers = seed.tenant.headers
+    pages = write_paths(log_dir / "pages.txt", page_paths(seed, 400))
+    contacts = write_paths(log_dir / "contacts.txt", contact_paths(seed))
+    links = write_paths(log_dir / "links.txt", link_paths)
+    return [
+        Case("d", "(d) segment page of 250", "service", Load("/", headers=headers, paths_file=pages), 200,
+             "ref-pyjwt", Target(ratio=2.0)),
+        Case("e", "(e) single contact link", "service", Load("/", headers=headers, paths_file=contacts), 200,
+             "ref-fixed"),
+        Case("f-valid", "(f) open a valid link (302)", "service", Load("/", paths_file=links), 302,
+             "ref-fixed", Target(ratio=0.5), header="Location"),
+        Case("f-forged", "(f) open a forged link (404)", "service", Load(forged(link_paths[0])), 404,
+             "ref-fixed", Target(ratio=0.8)),
     ]

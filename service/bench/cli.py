@@ -15,11 +15,12 @@ import aiohttp
 
 from ..runtime import servers
 from ..settings import Settings
-from . import profile
-from .cases import Case, link_cases, reference_cases
+from . import checks, profile
+from .cases import Case, contact_cases, link_cases, reference_cases
 from .procs import RssSampler, Server, cpu_seconds, start_reference, start_service, worker_pids
 from .report import Check, Row, Target, checks_table, fill_ratios, table
 from .seed import seed
+from .seed_contacts import link_paths, seed_contacts
 from .wrk import WrkMissing, find_wrk, run_wrk
 
 RSS_LIMIT_MB = 150
@@ -33,12 +34,16 @@ class Bench:
         self.seconds = 2.0 if args.quick else args.seconds
         self.warmup = 1.0 if args.quick else args.warmup
         self.only = {k.strip() for k in args.only.split(",") if k.strip()}
+        self.contacts = min(args.contacts, 50_000) if args.quick else args.contacts
+        self.export_contacts = 0 if args.no_export else (
+            min(args.export_contacts, 100_000) if args.quick else args.export_contacts)
         self.log_dir = data_dir / "bench-logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[Row] = []
         self.checks: list[Check] = []
         self.servers: dict[str, Server] = {}
         self.rss = RssSampler()
+        self.service_env = dict(item.split("=", 1) for item in args.env)
 
     def say(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -68,7 +73,7 @@ class Bench:
                                    self.args.threads)
         await run(self.warmup)
         spy = None
-        if self.args.profile and not case.key.startswith("ref-") and server.proc.pid:
+        if self.args.profile and server.proc.pid:
             out = Path(self.args.profile) / f"{case.key}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)
             spy = await profile.record(server.proc.pid, self.seconds, out)
@@ -100,19 +105,33 @@ class Bench:
                  f"{self.seconds:g} s per path; data in {self.data_dir}")
         for kind in ("fixed", "evalsha", "pyjwt"):
             self.servers[kind] = await start_reference(kind, self.log_dir, ready.redis_url)
-        self.servers["service"] = service = await start_service(self.data_dir, 1, self.log_dir, {})
+        self.servers["service"] = service = await start_service(self.data_dir, 1, self.log_dir, self.service_env)
         self.rss.watch(service)
         self.rss.start()
         data = await seed(ready.database_url, service.url)
         refs = {c.key: c for c in reference_cases()}
         groups = [("ref-evalsha", link_cases(data))]
+        if not self.only or self.only & {"d", "e", "f-valid", "f-forged", "deep"}:
+            self.say(f"seeding {self.contacts:,} contacts...")
+            people = await seed_contacts(ready.database_url, service.url, "bench-contacts", self.contacts)
+            # before (d), which teaches the service where deep pages start
+            self.checks += await checks.deep_page(service.url, people, skip=min(100_000, self.contacts // 3))
+            cases = contact_cases(people, self.log_dir, await link_paths(service.url, people))
+            groups += [("ref-pyjwt", cases[:1]), ("ref-fixed", cases[1:])]
+        measured = set()
         for ref_key, cases in groups:
+            chosen = [case for case in cases if self.wanted(case)]
+            if chosen:
+                await self.measure(refs[ref_key])
+                measured.add(ref_key)
+            for case in chosen:
+                await self.measure(case)
+        for ref_key in refs.keys() - measured:
             await self.measure(refs[ref_key])
-            for case in cases:
-                if self.wanted(case):
-                    await self.measure(case)
-        await self.measure(refs["ref-fixed"])
-        await self.measure(refs["ref-pyjwt"])
+        if self.export_contacts and (not self.only or "export" in self.only):
+            self.say(f"seeding {self.export_contacts:,} contacts for the export...")
+            crowd = await seed_contacts(ready.database_url, service.url, "bench-export", self.export_contacts)
+            self.checks += await checks.export(service, crowd, self.rss)
         if not self.args.no_workers and self.wanted(link_cases(data)[0]):
             await self.two_workers(data)
         await self.rss.stop()
@@ -125,7 +144,7 @@ class Bench:
         one = self.servers.pop("service")
         self.rss.forget(one)
         await one.stop()
-        service = await start_service(self.data_dir, 2, self.log_dir, {})
+        service = await start_service(self.data_dir, 2, self.log_dir, self.service_env)
         self.servers["service-w2"] = service
         self.rss.watch(service)
         case = link_cases(data)[0]

@@ -80,7 +80,7 @@ async def start_reference(kind: str, log_dir: Path, redis_url: str) -> Server:
     return await _spawn(f"reference {kind}", args, dict(os.environ), log_dir / f"ref-{kind}.log", port, "/")
 
 
-def _rss_kb(pid: int) -> int:
+def rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
@@ -150,7 +150,7 @@ class RssSampler:
         while True:
             for server in self._servers:
                 for pid in worker_pids(server):
-                    self.peak_kb = max(self.peak_kb, _rss_kb(pid))
+                    self.peak_kb = max(self.peak_kb, rss_kb(pid))
             self.samples += 1
             await asyncio.sleep(self.interval)
 
