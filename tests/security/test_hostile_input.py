@@ -8,6 +8,7 @@ exactly as an attacker would send them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import Callable
 from urllib.parse import quote
@@ -374,3 +375,52 @@ async def test_valid_but_odd_unicode_is_kept_exactly(client, world, db):
     survey = (await resp.json())["data"]
     assert survey["name"] == name.strip()
     assert await db.fetchval("SELECT name FROM surveys WHERE id = $1::uuid", survey["id"]) == name.strip()
+
+
+async def _raw(client, request: bytes) -> bytes:
+    """Send raw bytes; answer what the server sends back before it closes (bounded)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_malformed_http_is_refused_by_the_parser_and_the_server_stays_up(client, world, db, caplog):
+    """Below the application: what the HTTP parser refuses gets a 4xx (its own plain body), never a 500."""
+    before = await table_counts(db)
+    h = b"Host: t\r\nConnection: close\r\n"
+    key = f"x-api-key: {world.tenant.key}\r\n".encode()
+    requests = {
+        "10,000-character URL": b"GET /c/" + b"a" * 10000 + b" HTTP/1.1\r\n" + h + b"\r\n",
+        "10,000-character header": b"GET /health HTTP/1.1\r\n" + h + b"X-Long: " + b"a" * 10000 + b"\r\n\r\n",
+        "NUL in a header": b"GET /health HTTP/1.1\r\n" + h + b"X-Nul: a\x00b\r\n\r\n",
+        "bare LF and CR": b"GET /health HTTP/1.1\r\n" + h + b"X-Bad: a\rb\r\n\r\n",
+        "invalid chunk size": b"POST /api/v2/management/surveys HTTP/1.1\r\n" + h + key
+        + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+        "both Content-Length and chunked": b"POST /api/v2/management/surveys HTTP/1.1\r\n" + h + key
+        + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        "negative Content-Length": b"POST /api/v2/management/surveys HTTP/1.1\r\n" + h + key
+        + b"Content-Length: -1\r\n\r\n{}",
+        "not HTTP": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,
+    }
+    for name, raw in requests.items():
+        answer = await _raw(client, raw)
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) else None
+        assert status is not None and 400 <= status < 500, (name, answer[:200])
+    # a body cut short: the client declares 100 bytes, sends 10 and goes away
+    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST /api/v2/management/surveys HTTP/1.1\r\n" + h + key
+                 + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\": ")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.2)
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and "unexpected" in r.getMessage()]
+    assert await table_counts(db) == before
+    resp = await client.get(f"{M}/surveys/{world.survey_id}", headers=world.tenant.headers)
+    assert resp.status == 200
