@@ -89,6 +89,8 @@ async def test_postgres_stopped_gives_503_then_recovers(pg_client, own_postgres)
         ("POST", f"{BASE}/segments", {"title": "t", "filters": {}}, FORMBRICKS_503),
         ("GET", f"{BASE}/segments/{data['segment']}", None, FORMBRICKS_503),
         ("GET", f"{BASE}/surveys/{survey_id}/contact-links/segments/{data['segment']}", None, FORMBRICKS_503),
+        ("GET", f"{BASE}/surveys/{survey_id}/contact-links/segments/{data['segment']}/export", None,
+         FORMBRICKS_503),
         ("GET", f"{BASE}/surveys/{survey_id}/contact-links/contacts/{data['contact']}", None, FORMBRICKS_503),
         ("GET", f"/c/{data['c']}", None, FORMBRICKS_503),
         ("GET", f"/l/{data['l']}", None, FORMBRICKS_503),

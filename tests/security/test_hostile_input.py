@@ -219,6 +219,7 @@ def _authenticated(world: World) -> list[tuple[str, str]]:
         ("POST", f"{M}/contacts"), ("PUT", f"{M}/contacts/bulk"),
         ("POST", f"{M}/segments"), ("GET", f"{M}/segments/{world.segment_id}"),
         ("GET", segment_links_path(world.survey_id, world.segment_id)),
+        ("GET", segment_links_path(world.survey_id, world.segment_id) + "/export"),
         ("GET", contact_link_path(world.survey_id, world.contact_id)),
     ]
 
@@ -277,6 +278,8 @@ async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, worl
         formbricks = [
             ("GET", f"{M}/surveys/{bad}"), ("PATCH", f"{M}/surveys/{bad}"), ("GET", f"{M}/segments/{bad}"),
             ("GET", segment_links_path(bad, world.segment_id)), ("GET", segment_links_path(world.survey_id, bad)),
+            ("GET", segment_links_path(bad, world.segment_id) + "/export"),
+            ("GET", segment_links_path(world.survey_id, bad) + "/export"),
             ("GET", contact_link_path(bad, world.contact_id)), ("GET", contact_link_path(world.survey_id, bad)),
             ("GET", f"/c/{bad}"), ("GET", f"/l/{bad}"),
         ]
@@ -303,6 +306,7 @@ async def test_unknown_and_malformed_query_parameters_change_nothing(client, wor
     gets = [
         f"{M}/surveys/{world.survey_id}", f"{M}/metadata-fields", f"{M}/contact-attribute-keys",
         f"{M}/segments/{world.segment_id}", segment_links_path(world.survey_id, world.segment_id),
+        segment_links_path(world.survey_id, world.segment_id) + "/export",
         contact_link_path(world.survey_id, world.contact_id), f"/c/{world.contact_token}",
         f"/l/{world.created_token}", "/health",
     ]

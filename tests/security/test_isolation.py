@@ -49,6 +49,15 @@ PROBES: dict[str, Probe] = {
     "segment links, A's segment": Probe(
         "GET", lambda a, b: segment_links_path(b["survey"], a.segment_id),
         lambda a, b: segment_links_path(b["survey"], MISSING_UUID)),
+    "export, A's survey and segment": Probe(
+        "GET", lambda a, b: segment_links_path(a.survey_id, a.segment_id) + "/export",
+        lambda a, b: segment_links_path(MISSING_UUID, MISSING_UUID) + "/export"),
+    "export, A's survey": Probe(
+        "GET", lambda a, b: segment_links_path(a.survey_id, b["segment"]) + "/export",
+        lambda a, b: segment_links_path(MISSING_UUID, b["segment"]) + "/export"),
+    "export, A's segment": Probe(
+        "GET", lambda a, b: segment_links_path(b["survey"], a.segment_id) + "/export",
+        lambda a, b: segment_links_path(b["survey"], MISSING_UUID) + "/export"),
     "contact link, A's survey and contact": Probe(
         "GET", lambda a, b: contact_link_path(a.survey_id, a.contact_id),
         lambda a, b: contact_link_path(MISSING_UUID, MISSING_CONTACT)),
