@@ -154,6 +154,10 @@ class Soak:
         if status == 200 and body["data"] and len(self.tally.opened) < 1000:
             self.tally.opened.append(body["data"][0]["surveyUrl"].split("127.0.0.1:8080", 1)[-1])
 
+    async def export(self, org: Org) -> None:
+        await self.call("export", "GET", f"{M}/surveys/{org.surveys[0]}/contact-links/segments/{org.segment}/export",
+                        {"x-api-key": org.key}, params={"attributeKeys": "plan"})
+
     async def contact_link(self, org: Org) -> None:
         await self.call("contact link", "GET",
                         f"{M}/surveys/{org.surveys[0]}/contact-links/contacts/{random.choice(org.contacts)}",
@@ -198,8 +202,8 @@ class Soak:
         await self.call("ops", "GET", random.choice(["/health", "/ready"]))
 
     async def worker(self, deadline: float) -> None:
-        actions = [(self.create, 40), (self.burst, 3), (self.segment_page, 12), (self.contact_link, 8),
-                   (self.open_link, 12), (self.manage, 10), (self.hostile, 8), (self.ops, 2)]
+        actions = [(self.create, 40), (self.burst, 3), (self.segment_page, 12), (self.export, 1),
+                   (self.contact_link, 8), (self.open_link, 12), (self.manage, 10), (self.hostile, 8), (self.ops, 2)]
         funcs, weights = zip(*actions, strict=True)
         while time.monotonic() < deadline:
             action = random.choices(funcs, weights)[0]
