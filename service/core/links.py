@@ -1,7 +1,7 @@
 """Create a survey link, idempotently, within the survey's quota.
 
 PostgreSQL is the truth: the unique constraint on (survey, mapping hash) makes a duplicate
-impossible, and the quota counter is moved in the same transaction as the insert, under the
+impossible, and the quota counter is moved in the same statement as the insert, under the
 survey row's lock, so the quota is exact however many creators race. Redis only caches answers.
 """
 
@@ -46,10 +46,6 @@ class LinkResult:
     replayed: bool
 
 
-class _LostRace(Exception):
-    """A concurrent creator committed the same mapping first; this transaction rolls back."""
-
-
 async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkRequest) -> LinkResult:
     """The link of (survey, mapping): the existing one, or a new one if the quota allows."""
     async with pool.acquire() as conn:
@@ -68,21 +64,14 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
                 for mid in sorted(unknown, key=req.positions.__getitem__)
             ])
         mapping = [{"metadata_id": mid, "value": value} for mid, value in req.canonical]
-        try:
-            async with conn.transaction():
-                if not await link_db.claim_quota_slot(conn, req.survey_id):
-                    # the slot may have gone to a creator of this very mapping: then it's a replay
-                    existing = await link_db.find_link(conn, req.survey_id, req.hash)
-                    if existing is not None:
-                        return LinkResult(existing, known, replayed=True)
-                    raise QuotaExceeded(await link_db.effective_quota(conn, req.survey_id))
-                created = await link_db.insert_link(
-                    conn, req.survey_id, secrets.token_hex(8), req.hash, req.name, mapping
-                )
-                if created is None:
-                    raise _LostRace()  # rolls back the quota slot too
-                return LinkResult(created, known, replayed=False)
-        except _LostRace:
-            existing = await link_db.find_link(conn, req.survey_id, req.hash)
-            assert existing is not None, "the conflicting row is committed"
+        claimed, created = await link_db.claim_and_insert(
+            conn, req.survey_id, secrets.token_hex(8), req.hash, req.name, mapping
+        )
+        if created is not None:
+            return LinkResult(created, known, replayed=False)
+        # no room, or a concurrent creator committed this very mapping first: then it's a replay
+        existing = await link_db.find_link(conn, req.survey_id, req.hash)
+        if existing is not None:
             return LinkResult(existing, known, replayed=True)
+        assert not claimed, "a mapping that conflicted is committed"
+        raise QuotaExceeded(await link_db.effective_quota(conn, req.survey_id))

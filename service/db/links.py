@@ -31,19 +31,35 @@ async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash
     return SurveyLink(**row) if row else None
 
 
-async def claim_quota_slot(conn: asyncpg.Connection, survey_id: uuid.UUID) -> bool:
-    """Count one more link if the survey is under its quota.
+# One statement, so the survey row is locked only while PostgreSQL runs it and commits: no client
+# round trip (nor the worker's event loop) sits between taking the lock and releasing it. The row
+# is locked first (FOR UPDATE re-reads the newest count after any wait), the link is inserted if
+# there is room, and the count moves only if the insert happened (a conflicting mapping leaves it).
+_CLAIM_AND_INSERT = f"""
+WITH quota AS (
+    SELECT s.id FROM surveys s JOIN organizations o ON o.id = s.org_id
+    WHERE s.id = $1 AND s.link_count < coalesce(s.link_quota, o.link_quota)
+    FOR UPDATE OF s
+), created AS (
+    INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)
+    SELECT $2, id, $3, $4, $5 FROM quota
+    ON CONFLICT (survey_id, mapping_hash) DO NOTHING
+    RETURNING {_COLUMNS}
+), counted AS (
+    UPDATE surveys SET link_count = link_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM created)
+)
+SELECT (SELECT count(*) FROM quota) AS claimed, created.* FROM (SELECT 1) AS one LEFT JOIN created ON true
+"""
 
-    The row lock this takes serialises the creators of one survey until their transactions end,
-    which is what makes the quota exact under concurrency.
-    """
-    row = await conn.fetchval(
-        "UPDATE surveys s SET link_count = s.link_count + 1 FROM organizations o"
-        " WHERE s.id = $1 AND o.id = s.org_id AND s.link_count < coalesce(s.link_quota, o.link_quota)"
-        " RETURNING s.link_count",
-        survey_id,
-    )
-    return row is not None
+
+async def claim_and_insert(
+    conn: asyncpg.Connection, survey_id: uuid.UUID, public_id: str, mapping_hash: bytes,
+    name: str, mapping: list[dict[str, Any]],
+) -> tuple[bool, SurveyLink | None]:
+    """(was there room, the new link); no link when the survey is full or the mapping exists already."""
+    row = await conn.fetchrow(_CLAIM_AND_INSERT, survey_id, public_id, mapping_hash, name, mapping)
+    created = SurveyLink(*(row[c] for c in _COLUMNS.split(", "))) if row["id"] is not None else None
+    return bool(row["claimed"]), created
 
 
 async def effective_quota(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int:
@@ -52,19 +68,6 @@ async def effective_quota(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int
         " WHERE s.id = $1",
         survey_id,
     )
-
-
-async def insert_link(
-    conn: asyncpg.Connection, survey_id: uuid.UUID, public_id: str, mapping_hash: bytes,
-    name: str, mapping: list[dict[str, Any]],
-) -> SurveyLink | None:
-    """None when a concurrent transaction committed the same mapping first."""
-    row = await conn.fetchrow(
-        f"INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
-        f" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (survey_id, mapping_hash) DO NOTHING RETURNING {_COLUMNS}",
-        public_id, survey_id, mapping_hash, name, mapping,
-    )
-    return SurveyLink(**row) if row else None
 
 
 @dataclass(frozen=True)
