@@ -34,7 +34,7 @@ from .management import path_uuid
 
 log = logging.getLogger("service.export")
 routes = web.RouteTableDef()
-BATCH = 5000
+BATCH = 10_000
 CSV_TYPE = "text/csv; charset=utf-8"
 
 
