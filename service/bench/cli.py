@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             failed = None
             try:
                 asyncio.run(_main(bench))
-            except (RuntimeError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # the table of what ran is still printed
                 failed = exc
             print(bench.report())
             if failed is not None:

@@ -22,7 +22,7 @@ INSERT INTO contacts (org_id, attributes, created_at)
 SELECT $1, jsonb_build_object('email', 'c' || g || '@bench.test', 'plan', (ARRAY['free','pro','team'])[1 + g % 3],
                               'country', (ARRAY['FR','DE','US','VN'])[1 + g % 4], 'seats', g % 50),
        now() - make_interval(secs => g / 1000.0)
-FROM generate_series(1, $2) AS g
+FROM generate_series($3 + 1, $3 + $2) AS g
 """
 
 
@@ -39,7 +39,7 @@ async def insert_contacts(conn: asyncpg.Connection, org_id: uuid.UUID, count: in
     """`count` contacts in batches (one statement each), their attribute keys, and a contacts version bump."""
     done = 0
     while done < count:
-        await conn.execute(_INSERT, org_id, min(batch, count - done))
+        await conn.execute(_INSERT, org_id, min(batch, count - done), done)
         done += batch
     await contact_db.ensure_attribute_keys(conn, org_id, (*ATTRIBUTE_KEYS, "seats"))
     await contact_db.bump_version(conn, org_id)
