@@ -49,13 +49,11 @@ class LinkResult:
 async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkRequest) -> LinkResult:
     """The link of (survey, mapping): the existing one, or a new one if the quota allows."""
     async with pool.acquire() as conn:
-        if await survey_db.get_survey(conn, org_id, req.survey_id) is None:
-            raise NotFound("survey_campaign", field="survey_campaign_id")
         ids = [mid for mid, _ in req.canonical]
-        known = await survey_db.metadata_fields_by_id(conn, org_id, ids) if ids else {}
-        existing = await link_db.find_link(conn, req.survey_id, req.hash)
-        if existing is not None:
-            return LinkResult(existing, known, replayed=True)
+        known = await survey_db.survey_metadata_fields(conn, org_id, req.survey_id, ids)
+        if known is None:
+            raise NotFound("survey_campaign", field="survey_campaign_id")
+        # a mapping with an unknown field was never stored: 422 (an existing one is found by the insert below)
         unknown = [mid for mid in ids if mid not in known]
         if unknown:
             raise ValidationFailed([
@@ -69,7 +67,7 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
         )
         if created is not None:
             return LinkResult(created, known, replayed=False)
-        # no room, or a concurrent creator committed this very mapping first: then it's a replay
+        # the mapping exists (stored before, or by a concurrent creator just now): a replay; else no room
         existing = await link_db.find_link(conn, req.survey_id, req.hash)
         if existing is not None:
             return LinkResult(existing, known, replayed=True)

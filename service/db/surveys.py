@@ -99,3 +99,18 @@ async def metadata_fields_by_id(
         org_id, ids,
     )
     return {r["id"]: MetadataField(**r) for r in rows}
+
+
+async def survey_metadata_fields(
+    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, ids: list[int]
+) -> dict[int, MetadataField] | None:
+    """The organisation's metadata fields among `ids`, or None when it has no such survey (one round trip)."""
+    rows = await conn.fetch(
+        "SELECT m.id, m.name, m.variable FROM surveys s"
+        " LEFT JOIN metadata_fields m ON m.org_id = $2 AND m.id = any($3::bigint[])"
+        " WHERE s.id = $1 AND s.org_id = $2",
+        survey_id, org_id, ids,
+    )
+    if not rows:
+        return None
+    return {r["id"]: MetadataField(*r) for r in rows if r["id"] is not None}
