@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -27,8 +28,9 @@ class Principal:
     scopes: frozenset[str]
     policy: RatePolicy
 
-    @property
+    @functools.cached_property
     def org(self) -> str:
+        """The organisation id as text (computed once: the hot paths ask for it several times)."""
         return str(self.org_id)
 
 
