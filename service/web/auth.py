@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..core.auth import Principal
-from ..core.errors import Forbidden, RateLimited, Unauthorized
+from ..core.errors import Forbidden, Issue, RateLimited, Unauthorized, ValidationFailed
 from ..core.ratelimit import Decision
 from .keys import GATE, KEYS, METRICS, PRINCIPAL, RATE_HEADERS
 
@@ -50,8 +50,25 @@ def require_scope(principal: Principal, scope: str) -> None:
         raise Forbidden(f"this key lacks the {scope} scope")
 
 
-def guarded(scope: str) -> Callable[[Handler], Handler]:
-    """Authenticate (401), spend a rate-limit token (429), check the scope (403), then handle."""
+def unknown_query_issues(request: web.Request, accepted: tuple[str, ...]) -> list[Issue]:
+    """One issue per query parameter the route does not take.
+
+    Refused rather than ignored: a misspelt `expirationDays` would otherwise silently give links
+    that never expire. (Opening links, `/c/` and `/l/`, do ignore extras: mail clients add some.)
+    """
+    if not request.query_string:
+        return []
+    accepted_text = ", ".join(accepted) or "none"
+    return [
+        Issue(("query", name[:64]), f"unknown query parameter; accepted: {accepted_text}", "value_error.extra")
+        for name in dict.fromkeys(request.query)
+        if name not in accepted
+    ]
+
+
+def guarded(scope: str, query: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+    """Authenticate (401), spend a rate-limit token (429), check the scope (403), refuse query
+    parameters other than `query` (422), then handle."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -59,6 +76,9 @@ def guarded(scope: str) -> Callable[[Handler], Handler]:
             principal = await identify(request)
             spend(request, principal, await request.app[GATE].check(principal.org, principal.policy))
             require_scope(principal, scope)
+            unknown = unknown_query_issues(request, query)
+            if unknown:
+                raise ValidationFailed(unknown)
             return await handler(request)
 
         return guarded_handler

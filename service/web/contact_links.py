@@ -29,6 +29,7 @@ from .render import iso
 routes = web.RouteTableDef()
 BASE = "/api/v2/management/surveys/{surveyId}/contact-links"
 PAGE_QUERY = ("limit", "skip", "expirationDays", "attributeKeys")
+CONTACT_QUERY = ("expirationDays",)
 DAY_SECONDS = 86_400
 _NO_ATTRIBUTES = orjson.Fragment(b"{}")
 _MAX_CONTACT_ID = 2**63 - 1
@@ -70,7 +71,7 @@ def _validated(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 @routes.get(f"{BASE}/segments/{{segmentId}}")
-@guarded("links:read")
+@guarded("links:read", query=PAGE_QUERY)
 async def segment_links(request: web.Request) -> web.Response:
     """A page of the segment's contacts, newest first, each with its signed survey link."""
     query = _validated(request, PAGE_QUERY)
@@ -99,10 +100,10 @@ async def segment_links(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{BASE}/contacts/{{contactId}}")
-@guarded("links:read")
+@guarded("links:read", query=CONTACT_QUERY)
 async def contact_link(request: web.Request) -> web.Response:
     """The signed survey link of one contact."""
-    query = _validated(request, ("expirationDays",))
+    query = _validated(request, CONTACT_QUERY)
     survey_id = path_uuid(request, "surveyId", "survey")
     contact_id = path_contact_id(request)
     async with request.app[POOL].acquire() as conn:

@@ -75,7 +75,8 @@ def _field(issue: Issue) -> str:
     parts = [str(p) for p in issue.loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
-    return ".".join(parts) or "body"
+    # an empty name (`?=`) is named by where it was, not mistaken for the body
+    return ".".join(parts) or (str(issue.loc[0]) if issue.loc else "body")
 
 
 def render_formbricks(error: DomainError) -> web.Response:

@@ -75,11 +75,14 @@ class _Batches:
         return asyncio.ensure_future(self._conn.fetch(self._sql, self._org_id, BATCH, *cursor, *self._tail_params))
 
 
+EXPORT_QUERY = ("expirationDays", "attributeKeys")
+
+
 @routes.get(f"{BASE}/segments/{{segmentId}}/export")
-@guarded("links:read")
+@guarded("links:read", query=EXPORT_QUERY)
 async def export_segment_links(request: web.Request) -> web.StreamResponse:
     """Every link of the segment as a CSV file."""
-    query, issues = load_link_query(request.query, ("expirationDays", "attributeKeys"))
+    query, issues = load_link_query(request.query, EXPORT_QUERY)
     if issues:
         raise ValidationFailed(issues)
     survey_id = path_uuid(request, "surveyId", "survey")

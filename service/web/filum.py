@@ -12,7 +12,7 @@ from aiohttp import web
 from ..core.errors import Forbidden, Issue, Unauthorized, ValidationFailed
 from ..core.links import LinkRequest, create_or_replay
 from ..core.ratelimit import org_key
-from .auth import identify, require_scope, spend
+from .auth import identify, require_scope, spend, unknown_query_issues
 from .fastbody import fast_create_link
 from .fields import issues_of, parse_uuid
 from .jsonio import raw_json_response, read_json
@@ -43,6 +43,7 @@ async def create_survey_link(request: web.Request) -> web.Response:
     survey_id = parse_uuid(request.match_info["survey_campaign_id"])
     if survey_id is None:
         issues.append(Issue(("path", "survey_campaign_id"), "value is not a valid uuid", "type_error.uuid"))
+    issues += unknown_query_issues(request, ())
     try:
         body = await read_json(request)
         # the plainly valid body skips marshmallow; anything else gets the schema's own answer

@@ -264,8 +264,13 @@ async def test_each_invalid_query_parameter_is_named(client, tenant, small):
         resp = await client.get(f"{path}?{query}", headers=tenant.headers)
         assert (resp.status, await resp.json()) == (422, error(422, "Unprocessable Entity", [
             {"field": field, "issue": issue}])), query
-    # unknown parameters are ignored; signs and zeros are integers too
-    assert (await client.get(f"{path}?limit=%2B2&skip=00&colour=red", headers=tenant.headers)).status == 200
+    # signs and zeros are integers too
+    assert (await client.get(f"{path}?limit=%2B2&skip=00", headers=tenant.headers)).status == 200
+    # an unknown parameter (here a misspelt expirationDays) is named, with what is accepted
+    resp = await client.get(f"{path}?limit=2&expirationDay=7", headers=tenant.headers)
+    assert (resp.status, await resp.json()) == (422, error(422, "Unprocessable Entity", [
+        {"field": "expirationDay",
+         "issue": "unknown query parameter; accepted: limit, skip, expirationDays, attributeKeys"}]))
 
 
 async def test_missing_or_foreign_survey_and_segment_are_404(client, tenant, small, make_tenant):

@@ -298,30 +298,45 @@ async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, worl
     assert resp.status == 200
 
 
-async def test_unknown_and_malformed_query_parameters_change_nothing(client, world, db):
-    """Unknown parameters are ignored, as both reference APIs do: same status and body as without."""
+async def test_unknown_query_parameters_are_422_on_the_api_and_ignored_when_opening(client, world, db):
+    """The API refuses parameters it does not take (a misspelt `expirationDays` must not silently mean
+    "never expires"), naming each; opening links and /health ignore them (mail clients add some)."""
     h = world.tenant.headers
     extras = ["foo=bar", "__proto__=1", "%00=%00", "limit2=x", "select=*", "id=1%27%20OR%201%3D1",
-              "%FF%FE=%ED%A0%80", "%ZZ", "&&&", "=", "a=" + "b" * 5000]
-    gets = [
+              "%FF%FE=%ED%A0%80", "%ZZ", "=", "a=" + "b" * 5000, "expirationDay=7"]
+    api_gets = [
         f"{M}/surveys/{world.survey_id}", f"{M}/metadata-fields", f"{M}/contact-attribute-keys",
         f"{M}/segments/{world.segment_id}", segment_links_path(world.survey_id, world.segment_id),
         segment_links_path(world.survey_id, world.segment_id) + "/export",
-        contact_link_path(world.survey_id, world.contact_id), f"/c/{world.contact_token}",
-        f"/l/{world.created_token}", "/health",
+        contact_link_path(world.survey_id, world.contact_id),
     ]
-    for path in gets:
+    before = await table_counts(db)
+    for path in api_gets:
+        assert (await client.get(path, headers=h)).status == 200, path
+        assert (await client.get(f"{path}?&&&", headers=h)).status == 200, path  # no parameter at all
+        for extra in extras:
+            resp = await client.get(f"{path}?{extra}", headers=h)
+            status, answer = await family_error(resp)
+            assert status == 422, (path, extra, answer)
+            details = answer["error"]["details"]
+            assert len(details) == 1 and details[0]["issue"].startswith("unknown query parameter; accepted: "), (
+                path, extra, details)
+            name = extra.split("=")[0][:64]
+            assert details[0]["field"] == (name or "query") or "%" in extra, (path, extra, details)
+    for path in (f"/c/{world.contact_token}", f"/l/{world.created_token}", "/health"):
         plain = await client.get(path, headers=h, allow_redirects=False)
         expected = (plain.status, await plain.read())
         assert plain.status == 200, (path, expected)
-        for extra in extras:
+        for extra in [*extras, "utm_source=newsletter"]:
             resp = await client.get(f"{path}?{extra}", headers=h, allow_redirects=False)
             assert (resp.status, await resp.read()) == expected, (path, extra)
-    before = await table_counts(db)
     body = {"name": "other", "metadata_mapping": [{"metadata_id": world.field_id, "value": "secret-of-A"}]}
     for extra in extras:
         resp = await client.post(f"{links_path(world.survey_id)}?{extra}", json=body, headers=h)
-        assert resp.status == 200 and await resp.json() == world.link, extra
+        status, answer = await family_error(resp)
+        assert status == 422, extra
+        assert [d["loc"][0] for d in answer["detail"]] == ["query"], (extra, answer)
+        assert answer["detail"][0]["type"] == "value_error.extra"
     assert await table_counts(db) == before
 
 
