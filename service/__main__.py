@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     org = asub.add_parser("create-org", help="create an organisation")
     org.add_argument("--name", required=True)
     org.add_argument("--link-quota", type=int, default=50)
-    org.add_argument("--rate-limit", default="5/second;50/minute", help="N/second;M/minute (second, minute, hour) or off")
+    org.add_argument("--rate-limit", default="5/second;50/minute",
+                     help="N/second;M/minute (second, minute, hour) or off")
     upd = asub.add_parser("update-org", help="change an organisation's link quota or rate limit")
     upd.add_argument("--org", required=True)
     upd.add_argument("--link-quota", type=int)

@@ -57,7 +57,9 @@ async def create_survey_link(request: web.Request) -> web.Response:
     cache_key = None
     if not issues and survey_id is not None:
         link_request = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
-        cache_key = org_key(principal.org, f"lk:{survey_id}:{link_request.hash.hex()}")
+        # the signing kid is part of the key: after a key rotation, answers are re-signed, not replayed stale
+        kid = request.app[SIGNER].kid
+        cache_key = org_key(principal.org, f"lk:{kid}:{survey_id}:{link_request.hash.hex()}")
 
     gate = request.app[GATE]
     decision = await gate.check(principal.org, principal.policy, cache_key)

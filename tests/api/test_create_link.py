@@ -119,6 +119,30 @@ async def test_replay_from_postgres_when_cache_is_gone(client, tenant, campaign,
     assert await count_links(db, campaign["id"]) == 1
 
 
+async def test_replays_after_a_key_rotation_carry_the_new_kid(client, aiohttp_client, settings, tenant, campaign,
+                                                              db):
+    from dataclasses import replace
+
+    from service.app import create_app
+    from service.settings import SigningKey
+
+    first = await (await post_link(client, tenant, campaign["id"], {"name": "a"})).json()
+    assert "/l/t1." in first["survey_url"]
+    rotated = replace(settings, signing_keys=(SigningKey("t2", b"the-next-signing-secret-0123456789abcdef"),
+                                              *settings.signing_keys))
+    new_client = await aiohttp_client(create_app(rotated))
+    replay = await post_link(new_client, tenant, campaign["id"], {"name": "b"})
+    body = await replay.json()
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert body["id"] == first["id"] and body["public_id"] == first["public_id"]
+    assert body["survey_url"].startswith(f"http://links.test/l/t2.{first['public_id']}.")
+    # both links open on the rotated server: the old key still verifies
+    for url in (first["survey_url"], body["survey_url"]):
+        opened = await new_client.get(url.removeprefix("http://links.test"), allow_redirects=False)
+        assert opened.status == 200, url
+    assert await count_links(db, campaign["id"]) == 1
+
+
 async def test_fifty_identical_requests_make_one_row(client, tenant, campaign, db):
     body = {"name": "same", "metadata_mapping": [{"metadata_id": campaign["sku"]["id"], "value": "X"}]}
     responses = await asyncio.gather(*(post_link(client, tenant, campaign["id"], body) for _ in range(50)))
@@ -215,7 +239,8 @@ async def test_validation_errors_list_every_problem(client, tenant, campaign, db
         ({"name": "x", "metadata_mapping": {}}, [issue(["body", "metadata_mapping"], "value is not a valid list",
                                                        "type_error.list")]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": 1}] * 201},
-         [issue(["body", "metadata_mapping"], "ensure this value has at most 200 items", "value_error.list.max_items")]),
+         [issue(["body", "metadata_mapping"], "ensure this value has at most 200 items",
+                "value_error.list.max_items")]),
         ({"name": "x", "metadata_mapping": [{"value": 1}]},
          [issue(["body", "metadata_mapping", 0, "metadata_id"], "field required", "value_error.missing")]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": "1"}]},
