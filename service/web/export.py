@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -38,14 +39,24 @@ BATCH = 10_000
 CSV_TYPE = "text/csv; charset=utf-8"
 
 
+# a cell that starts like a formula is run by spreadsheets (CSV injection): it gets a leading `'`,
+# unless it is a plain number such as -5 or +1.5e3, which spreadsheets read as the number it is
+_FORMULA_START = r"^[=+@\t\r-]"
+_PLAIN_NUMBER = r"^[+-]?[0-9]+([.][0-9]+)?([eE][+-]?[0-9]+)?$"
+
+
 def csv_field_sql(expr: str) -> str:
-    """SQL rendering a text value as one CSV field (RFC 4180): quoted when it holds `"`, `,`, CR or LF."""
+    """SQL rendering a text value as one CSV field (RFC 4180): quoted when it holds `"`, `,`, CR or LF,
+    and neutralised with a leading `'` when it would start a spreadsheet formula."""
+    guard = f"CASE WHEN {expr} ~ '{_FORMULA_START}' AND {expr} !~ '{_PLAIN_NUMBER}' THEN '''' ELSE '' END"
     return (f"CASE WHEN {expr} IS NULL THEN '' WHEN {expr} ~ '[\",\\r\\n]'"
-            f" THEN '\"' || replace({expr}, '\"', '\"\"') || '\"' ELSE {expr} END")
+            f" THEN '\"' || {guard} || replace({expr}, '\"', '\"\"') || '\"' ELSE {guard} || {expr} END")
 
 
 def csv_field(text: str) -> str:
-    """The same quoting in Python, for the header row."""
+    """The same rendering in Python, for the header row."""
+    if re.match(_FORMULA_START, text) and not re.match(_PLAIN_NUMBER, text):
+        text = "'" + text
     if any(c in text for c in '",\r\n'):
         return '"' + text.replace('"', '""') + '"'
     return text

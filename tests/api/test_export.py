@@ -125,3 +125,17 @@ async def test_a_failure_mid_stream_cuts_the_connection(client, tenant, crowd, m
     assert resp.status == 200  # the headers had left
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()  # but the body never ends as if it were whole
+
+
+async def test_formula_cells_are_neutralised_and_numbers_kept(client, tenant):
+    values = {"f1": "=1+1", "f2": "+SUM(A1:A9)", "f3": "-2+3", "f4": "@cmd", "f5": "\tx", "f6": "=a,b",
+              "n1": "-5", "n2": "+1.5e3", "n3": "12", "p": "plain"}
+    await bulk(client, tenant.headers, [{"email": "f@x.io", **values}])
+    survey = await create_survey(client, tenant.headers)
+    segment = await create_segment(client, tenant.headers, {})
+    rows = await read_csv(client, tenant, survey["id"], segment["id"], attributeKeys=",".join(values))
+    header, record = rows
+    cells = dict(zip(header[3:], record[3:], strict=True))
+    assert cells == {"f1": "'=1+1", "f2": "'+SUM(A1:A9)", "f3": "'-2+3", "f4": "'@cmd", "f5": "'\tx",
+                     "f6": "'=a,b", "n1": "-5", "n2": "+1.5e3", "n3": "12", "p": "plain"}
+    assert export.csv_field("=x") == "'=x" and export.csv_field("-1") == "-1" and export.csv_field("a,b") == '"a,b"'
