@@ -15,7 +15,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,27 +48,6 @@ class InvalidLink(Exception):
 
 class ExpiredLink(Exception):
     """The link verified but its `exp` has passed."""
-
-
-# the payloads this signer issues, exactly: small non-negative integers, no other claim, no spaces
-_CANONICAL = re.compile(rb'\{"s":(0|[1-9][0-9]{0,17}),"c":(0|[1-9][0-9]{0,17})(?:,"exp":(0|[1-9][0-9]{0,17}))?\}')
-
-
-def _canonical_claims(segment: str) -> tuple[int, int, int | None] | None:
-    """(s, c, exp) of a payload segment in the unpadded base64url and the JSON form we issue; else None.
-
-    Only segments that re-encode to themselves are read, a subset of what PyJWT's strict decoding
-    accepts, and to the same bytes.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    match = _CANONICAL.fullmatch(raw)
-    if match is None or _b64(raw) != segment:
-        return None
-    exp = match.group(3)
-    return int(match.group(1)), int(match.group(2)), None if exp is None else int(exp)
 
 
 def _accept(survey: object, contact: object, exp: object, iat: object, now: float | None) -> ContactClaims:
@@ -135,30 +113,24 @@ class LinkSigner:
         return tokens
 
     def verify_contact_token(self, token: str, now: float | None = None) -> ContactClaims:
-        """Verify with the key the header names; never trust the header's algorithm.
+        """Verify with PyJWT and the key the header names; never trust the header's algorithm.
 
-        A token with one of our own headers is checked here first: a wrong signature is refused
-        at the cost of one HMAC, and a right one whose payload is in the form we issue is read
-        directly. Both answers are the ones PyJWT gives (it accepts only the canonical encoding of
-        the MAC; such a payload has no claim PyJWT would refuse); anything else is PyJWT's to judge
-        (`_verify_with_pyjwt`). tests/unit/test_signing_fast.py compares the two on many
-        tokens.
+        Forged links are the cheap case: a token with one of our own headers and a wrong MAC is
+        refused here, at the cost of one HMAC and before PyJWT (which would refuse it too: it
+        accepts only the canonical encoding of the MAC; tests/unit/test_signing_fast.py compares
+        the two on many tokens). Every token that is accepted is accepted by PyJWT.
         """
         if len(token) > 1024:
             raise InvalidLink("token too long")
         if token.isascii():
             signing_input, _, crypto = token.rpartition(".")
-            head, dot, payload = signing_input.partition(".")
+            head, dot, _payload = signing_input.partition(".")
             secret = self._by_header.get(head) if dot else None
             if secret is not None:
-                # PyJWT's strict decoding accepts exactly the canonical encoding of the MAC, with or
-                # without the one `=` that pads 43 characters to 44: compare the text, in constant time
+                # the canonical MAC, with or without the one `=` that pads 43 characters to 44
                 expected = _b64(hmac.digest(secret, signing_input.encode(), hashlib.sha256))
                 if not (hmac.compare_digest(crypto, expected) or hmac.compare_digest(crypto, expected + "=")):
                     raise InvalidLink("signature refused")
-                claims = _canonical_claims(payload)
-                if claims is not None:
-                    return _accept(claims[0], claims[1], claims[2], None, now)
         return self._verify_with_pyjwt(token, now)
 
     def _verify_with_pyjwt(self, token: str, now: float | None = None) -> ContactClaims:
