@@ -25,10 +25,21 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # what PostgreSQL being unreachable looks like to asyncpg; InternalClientError is a pooled connection
 # that the server cut (its FATAL read, its EOF not yet) handed out between the two
 PG_DOWN = (
-    OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.InternalClientError,
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.CannotConnectNowError, asyncpg.InternalClientError,
 )
+
+
+def pg_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL is unreachable (503), not a bug (500).
+
+    asyncpg's InterfaceError also covers misuse, DataError (a wrong parameter type) among it; only
+    its closed-connection and closing-pool forms mean the server went away.
+    """
+    if isinstance(exc, PG_DOWN):
+        return True
+    return (isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.DataError)
+            and "clos" in str(exc))
 
 
 def route_name(request: web.Request) -> str:
@@ -57,13 +68,14 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         log.warning("redis failed during a request", extra={"request_id": request_id})
         request.app[METRICS].redis_failure("request")
         response = render(family, Unavailable("redis"))
-    except PG_DOWN as exc:
-        log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
-        request.app[METRICS].pg_failures.inc()
-        response = render(family, Unavailable("postgresql"))
-    except Exception:
-        log.exception("unexpected error", extra={"request_id": request_id, "route": route_name(request)})
-        response = render_unexpected(family)
+    except Exception as exc:
+        if pg_unavailable(exc):
+            log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+            request.app[METRICS].pg_failures.inc()
+            response = render(family, Unavailable("postgresql"))
+        else:
+            log.exception("unexpected error", extra={"request_id": request_id, "route": route_name(request)})
+            response = render_unexpected(family)
     response.headers["X-Request-Id"] = request_id
     rate_headers = request.get(RATE_HEADERS)
     if rate_headers:
