@@ -78,7 +78,10 @@ async def test_gate_fails_open_or_closed_when_redis_is_unreachable():
     from service.core.errors import Unavailable
     from service.embedded import free_port
 
-    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    from service.redis_client import OPTIONS, SINGLE_SERVER_RETRY
+
+    # the service's own client settings (short timeouts, one immediate retry), at a port nobody serves
+    dead = aioredis.Redis(port=free_port(), retry=SINGLE_SERVER_RETRY, **OPTIONS)
     policy = parse_policy("1/second")
     failures = []
     decision = await Gate(dead, "open", on_redis_failure=lambda: failures.append(1)).check("o", policy)
