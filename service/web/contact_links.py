@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -55,6 +56,19 @@ def require_in_progress(status: str | None) -> None:
         raise Forbidden(f"survey is not in progress (status: {status})", field="surveyId")
 
 
+async def segment_link_context(
+    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID
+) -> tuple[segment_db.LinkContext, int]:
+    """The survey and segment a page or an export signs for, and the survey's number: 404 when either
+    is missing (or another organisation's), 403 when the survey is not in progress."""
+    context = await segment_db.link_context(conn, org_id, survey_id, segment_id)
+    seq = check_survey(context.survey_seq)
+    if context.filters is None:
+        raise NotFound("segment", field="segmentId")
+    require_in_progress(context.survey_status)
+    return context, seq
+
+
 def path_contact_id(request: web.Request) -> int:
     """A contact id from the path; anything but a positive bigint names no contact (404)."""
     raw = request.match_info["contactId"]
@@ -80,11 +94,7 @@ async def segment_links(request: web.Request) -> web.Response:
     org_id: uuid.UUID = principal_of(request).org_id
     limit, skip, keys = query["limit"], query["skip"], query["attributeKeys"]
     async with request.app[POOL].acquire() as conn:
-        context = await segment_db.link_context(conn, org_id, survey_id, segment_id)
-        seq = check_survey(context.survey_seq)
-        if context.filters is None:
-            raise NotFound("segment", field="segmentId")
-        require_in_progress(context.survey_status)
+        context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
         page = await read_page(request.app[REDIS], conn, org_id, segment_id, context.filters,
                                context.contacts_version, limit, skip, keys)
     exp, expires_at = expiry(query["expirationDays"])

@@ -24,11 +24,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ..core.errors import NotFound, ValidationFailed
+from ..core.errors import ValidationFailed
 from ..core.segments import compile_filters
-from ..db import segments as segment_db
 from .auth import guarded, principal_of
-from .contact_links import BASE, check_survey, expiry, require_in_progress
+from .contact_links import BASE, expiry, segment_link_context
 from .contact_schemas import load_link_query
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
 from .management import path_uuid
@@ -101,11 +100,7 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
     org_id: uuid.UUID = principal_of(request).org_id
     keys: list[str] = query["attributeKeys"]
     async with request.app[POOL].acquire() as conn:
-        context = await segment_db.link_context(conn, org_id, survey_id, segment_id)
-        seq = check_survey(context.survey_seq)
-        if context.filters is None:
-            raise NotFound("segment", field="segmentId")
-        require_in_progress(context.survey_status)
+        context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
         # what the edge middleware would add, sent now because the headers leave with the first byte
         headers = {"Content-Type": CSV_TYPE, "Cache-Control": "no-store",
                    "Content-Disposition": f'attachment; filename="segment-{segment_id}-links.csv"',

@@ -30,19 +30,11 @@ from service.db import orgs
 from service.db.pool import apply_schema
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import TEST_KEYS, Tenant
+from tests.ops.serving import alive as _running
 
 REPO = Path(__file__).resolve().parents[2]
 SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS_MULTIPROC_DIR", "KEY_CACHE_SECONDS",
             "RATE_LIMIT_FAILURE_MODE", "TRUSTED_PROXIES")
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a daemon's zombie waits for init, which may reap it only later)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _signal_and_wait(pid: int, signum: int, timeout: float = 10.0) -> None:
