@@ -74,7 +74,8 @@ async def test_auth_and_scope_errors(client, make_tenant):
     writer = await make_tenant(scopes=("links:write",))
     resp = await client.post(SURVEYS, json={"name": "x"}, headers=writer.headers)
     assert resp.status == 403
-    assert await resp.json() == error(403, "Forbidden", [{"field": "scope", "issue": "this key lacks the manage scope"}])
+    assert await resp.json() == error(403, "Forbidden", [
+        {"field": "scope", "issue": "this key lacks the manage scope"}])
     resp = await client.get(FIELDS)
     assert resp.status == 401
     assert await resp.json() == error(401, "Unauthorized", [

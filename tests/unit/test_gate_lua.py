@@ -12,10 +12,7 @@ from service.core.ratepolicy import parse_policy
 
 @pytest.fixture(params=["fakeredis", "redis"])
 async def redis_client(request, redis_url):
-    if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis()
-    else:
-        client = aioredis.Redis.from_url(redis_url)
+    client = fakeredis.FakeAsyncRedis() if request.param == "fakeredis" else aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
 
@@ -77,7 +74,6 @@ async def test_gate_renders_headers(redis_url):
 async def test_gate_fails_open_or_closed_when_redis_is_unreachable():
     from service.core.errors import Unavailable
     from service.embedded import free_port
-
     from service.redis_client import OPTIONS, SINGLE_SERVER_RETRY
 
     # the service's own client settings (short timeouts, one immediate retry), at a port nobody serves
