@@ -13,6 +13,7 @@ class Target:
 
     ratio: float | None = None
     cpu_us: float | None = None  # the server's CPU time per request (its workers, not Redis or PostgreSQL)
+    cpu_share: float | None = None  # the server's CPU time per second of the run (1.0 = one core)
     minimum: float | None = None
 
     def text(self) -> str:
@@ -39,6 +40,7 @@ class Row:
     target: Target = field(default_factory=Target)
     ratio: float | None = None
     cpu_us: float | None = None  # the server's CPU time per request (its workers, not Redis or PostgreSQL)
+    cpu_share: float | None = None  # the server's CPU time per second of the run (1.0 = one core)
 
 
 def fill_ratios(rows: list[Row]) -> None:
@@ -56,15 +58,16 @@ def _mark(met: bool | None) -> str:
 
 def table(rows: list[Row]) -> str:
     """A Markdown table (readable in a terminal, pasteable into the README)."""
-    head = "| path | req/s | p50 ms | p99 ms | CPU us/req | ratio | vs | target | |"
-    lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+    head = "| path | req/s | p50 ms | p99 ms | CPU us/req | server CPU | ratio | vs | target | |"
+    lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for row in rows:
         res = row.result
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         met = row.target.met(res.rps, row.ratio)
         cpu = f"{row.cpu_us:,.0f}" if row.cpu_us is not None else ""
-        lines.append(f"| {row.label} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {cpu} | {ratio} | "
-                     f"{row.reference or ''} | {row.target.text()} | {_mark(met)} |")
+        share = f"{row.cpu_share:.0%}" if row.cpu_share is not None else ""
+        lines.append(f"| {row.label} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {cpu} | {share} | "
+                     f"{ratio} | {row.reference or ''} | {row.target.text()} | {_mark(met)} |")
     return "\n".join(lines)
 
 
