@@ -16,7 +16,8 @@ from .metrics import Metrics
 from .redis_client import connect_redis
 from .settings import Settings
 from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
-from .web.keys import GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
+from .web.drain import Drain
+from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SIGNER] = LinkSigner(settings.signing_keys)
     app[METRICS] = Metrics()
+    app[DRAIN] = Drain()
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.on_startup.append(docs.build_openapi)

@@ -20,12 +20,12 @@ from collections import deque
 from collections.abc import Iterator
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from .app import create_app
 from .logs import configure_logging
 from .runtime import servers
 from .settings import Settings
+from .web.keys import DRAIN
 
 log = logging.getLogger("service.server")
 # seconds SIGTERM leaves in-flight requests to finish
@@ -43,38 +43,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class Drain:
-    """Counts the requests in flight, so that shutdown can wait for them.
-
-    aiohttp's own graceful stop closes every connection first and then ignores the bytes that still
-    arrive on it, so a request whose body is still coming in would be cut; waiting here, with only
-    the listening socket closed, lets it finish.
-    """
-
-    def __init__(self) -> None:
-        self.active = 0
-        self.draining = False
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.active += 1
-        try:
-            response = await handler(request)
-            if self.draining and not response.prepared:
-                response.force_close()  # a keep-alive client must take its next request elsewhere
-            return response
-        finally:
-            self.active -= 1
-
-    async def wait(self, timeout: float) -> bool:
-        """Wait until no request is in flight; False if some still were after `timeout` seconds."""
-        self.draining = True
-        deadline = time.monotonic() + timeout
-        while self.active and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        return not self.active
-
-
 async def _master_gone(master_pid: int) -> None:
     """Returns when this worker's master has disappeared (re-parented), so a worker never outlives it."""
     while os.getppid() == master_pid:
@@ -88,8 +56,7 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool, m
     # Ctrl-C reaches the whole process group: a worker leaves SIGINT to its master, which sends SIGTERM
     for signum in (signal.SIGTERM,) if master_pid else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)  # a repeated signal changes nothing
-    drain = Drain()
-    app.middlewares.insert(0, drain.middleware)
+    drain = app[DRAIN]
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     try:

@@ -11,6 +11,7 @@ from ..core.signing import LinkSigner
 from ..metrics import Metrics
 from ..redis_client import RedisClient
 from ..settings import Settings
+from .drain import Drain
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -19,6 +20,7 @@ GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
 SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
+DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
 OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from ..core.errors import DomainError, Unavailable
 from ..logs import log_access
 from .errors import family_of, render, render_http, render_unexpected
-from .keys import METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID
+from .keys import DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID
 
 log = logging.getLogger("service.http")
 access = logging.getLogger("service.access")
@@ -50,42 +50,51 @@ def route_name(request: web.Request) -> str:
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    given = request.headers.get("X-Request-Id", "")
-    # 32 random hex digits, like uuid4().hex, at a fifth of its cost
-    request_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
-    request[REQUEST_ID] = request_id
-    family = family_of(request.path)
+    """Request id, errors rendered per API family, rate-limit headers, metrics and the access line;
+    it also counts the requests in flight for the SIGTERM drain (one middleware, not two: hot path)."""
+    drain = request.app[DRAIN]
+    drain.active += 1
     try:
-        response = await handler(request)
-    except DomainError as error:
-        response = render(family, error)
-    except web.HTTPException as exc:
-        response = render_http(family, exc)
-    except asyncio.CancelledError:
-        raise
-    except RedisError:
-        log.warning("redis failed during a request", extra={"request_id": request_id})
-        request.app[METRICS].redis_failure("request")
-        response = render(family, Unavailable("redis"))
-    except Exception as exc:
-        if pg_unavailable(exc):
-            log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
-            request.app[METRICS].pg_failures.inc()
-            response = render(family, Unavailable("postgresql"))
-        else:
-            log.exception("unexpected error", extra={"request_id": request_id, "route": route_name(request)})
-            response = render_unexpected(family)
-    response.headers["X-Request-Id"] = request_id
-    rate_headers = request.get(RATE_HEADERS)
-    if rate_headers:
-        response.headers.update(rate_headers)
-    principal = request.get(PRINCIPAL)
-    route, elapsed = route_name(request), time.perf_counter() - started
-    request.app[METRICS].observe_request(request.method, route, response.status, elapsed)
-    log_access({
-        "request_id": request_id, "method": request.method, "route": route,
-        "status": response.status, "duration_ms": round(elapsed * 1000, 3),
-        "org": principal.org if principal else None,
-    })
-    return response
+        started = time.perf_counter()
+        given = request.headers.get("X-Request-Id", "")
+        # 32 random hex digits, like uuid4().hex, at a fifth of its cost
+        request_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
+        request[REQUEST_ID] = request_id
+        family = family_of(request.path)
+        try:
+            response = await handler(request)
+        except DomainError as error:
+            response = render(family, error)
+        except web.HTTPException as exc:
+            response = render_http(family, exc)
+        except asyncio.CancelledError:
+            raise
+        except RedisError:
+            log.warning("redis failed during a request", extra={"request_id": request_id})
+            request.app[METRICS].redis_failure("request")
+            response = render(family, Unavailable("redis"))
+        except Exception as exc:
+            if pg_unavailable(exc):
+                log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+                request.app[METRICS].pg_failures.inc()
+                response = render(family, Unavailable("postgresql"))
+            else:
+                log.exception("unexpected error", extra={"request_id": request_id, "route": route_name(request)})
+                response = render_unexpected(family)
+        response.headers["X-Request-Id"] = request_id
+        rate_headers = request.get(RATE_HEADERS)
+        if rate_headers:
+            response.headers.update(rate_headers)
+        principal = request.get(PRINCIPAL)
+        route, elapsed = route_name(request), time.perf_counter() - started
+        request.app[METRICS].observe_request(request.method, route, response.status, elapsed)
+        log_access({
+            "request_id": request_id, "method": request.method, "route": route,
+            "status": response.status, "duration_ms": round(elapsed * 1000, 3),
+            "org": principal.org if principal else None,
+        })
+        if drain.draining and not response.prepared:
+            response.force_close()  # a keep-alive client must take its next request elsewhere
+        return response
+    finally:
+        drain.active -= 1

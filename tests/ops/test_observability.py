@@ -16,7 +16,8 @@ from service.app import create_app
 from service.embedded import EmbeddedRedis
 from service.logs import JsonFormatter
 from service.metrics import Metrics
-from service.web.keys import METRICS
+from service.web.drain import Drain
+from service.web.keys import DRAIN, METRICS
 from service.web.middlewares import edge_middleware
 from tests.helpers import create_survey, links_path
 from tests.ops.metrics_text import parse_samples, series, value
@@ -180,6 +181,7 @@ def _failing_app(exc: BaseException) -> web.Application:
     """The edge middleware around one handler that raises `exc`."""
     app = web.Application(middlewares=[edge_middleware])
     app[METRICS] = Metrics()
+    app[DRAIN] = Drain()
 
     async def handler(request: web.Request) -> web.Response:
         raise exc
