@@ -77,7 +77,8 @@ def path_contact_id(request: web.Request) -> int:
     raise NotFound("contact", field="contactId")
 
 
-def _validated(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
+def validated_query(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
+    """The contact-links query parameters in `names`, or 422 naming each invalid one."""
     query, issues = load_link_query(request.query, names)
     if issues:
         raise ValidationFailed(issues)
@@ -88,7 +89,7 @@ def _validated(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
 @guarded("links:read", query=PAGE_QUERY)
 async def segment_links(request: web.Request) -> web.Response:
     """A page of the segment's contacts, newest first, each with its signed survey link."""
-    query = _validated(request, PAGE_QUERY)
+    query = validated_query(request, PAGE_QUERY)
     survey_id = path_uuid(request, "surveyId", "survey")
     segment_id = path_uuid(request, "segmentId", "segment")
     org_id: uuid.UUID = principal_of(request).org_id
@@ -113,7 +114,7 @@ async def segment_links(request: web.Request) -> web.Response:
 @guarded("links:read", query=CONTACT_QUERY)
 async def contact_link(request: web.Request) -> web.Response:
     """The signed survey link of one contact."""
-    query = _validated(request, CONTACT_QUERY)
+    query = validated_query(request, CONTACT_QUERY)
     survey_id = path_uuid(request, "surveyId", "survey")
     contact_id = path_contact_id(request)
     async with request.app[POOL].acquire() as conn:

@@ -24,11 +24,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ..core.errors import ValidationFailed
 from ..core.segments import compile_filters
 from .auth import guarded, principal_of
-from .contact_links import BASE, expiry, segment_link_context
-from .contact_schemas import load_link_query
+from .contact_links import BASE, expiry, segment_link_context, validated_query
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
 from .management import path_uuid
 
@@ -92,9 +90,7 @@ EXPORT_QUERY = ("expirationDays", "attributeKeys")
 @guarded("links:read", query=EXPORT_QUERY)
 async def export_segment_links(request: web.Request) -> web.StreamResponse:
     """Every link of the segment as a CSV file."""
-    query, issues = load_link_query(request.query, EXPORT_QUERY)
-    if issues:
-        raise ValidationFailed(issues)
+    query = validated_query(request, EXPORT_QUERY)
     survey_id = path_uuid(request, "surveyId", "survey")
     segment_id = path_uuid(request, "segmentId", "segment")
     org_id: uuid.UUID = principal_of(request).org_id
