@@ -99,13 +99,6 @@ async def insert_contact(conn: asyncpg.Connection, org_id: uuid.UUID, attributes
     return Contact(**row)
 
 
-async def get_contact(conn: asyncpg.Connection, org_id: uuid.UUID, contact_id: int) -> Contact | None:
-    row = await conn.fetchrow(
-        "SELECT id, attributes, created_at FROM contacts WHERE id = $1 AND org_id = $2", contact_id, org_id
-    )
-    return Contact(**row) if row else None
-
-
 def merge_by_email(contacts: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One attribute set per email, later contacts of the same call overriding earlier ones."""
     merged: dict[str, dict[str, Any]] = {}

@@ -52,11 +52,6 @@ async def get_survey(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uui
     return Survey(**row) if row else None
 
 
-async def get_survey_by_seq(conn: asyncpg.Connection, seq: int) -> Survey | None:
-    row = await conn.fetchrow(f"SELECT {_SURVEY_COLUMNS} FROM surveys WHERE seq = $1", seq)
-    return Survey(**row) if row else None
-
-
 async def update_survey(
     conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, changes: dict[str, object]
 ) -> Survey | None:
@@ -89,16 +84,6 @@ async def list_metadata_fields(conn: asyncpg.Connection, org_id: uuid.UUID) -> l
         "SELECT id, name, variable FROM metadata_fields WHERE org_id = $1 ORDER BY id", org_id
     )
     return [MetadataField(**r) for r in rows]
-
-
-async def metadata_fields_by_id(
-    conn: asyncpg.Connection, org_id: uuid.UUID, ids: list[int]
-) -> dict[int, MetadataField]:
-    rows = await conn.fetch(
-        "SELECT id, name, variable FROM metadata_fields WHERE org_id = $1 AND id = any($2::bigint[])",
-        org_id, ids,
-    )
-    return {r["id"]: MetadataField(**r) for r in rows}
 
 
 async def survey_metadata_fields(

@@ -71,16 +71,6 @@ class Int(_Messages, fields.Integer):
         return value
 
 
-class UUIDStr(_Messages, fields.String):
-    default_error_messages = {"invalid": "type_error.uuid::value is not a valid uuid"}
-
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> uuid.UUID:
-        parsed = parse_uuid(value)
-        if parsed is None:
-            raise self.make_error("invalid")
-        return parsed
-
-
 def parse_uuid(value: Any) -> uuid.UUID | None:
     """A UUID in its canonical 36-character form, else None."""
     if not isinstance(value, str) or len(value) != 36:
