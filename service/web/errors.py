@@ -111,10 +111,11 @@ class _HttpError(DomainError):
         self.status = status
 
 
-def render_http(family: str, exc: web.HTTPException) -> web.Response:
+def render_http(family: str, exc: web.HTTPException, body_limit: int) -> web.Response:
     """aiohttp's own errors (no route, wrong method, body too large) in the family's shape."""
     if exc.status == 413:
-        return render(family, PayloadTooLarge(getattr(exc, "_max_size", 0) or 0))
+        # aiohttp's exception does not keep the size it enforced: the app's limit is `body_limit`
+        return render(family, PayloadTooLarge(body_limit))
     if exc.status == 404:
         return render(family, NotFound("route", field="path")) if family == FORMBRICKS else json_response(
             {"detail": "Not Found"}, 404)

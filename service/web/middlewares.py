@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from ..core.errors import DomainError, Unavailable
 from ..logs import log_access
 from .errors import family_of, render, render_http, render_unexpected
-from .keys import DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID
+from .keys import DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID, SETTINGS
 
 log = logging.getLogger("service.http")
 access = logging.getLogger("service.access")
@@ -66,7 +66,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except DomainError as error:
             response = render(family, error)
         except web.HTTPException as exc:
-            response = render_http(family, exc)
+            response = render_http(family, exc, request.app[SETTINGS].max_body_bytes)
         except asyncio.CancelledError:
             raise
         except RedisError:
