@@ -16,6 +16,10 @@ from .keys import POOL, SETTINGS
 from .render import iso
 
 routes = web.RouteTableDef()
+# schemas are built once: marshmallow copies every declared field when one is instantiated
+_attribute_key_create = AttributeKeyCreateSchema()
+_contact_create = ContactCreateSchema()
+_bulk_contacts = BulkContactsSchema()
 BASE = "/api/v2/management"
 
 
@@ -32,7 +36,7 @@ def contact_json(contact: contact_db.Contact) -> dict[str, Any]:
 @guarded("manage")
 async def create_attribute_key(request: web.Request) -> web.Response:
     """Create an attribute key; `name` defaults to the key, which is unique per organisation."""
-    data = load(AttributeKeyCreateSchema(), await read_json(request))
+    data = load(_attribute_key_create, await read_json(request))
     async with request.app[POOL].acquire() as conn:
         key = await contact_db.insert_attribute_key(
             conn, principal_of(request).org_id, data["key"], data.get("name", data["key"])
@@ -56,7 +60,7 @@ async def list_attribute_keys(request: web.Request) -> web.Response:
 @guarded("manage")
 async def create_contact(request: web.Request) -> web.Response:
     """Create a contact; attribute keys it introduces are created; an `email` must be unique."""
-    data = load(ContactCreateSchema(), await read_json(request))
+    data = load(_contact_create, await read_json(request))
     async with request.app[POOL].acquire() as conn:
         try:
             contact = await contact_db.insert_contact(conn, principal_of(request).org_id, data["attributes"])
@@ -72,7 +76,7 @@ async def create_contact(request: web.Request) -> web.Response:
 async def upsert_contacts(request: web.Request) -> web.Response:
     """Create or update up to 10,000 contacts by their `email` attribute, all or nothing."""
     body = await read_json(request, max_bytes=request.app[SETTINGS].bulk_max_body_bytes)
-    data = load(BulkContactsSchema(), body)
+    data = load(_bulk_contacts, body)
     async with request.app[POOL].acquire() as conn:
         counts = await contact_db.upsert_by_email(conn, principal_of(request).org_id, data["contacts"])
     return json_response({"data": {"created": counts.created, "updated": counts.updated}})

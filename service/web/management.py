@@ -16,6 +16,10 @@ from .render import survey_json
 from .schemas import MetadataFieldCreateSchema, SurveyCreateSchema, SurveyPatchSchema
 
 routes = web.RouteTableDef()
+# schemas are built once: marshmallow copies every declared field when one is instantiated
+_survey_create = SurveyCreateSchema()
+_survey_patch = SurveyPatchSchema()
+_metadata_field_create = MetadataFieldCreateSchema()
 BASE = "/api/v2/management"
 
 
@@ -31,7 +35,7 @@ def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
 @guarded("manage")
 async def create_survey(request: web.Request) -> web.Response:
     """Create a survey (a survey campaign on the Filum path)."""
-    data = load(SurveyCreateSchema(), await read_json(request))
+    data = load(_survey_create, await read_json(request))
     async with request.app[POOL].acquire() as conn:
         survey = await survey_db.insert_survey(
             conn, principal_of(request).org_id, data["name"], data["status"], data["link_quota"],
@@ -57,7 +61,7 @@ async def get_survey(request: web.Request) -> web.Response:
 async def patch_survey(request: web.Request) -> web.Response:
     """Change a survey's name, status, link quota or redirect URL."""
     survey_id = path_uuid(request, "surveyId", "survey")
-    changes = load(SurveyPatchSchema(), await read_json(request))
+    changes = load(_survey_patch, await read_json(request))
     async with request.app[POOL].acquire() as conn:
         survey = await survey_db.update_survey(conn, principal_of(request).org_id, survey_id, changes)
     if survey is None:
@@ -69,7 +73,7 @@ async def patch_survey(request: web.Request) -> web.Response:
 @guarded("manage")
 async def create_metadata_field(request: web.Request) -> web.Response:
     """Create a metadata field; `variable` defaults to `name` and is unique per organisation."""
-    data = load(MetadataFieldCreateSchema(), await read_json(request))
+    data = load(_metadata_field_create, await read_json(request))
     variable = data.get("variable", data["name"])
     async with request.app[POOL].acquire() as conn:
         field = await survey_db.insert_metadata_field(conn, principal_of(request).org_id, data["name"], variable)
