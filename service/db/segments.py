@@ -61,15 +61,17 @@ async def insert_segment(conn: asyncpg.Connection, org_id: uuid.UUID, title: str
     return Segment(**row)
 
 
+# the organisation's contacts version (org id as $1), read in the same statement as what depends on it
+_VERSION = "(SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1) AS version"
+
+
 async def get_segment(
     conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID
 ) -> tuple[Segment, int] | None:
     """The segment and the organisation's current contacts version, or None."""
     row = await conn.fetchrow(
-        "SELECT id, title, filters, created_at,"
-        " (SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $2) AS version"
-        " FROM segments WHERE id = $1 AND org_id = $2",
-        segment_id, org_id,
+        f"SELECT id, title, filters, created_at, {_VERSION} FROM segments WHERE org_id = $1 AND id = $2",
+        org_id, segment_id,
     )
     if row is None:
         return None
@@ -97,15 +99,12 @@ async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: di
     """
     condition, params = compile_filters(filters, 2)
     row = await conn.fetchrow(
-        "SELECT count(*) AS total, (SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1)"
-        f" AS version FROM contacts WHERE org_id = $1 AND {condition}",
+        f"SELECT count(*) AS total, {_VERSION} FROM contacts WHERE org_id = $1 AND {condition}",
         org_id, *params,
     )
     return row["total"], row["version"]
 
 
-# the version in the same statement as the page, so positions are remembered under the state they describe
-_VERSION = "(SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1) AS version"
 # a keyset seek past a known member: a row comparison on the page index, however deep the page
 _SEEK = " AND (created_at, id) < ((SELECT m.created_at FROM contacts m WHERE m.id = $4 AND m.org_id = $1), $4)"
 
