@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS contacts (
 );
 -- the page order (newest first, ties by id); segment pages and counts walk it
 CREATE INDEX IF NOT EXISTS contacts_page_idx ON contacts (org_id, created_at DESC, id DESC);
--- the bulk upsert's conflict target
+-- one email per organisation: POST /contacts' conflict target and the bulk upsert's lookup
 CREATE UNIQUE INDEX IF NOT EXISTS contacts_email_idx ON contacts (org_id, (attributes->>'email'))
     WHERE attributes ? 'email';
 

@@ -3,7 +3,7 @@
 Both live in one hash per (segment, contacts version), `{o:<org>}:seg:<segment>:<version>`:
 `t` is the number of members, and `p<n>` the id of the member at position n (1-based) in the
 page order. Every contact write bumps the organisation's
-contacts version in PostgreSQL, in its own transaction, so a write makes the old hash unreachable
+contacts version in PostgreSQL, in the writing transaction, so a write makes the old hash unreachable
 at once (it expires on its own); segments never change after they are created, so (segment,
 version) determines both facts.
 
@@ -11,7 +11,8 @@ With the member before a page known, the page is a keyset seek through the page 
 an OFFSET walk over `skip` rows: paging on through a segment, or asking for the same deep page
 again, costs the same at any depth. Positions are remembered at multiples of 50 only (every page
 boundary of the usual page sizes), which bounds the hash. Redis is only a cache here: when it
-does not answer, PostgreSQL does all the work.
+does not answer (the gate's REDIS_DOWN errors), PostgreSQL does all the work; any other Redis error
+is a bug and surfaces.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ..db import segments as segment_db
 from ..db.segments import PageRow
-from .ratelimit import org_key
+from .ratelimit import REDIS_DOWN, org_key
 
 log = logging.getLogger("service.segments")
 CACHE_TTL_SECONDS = 3600
@@ -59,7 +59,7 @@ async def _read(redis: Redis, key: str, *fields: str) -> list[bytes | None]:
         return [None] * len(fields)
     try:
         return await redis.hmget(key, list(fields))
-    except (RedisError, OSError):
+    except REDIS_DOWN:
         _trip(redis)
         log.warning("segment cache unavailable; PostgreSQL counts and walks")
         return [None] * len(fields)
@@ -71,7 +71,7 @@ async def _write(redis: Redis, key: str, fields: dict[str, Any]) -> None:
     pairs = [item for field, value in fields.items() for item in (field, value)]
     try:
         await redis.eval(_REMEMBER, 1, key, CACHE_TTL_SECONDS, *pairs)
-    except (RedisError, OSError):
+    except REDIS_DOWN:
         _trip(redis)
         log.warning("segment cache unavailable; nothing remembered")
 
