@@ -30,8 +30,8 @@ async def _probe(coro) -> bool:
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
     """PostgreSQL and Redis both answer; 503 naming the one that does not."""
-    pg = await _probe(request.app[POOL].fetchval("SELECT 1"))
-    rd = await _probe(request.app[REDIS].ping())
+    # side by side, so two dead servers cost one probe timeout, not two
+    pg, rd = await asyncio.gather(_probe(request.app[POOL].fetchval("SELECT 1")), _probe(request.app[REDIS].ping()))
     checks = {"postgresql": "ok" if pg else "unavailable", "redis": "ok" if rd else "unavailable"}
     ok = pg and rd
     return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
