@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..core.errors import Forbidden, NotFound, ValidationFailed
 from ..core.segment_cache import read_page
+from ..core.segments import INT64_MAX
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
@@ -33,7 +34,6 @@ PAGE_QUERY = ("limit", "skip", "expirationDays", "attributeKeys")
 CONTACT_QUERY = ("expirationDays",)
 DAY_SECONDS = 86_400
 _NO_ATTRIBUTES = orjson.Fragment(b"{}")
-_MAX_CONTACT_ID = 2**63 - 1
 
 
 def expiry(days: int | None) -> tuple[int | None, str | None]:
@@ -72,7 +72,7 @@ async def segment_link_context(
 def path_contact_id(request: web.Request) -> int:
     """A contact id from the path; anything but a positive bigint names no contact (404)."""
     raw = request.match_info["contactId"]
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= _MAX_CONTACT_ID:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= INT64_MAX:
         return int(raw)
     raise NotFound("contact", field="contactId")
 

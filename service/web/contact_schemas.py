@@ -14,8 +14,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields
 from multidict import MultiMapping
 
 from ..core.errors import Issue
-from ..core.segments import CONTACT_ID, KEY_RULE, is_number, valid_attribute_key, validate_filters
-from .fields import INT64_MAX, Str, error
+from ..core.segments import CONTACT_ID, INT64_MAX, KEY_RULE, is_number, valid_attribute_key, validate_filters
+from .fields import Str, error
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_CHARS = 2000

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ..core.segments import compile_filters
+from ..core.segments import INT64_MAX, compile_filters
 from .auth import guarded, principal_of
 from .contact_links import BASE, expiry, segment_link_context, validated_query
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
@@ -70,7 +70,7 @@ class _Batches:
     """Keyset batches of one segment's members, each one fetched while the previous is written."""
 
     # before every contact: contacts are created at now(), never at the end of time
-    START = (datetime(9999, 12, 31, tzinfo=UTC), 2**63 - 1)
+    START = (datetime(9999, 12, 31, tzinfo=UTC), INT64_MAX)
 
     def __init__(self, conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], keys: list[str]) -> None:
         self._conn, self._org_id = conn, org_id

@@ -5,7 +5,6 @@ A field's error message is written `type::msg`; `issues_from()` splits it into a
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -13,10 +12,10 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from ..core.errors import Issue, ValidationFailed
+from ..core.segments import INT64_MAX
 
 REQUIRED = "value_error.missing::field required"
 NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
-INT64_MAX = 2**63 - 1
 
 
 def error(type_: str, msg: str) -> ValidationError:
@@ -119,10 +118,6 @@ class HttpUrl(Str):
         except ValidationError:
             raise error("value_error.url", "invalid or missing URL scheme (http or https)") from None
         return text
-
-
-def finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def issues_from(messages: Any, prefix: tuple[str | int, ...]) -> list[Issue]:

@@ -12,7 +12,7 @@ from .auth import guarded, principal_of
 from .fields import load, parse_uuid
 from .jsonio import json_response, read_json
 from .keys import POOL
-from .render import survey_json
+from .render import metadata_field_json, survey_json
 from .schemas import MetadataFieldCreateSchema, SurveyCreateSchema, SurveyPatchSchema
 
 routes = web.RouteTableDef()
@@ -80,7 +80,7 @@ async def create_metadata_field(request: web.Request) -> web.Response:
     if field is None:
         raise ValidationFailed([Issue(("body", "variable"), f"variable {variable!r} already exists",
                                       "value_error.duplicate")])
-    return json_response({"data": {"id": field.id, "name": field.name, "variable": field.variable}}, status=201)
+    return json_response({"data": metadata_field_json(field)}, status=201)
 
 
 @routes.get(f"{BASE}/metadata-fields")
@@ -89,4 +89,4 @@ async def list_metadata_fields(request: web.Request) -> web.Response:
     """Every metadata field of the organisation, oldest first."""
     async with request.app[POOL].acquire() as conn:
         items = await survey_db.list_metadata_fields(conn, principal_of(request).org_id)
-    return json_response({"data": [{"id": f.id, "name": f.name, "variable": f.variable} for f in items]})
+    return json_response({"data": [metadata_field_json(f) for f in items]})

@@ -14,7 +14,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
-from ..core.segments import ATTRIBUTE_KEY, GROUPS, OPERATORS
+from ..core.segments import ATTRIBUTE_KEY, GROUPS, INT64_MAX, OPERATORS
 from . import doc_schemas
 from .contact_schemas import (
     MAX_ATTRIBUTE_CHARS,
@@ -25,7 +25,7 @@ from .contact_schemas import (
     ContactList,
     FilterTree,
 )
-from .fields import INT64_MAX, Choice, HttpUrl, Int, ItemList, Str
+from .fields import Choice, HttpUrl, Int, ItemList, Str
 from .operations import OPERATIONS
 from .schemas import MAX_LIST_ITEMS, MAX_VALUE_CHARS, MetadataValue
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..core.links import LinkResult
 from ..core.signing import LinkSigner
-from ..db.surveys import Survey
+from ..db.surveys import MetadataField, Survey
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -17,13 +17,17 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def metadata_field_json(field: MetadataField) -> dict[str, Any]:
+    return {"id": field.id, "name": field.name, "variable": field.variable}
+
+
 def link_json(result: LinkResult, signer: LinkSigner, base_url: str) -> dict[str, Any]:
     """The Filum answer for a created (or replayed) link."""
     link = result.link
     mapping = []
     for item in link.metadata_mapping:
         field = result.fields[item["metadata_id"]]
-        mapping.append({"metadata": {"id": field.id, "name": field.name, "variable": field.variable},
+        mapping.append({"metadata": metadata_field_json(field),
                         "value": item["value"]})
     return {
         "id": link.id,

@@ -7,7 +7,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validates_schema
 
-from .fields import INT64_MAX, Choice, HttpUrl, Int, ItemList, Object, Str, error, finite_number
+from ..core.segments import INT64_MAX, is_number
+from .fields import Choice, HttpUrl, Int, ItemList, Object, Str, error
 
 MAX_METADATA_ITEMS = 200
 MAX_VALUE_CHARS = 2000
@@ -30,7 +31,7 @@ class MetadataValue(fields.Field):
             if "\x00" in value:  # PostgreSQL's jsonb cannot hold U+0000
                 raise error("value_error.str.nul", "NUL characters are not allowed")
             return value
-        if finite_number(value):
+        if is_number(value):
             return value
         raise error("type_error", "value must be a string, a finite number, a list of those, or null")
 
