@@ -323,7 +323,8 @@ async def test_unknown_query_parameters_are_422_on_the_api_and_ignored_when_open
             assert len(details) == 1 and details[0]["issue"].startswith("unknown query parameter; accepted: "), (
                 path, extra, details)
             name = extra.split("=")[0][:64]
-            assert details[0]["field"] == (name or "query") or "%" in extra, (path, extra, details)
+            if "%" not in name:  # an escaped name is decoded by aiohttp; the others come back as sent
+                assert details[0]["field"] == (name or "query"), (path, extra, details)
     for path in (f"/c/{world.contact_token}", f"/l/{world.created_token}", "/health"):
         plain = await client.get(path, headers=h, allow_redirects=False)
         expected = (plain.status, await plain.read())

@@ -42,6 +42,14 @@ async def _everything_in_redis(url: str) -> bytes:
             elif kind == b"hash":
                 for field, value in (await client.hgetall(key)).items():
                     dump += [field, value]
+            elif kind == b"list":
+                dump += await client.lrange(key, 0, -1)
+            elif kind == b"set":
+                dump += list(await client.smembers(key))
+            elif kind == b"zset":
+                dump += await client.zrange(key, 0, -1)
+            else:  # a stream or a module type: nothing the service writes; fail loudly rather than skip it
+                raise AssertionError(f"unexpected Redis type {kind!r} at {key!r}")
         return b"\n".join(dump)
     finally:
         await client.aclose()
