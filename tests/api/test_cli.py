@@ -37,6 +37,15 @@ def http(method, url, body=None, headers=None):
         return exc.code, json.loads(exc.read())
 
 
+def policy_header(port, key):
+    """The RateLimit-Policy a request with `key` is answered with."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/management/metadata-fields",
+                                 headers={"x-api-key": key})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+        return resp.headers["RateLimit-Policy"]
+
+
 @pytest.mark.slow
 def test_admin_commands_work_while_the_server_runs(tmp_path):
     data_dir = tmp_path / "data"
@@ -75,10 +84,20 @@ def test_admin_commands_work_while_the_server_runs(tmp_path):
         assert again.returncode == 1 and "no active key" in json.loads(again.stderr)["error"]
         bad = cli(data_dir, "admin", "create-org", "--name", "B", "--rate-limit", "5/fortnight", check=False)
         assert bad.returncode == 1 and "bad rate-limit window" in json.loads(bad.stderr)["error"]
+        plain = json.loads(cli(data_dir, "admin", "create-org", "--name", "Plain").stdout)
+        assert {k: plain[k] for k in ("name", "linkQuota", "rateLimit")} == {
+            "name": "Plain", "linkQuota": 50, "rateLimit": "5/second;50/minute"}
+        # the policy is changeable: a live organisation gets the new one once its keys' cache entries expire
+        second = json.loads(cli(data_dir, "admin", "create-key", "--org", org["id"], "--scopes", "manage").stdout)
+        assert policy_header(port, second["key"]) == '"second";q=10;w=1'
+        changed = json.loads(
+            cli(data_dir, "admin", "update-org", "--org", org["id"], "--rate-limit", "1/minute").stdout)
+        assert changed["rateLimit"] == "1/minute"
         time.sleep(5.1)  # the server's key cache
         status, body = http("GET", f"http://127.0.0.1:{port}/api/v2/management/metadata-fields",
                             headers={"x-api-key": key["key"]})
         assert status == 401
+        assert policy_header(port, second["key"]) == '"minute";q=1;w=60'
     finally:
         server.send_signal(signal.SIGTERM)
         try:
