@@ -1,0 +1,47 @@
+"""What the service keeps: every Redis key expires, and contact links store nothing."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from tests.contact_helpers import bulk, contact_link_path, create_segment, segment_links_path
+from tests.helpers import create_metadata_field, create_survey, links_path
+
+TABLES = ("organizations", "api_keys", "surveys", "metadata_fields", "survey_links", "contacts",
+          "contact_attribute_keys", "contact_versions", "segments")
+
+
+async def table_counts(db) -> dict[str, int]:
+    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
+
+
+async def test_every_redis_key_expires_and_contact_links_store_nothing(client, make_tenant, db, redis_url):
+    tenant = await make_tenant(rate_limit="100/second;1000/minute")
+    survey = await create_survey(client, tenant.headers)
+    field = await create_metadata_field(client, tenant.headers, "sku")
+    body = {"name": "x", "metadata_mapping": [{"metadata_id": field["id"], "value": "A"}]}
+    assert (await client.post(links_path(survey["id"]), json=body, headers=tenant.headers)).status == 200
+    await bulk(client, tenant.headers, [{"email": f"c{i}@x.io", "plan": "pro"} for i in range(120)])
+    segment = await create_segment(client, tenant.headers, {"attribute": "plan", "op": "equals", "value": "pro"})
+
+    before = await table_counts(db)
+    page_path = segment_links_path(survey["id"], segment["id"])
+    for skip in (0, 50, 100):  # counts and page positions go to the segment cache
+        resp = await client.get(page_path, params={"limit": 50, "skip": skip, "expirationDays": 7},
+                                headers=tenant.headers)
+        assert resp.status == 200
+        contact_id = (await resp.json())["data"][0]["contactId"]
+    resp = await client.get(contact_link_path(survey["id"], contact_id), headers=tenant.headers)
+    assert resp.status == 200
+    resp = await client.get(page_path + "/export", headers=tenant.headers)
+    assert resp.status == 200 and len((await resp.text()).splitlines()) == 121
+    assert await table_counts(db) == before  # nothing is stored per link
+
+    r = aioredis.Redis.from_url(redis_url)
+    keys = [k async for k in r.scan_iter(count=1000)]
+    kinds = {k.decode().partition("}:")[2].split(":")[0] for k in keys}
+    assert kinds == {"rl", "lk", "seg"}, keys  # buckets, the replay cache and the segment cache were written
+    assert all(k.decode().startswith(f"{{o:{tenant.org}}}:") for k in keys), keys  # one hash slot
+    ttls = {k: await r.ttl(k) for k in keys}
+    await r.aclose()
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
