@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from aiohttp import web
@@ -60,10 +60,23 @@ def csv_field(text: str) -> str:
 
 
 def batch_sql(condition: str, key_params: Sequence[int]) -> str:
-    """One batch: ids, the cursor column, and the attribute columns as CSV text, after the (created_at, id) cursor."""
+    """One batch after the (created_at, id) cursor, as one row: the ids in page order, each contact's
+    attribute columns as CSV bytes, and the oldest created_at (the last row's: it is the cursor's).
+
+    One row of arrays, not a row per contact: asyncpg decodes an array element at a fraction of the
+    cost of a record, and this decoding is the export's largest cost after signing.
+    """
     tail = " || ".join(f"',' || {csv_field_sql(f'(attributes->>${n}::text)')}" for n in key_params) or "''"
-    return (f"SELECT id, created_at, {tail} FROM contacts WHERE org_id = $1 AND (created_at, id) < ($3, $4)"
-            f" AND {condition} ORDER BY created_at DESC, id DESC LIMIT $2")
+    order = "ORDER BY created_at DESC, id DESC"
+    return (f"SELECT array_agg(id {order}), array_agg(convert_to(tail, 'UTF8') {order}), min(created_at)"
+            f" FROM (SELECT id, created_at, {tail} AS tail FROM contacts WHERE org_id = $1"
+            f" AND (created_at, id) < ($3, $4) AND {condition} {order} LIMIT $2) AS batch")
+
+
+class Batch(NamedTuple):
+    ids: list[int]
+    tails: list[bytes]
+    cursor: tuple[datetime, int]  # where the next batch starts
 
 
 class _Batches:
@@ -79,8 +92,15 @@ class _Batches:
         self._sql = batch_sql(condition, range(5, 5 + len(keys)))
         self._tail_params = [*keys, *params]
 
-    def fetch(self, cursor: tuple[datetime, int]) -> asyncio.Task[list[asyncpg.Record]]:
-        return asyncio.ensure_future(self._conn.fetch(self._sql, self._org_id, BATCH, *cursor, *self._tail_params))
+    def fetch(self, cursor: tuple[datetime, int]) -> asyncio.Future[Batch]:
+        return asyncio.ensure_future(self._fetch(cursor))
+
+    async def _fetch(self, cursor: tuple[datetime, int]) -> Batch:
+        ids, tails, oldest = await self._conn.fetchrow(
+            self._sql, self._org_id, BATCH, *cursor, *self._tail_params)
+        if not ids:
+            return Batch([], [], cursor)
+        return Batch(ids, tails, (oldest, ids[-1]))
 
 
 EXPORT_QUERY = ("expirationDays", "attributeKeys")
@@ -124,24 +144,21 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
     prefix = request.app[SETTINGS].public_base_url + "/c/"
     head = ",".join(["contactId", "surveyUrl", "expiresAt", *map(csv_field, keys)]) + "\n"
     await response.write(head.encode())
-    middle = "," + prefix
-    after = "," + (expires_at or "")
+    middle = ("," + prefix).encode()
+    after = ("," + (expires_at or "")).encode()
     pending = batches.fetch(_Batches.START)
     try:
         while True:
-            rows = await pending
-            if not rows:
+            batch = await pending
+            if not batch.ids:
                 return
-            if len(rows) == BATCH:
-                last = rows[-1]
-                pending = batches.fetch((last[1], last[0]))
+            if len(batch.ids) == BATCH:
+                pending = batches.fetch(batch.cursor)
                 await asyncio.sleep(0)  # let the next query leave before this batch is signed
-            ids = [row[0] for row in rows]
-            tokens = signer.contact_tokens(seq, ids, exp)
-            text = "".join([f"{cid}{middle}{token}{after}{row[2]}\n"
-                            for cid, token, row in zip(ids, tokens, rows, strict=True)])
-            await response.write(text.encode())
-            if len(rows) < BATCH:
+            tokens = signer.contact_token_bytes(seq, batch.ids, exp)
+            await response.write(b"".join([b"%d%s%s%s%s\n" % (cid, middle, token, after, tail)
+                                           for cid, token, tail in zip(batch.ids, tokens, batch.tails, strict=True)]))
+            if len(batch.ids) < BATCH:
                 return
     finally:
         if not pending.done():
