@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,7 +14,7 @@ from .core.ratelimit import Gate
 from .core.redis_pipe import PipelinedRedis
 from .core.signing import LinkSigner
 from .db.pool import apply_schema, create_pool
-from .metrics import Metrics
+from .metrics import FLUSH_SECONDS, Metrics
 from .redis_client import connect_redis
 from .settings import Settings
 from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
@@ -50,6 +52,23 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Flushes the request tallies to prometheus-client every FLUSH_SECONDS, and once at the end."""
+    metrics = app[METRICS]
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            metrics.flush()
+
+    task = asyncio.create_task(flush_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    metrics.flush()
+
+
 def create_app(settings: Settings) -> web.Application:
     """The whole service for one set of settings (servers must be known: see Settings.with_servers)."""
     app = web.Application(middlewares=[edge_middleware], client_max_size=settings.max_body_bytes)
@@ -57,6 +76,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = LinkSigner(settings.signing_keys)
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
+    app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.on_startup.append(docs.build_openapi)

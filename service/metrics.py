@@ -3,11 +3,17 @@
 `serve --workers N` points PROMETHEUS_MULTIPROC_DIR at a fresh directory before it spawns the
 workers, so prometheus-client is imported in multiprocess mode there and every scrape, whichever
 worker answers it, adds up the values of all of them.
+
+The per-request counts are tallied in plain Python numbers and handed to prometheus-client by
+`flush()`: before every scrape this process answers, every FLUSH_SECONDS (so another worker's
+scrape sees them), and when the process stops. A request then costs a few dictionary and list
+operations instead of five locked updates (a tenth of its own cost on the replay path was here).
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -21,6 +27,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 DECISIONS = ("allowed", "limited", "degraded")
 REPLAY_SOURCES = ("cache", "database")
 REDIS_OPERATIONS = ("gate", "request")
+# how stale another worker's request counts may be in a scrape (multiprocess mode)
+FLUSH_SECONDS = 1.0
 
 
 def multiprocess_dir() -> str | None:
@@ -58,33 +66,63 @@ class Metrics:
         self._replay = {name: self.replays.labels(name) for name in REPLAY_SOURCES}
         self._redis = {name: self.redis_failures.labels(name) for name in REDIS_OPERATIONS}
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # not yet flushed: per (method, route, status), [count, seconds, count per latency bucket]
+        self._requests: dict[tuple[str, str, int], list] = {}
+        self._decisions = dict.fromkeys(DECISIONS, 0)
+        self._replays = dict.fromkeys(REPLAY_SOURCES, 0)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one answered request and its latency."""
-        key = (method, route, status)
-        children = self._request_children.get(key)
-        if children is None:
-            label = method if method in METHODS else "OTHER"
-            children = (self.requests.labels(label, route, str(status)), self.latency.labels(label, route))
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
-        self.worker_requests.inc()
+        """Count one answered request and its latency (tallied until the next flush)."""
+        tally = self._requests.get((method, route, status))
+        if tally is None:
+            tally = self._requests[(method, route, status)] = [0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
+        tally[0] += 1
+        tally[1] += seconds
+        # prometheus buckets are `le`: the first bound at or above the value (the last is +Inf)
+        tally[2][bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def decision(self, name: str) -> None:
         """One rate-limit decision: allowed, limited or degraded."""
-        self._decision[name].inc()
+        self._decisions[name] += 1
 
     def replay(self, source: str) -> None:
         """One idempotent replay, answered from the cache or the database."""
-        self._replay[source].inc()
+        self._replays[source] += 1
+
+    def flush(self) -> None:
+        """Hand the tallied counts to prometheus-client (to the shared files in multiprocess mode)."""
+        requests, self._requests = self._requests, {}
+        answered = 0
+        for (method, route, status), (count, seconds, buckets) in requests.items():
+            children = self._request_children.get((method, route, status))
+            if children is None:
+                label = method if method in METHODS else "OTHER"
+                children = (self.requests.labels(label, route, str(status)), self.latency.labels(label, route))
+                self._request_children[(method, route, status)] = children
+            counter, histogram = children
+            counter.inc(count)
+            # what `count` calls of histogram.observe would have added, bucket by bucket
+            for bucket, hits in zip(histogram._buckets, buckets, strict=True):
+                if hits:
+                    bucket.inc(hits)
+            histogram._sum.inc(seconds)
+            answered += count
+        if answered:
+            self.worker_requests.inc(answered)
+        for tallies, children in ((self._decisions, self._decision), (self._replays, self._replay)):
+            for name, count in tallies.items():
+                if count:
+                    children[name].inc(count)
+                    tallies[name] = 0
 
     def redis_failure(self, operation: str = "gate") -> None:
         """One Redis call that failed (or was skipped because Redis is known to be down)."""
         self._redis[operation].inc()
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric (of every worker in multiprocess mode)."""
+        """The Prometheus text exposition of every metric (of every worker in multiprocess mode).
+
+        Call flush() first, on the event loop: render may run in another thread."""
         if self.shared_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()

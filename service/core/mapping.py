@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
 _EXACT = 2**53
+_metadata_id = itemgetter(0)
 
 Scalar = str | int | float | None
 Value = Scalar | list[Scalar]
@@ -41,9 +43,12 @@ def normalize_value(value: Any) -> Value:
 
 def canonical_mapping(pairs: Sequence[tuple[int, Any]]) -> list[tuple[int, Value]]:
     """Sorted, normalised (metadata_id, value) pairs; the caller guarantees unique ids."""
-    return sorted(((mid, normalize_value(v)) for mid, v in pairs), key=lambda p: p[0])
+    # strings and nulls, the common values, are already in their normal form
+    canonical = [(mid, v) if type(v) is str or v is None else (mid, normalize_value(v)) for mid, v in pairs]
+    canonical.sort(key=_metadata_id)
+    return canonical
 
 
 def mapping_hash(canonical: Sequence[tuple[int, Value]]) -> bytes:
-    """SHA-256 of the canonical mapping's compact JSON."""
-    return hashlib.sha256(orjson.dumps([[mid, v] for mid, v in canonical])).digest()
+    """SHA-256 of the canonical mapping's compact JSON, `[[id, value], ...]` (orjson writes tuples as arrays)."""
+    return hashlib.sha256(orjson.dumps(canonical)).digest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 DEFAULT_POLICY = "5/second;50/minute"
 _UNITS = {"second": 1, "minute": 60, "hour": 3600}
@@ -40,7 +41,21 @@ class RatePolicy:
 
     def policy_header(self) -> str:
         """`RateLimit-Policy` in the IETF httpapi draft's structured-field syntax."""
+        return self._policy_header
+
+    # computed once per policy (policies live in the key cache), not on every request
+    @cached_property
+    def _policy_header(self) -> str:
         return ", ".join(f'"{w.name}";q={w.limit};w={w.seconds}' for w in self.windows)
+
+    @cached_property
+    def window_names(self) -> tuple[str, ...]:
+        return tuple(w.name for w in self.windows)
+
+    @cached_property
+    def gate_args(self) -> tuple[int, ...]:
+        """The gate script's arguments: the number of windows, then each window's limit and seconds."""
+        return (len(self.windows), *(n for w in self.windows for n in (w.limit, w.seconds)))
 
 
 def parse_policy(text: str) -> RatePolicy:

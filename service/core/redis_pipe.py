@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -79,13 +80,24 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
     raise RedisConnectionError(f"unexpected reply type {chr(kind)!r} from Redis")
 
 
-def _encode(args: tuple[Any, ...]) -> bytes:
-    """A command as a RESP array of bulk strings (str as UTF-8, numbers as their decimal text)."""
-    parts = [b"*%d\r\n" % len(args)]
+def _bulk_strings(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """Arguments as RESP bulk strings (str as UTF-8, numbers as their decimal text)."""
+    parts = []
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def _encode(args: tuple[Any, ...]) -> bytes:
+    """A command as a RESP array of bulk strings."""
+    return b"*%d\r\n" % len(args) + _bulk_strings(args)
+
+
+def _text_bulk_strings(texts: list[str]) -> bytes:
+    """Like _bulk_strings for str arguments, encoded once for all of them (keys are ASCII here)."""
+    joined = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
+    return joined.encode() if joined.isascii() else _bulk_strings(texts)
 
 
 class _Protocol(asyncio.Protocol):
@@ -122,6 +134,7 @@ class PipelinedRedis:
         self._watchdog: asyncio.TimerHandle | None = None
         self._buffer = b""
         self._closed = False
+        self._encoded: dict[tuple[Any, ...], bytes] = {}
 
     @classmethod
     def for_client(cls, client: Any) -> PipelinedRedis | None:
@@ -139,24 +152,46 @@ class PipelinedRedis:
         """Send one command; its reply, or redis-py's exception for an error reply or a failure."""
         if self._transport is None:
             await self._connect()
-        return await self._send(args)
+        return await self._send(_encode(args))
 
-    async def evalsha(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
+    async def evalsha(self, script: str, sha: str, keys: list[str], args: Sequence[Any]) -> Any:
         """EVALSHA; when the server has lost the script (a flush, a new server), load it and retry once."""
+        if self._transport is None:
+            await self._connect()
+        args = args if type(args) is tuple else tuple(args)
+        command = self._evalsha_command(sha, keys, args)
         try:
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._send(command)
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
             return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    def _evalsha_command(self, sha: str, keys: list[str], args: tuple[Any, ...]) -> bytes:
+        """The encoded EVALSHA, its constant parts (script, key count, a policy's arguments) encoded once."""
+        head = self._encoded.get((sha, len(keys), len(args)))
+        if head is None:
+            head = b"*%d\r\n" % (3 + len(keys) + len(args)) + _bulk_strings(("EVALSHA", sha, len(keys)))
+            self._remember((sha, len(keys), len(args)), head)
+        tail = self._encoded.get(args)
+        if tail is None:
+            tail = _bulk_strings(args)
+            self._remember(args, tail)
+        return head + _text_bulk_strings(keys) + tail
+
+    def _remember(self, key: tuple[Any, ...], encoded: bytes) -> None:
+        # bounded: policies are few, but each organisation may have its own
+        if len(self._encoded) >= 1024:
+            self._encoded.clear()
+        self._encoded[key] = encoded
 
     @staticmethod
     def sha_of(script: str) -> str:
         return hashlib.sha1(script.encode()).hexdigest()
 
-    def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def _send(self, command: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._out.append(_encode(args))
+        self._out.append(command)
         self._pending.append((future, time.monotonic()))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -198,7 +233,7 @@ class PipelinedRedis:
         self._transport, self._protocol, self._buffer = transport, protocol, b""
         try:
             for command in self._hello:
-                await self._send(command)
+                await self._send(_encode(command))
         except BaseException:
             self._fail(RedisConnectionError("Redis refused the connection's AUTH or SELECT"))
             raise

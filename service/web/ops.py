@@ -41,6 +41,7 @@ async def ready(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition (of every worker when several share the port)."""
     loop = asyncio.get_running_loop()
+    request.app[METRICS].flush()  # this process's tallies, up to this request
     # in multiprocess mode this reads one file per worker: keep it off the event loop
     body = await loop.run_in_executor(None, request.app[METRICS].render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -199,6 +199,7 @@ async def test_outages_during_a_request_are_counted(aiohttp_client, exc, name, l
     client = await aiohttp_client(_failing_app(exc))
     resp = await client.get("/api/v2/management/thing")
     assert resp.status == 503
+    client.app[METRICS].flush()
     samples = parse_samples(client.app[METRICS].render().decode())
     assert value(samples, name, **labels) == 1
     assert value(samples, "sls_http_requests_total", method="GET", route="/api/v2/management/thing",

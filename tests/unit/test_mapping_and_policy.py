@@ -46,3 +46,12 @@ def test_policy_parsing():
 def test_bad_policies(bad):
     with pytest.raises(PolicyError):
         parse_policy(bad)
+
+
+def test_the_hashed_form_is_pinned():
+    # links already stored are found again by this hash: its input must never change form
+    import hashlib
+
+    canonical = canonical_mapping([(7, "b"), (2, 1.0), (5, [2.0, None, "x"]), (3, None)])
+    assert canonical == [(2, 1), (3, None), (5, [2, None, "x"]), (7, "b")]
+    assert mapping_hash(canonical) == hashlib.sha256(b'[[2,1],[3,null],[5,[2,null,"x"]],[7,"b"]]').digest()
