@@ -21,6 +21,7 @@ from .keys import DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID, SETTINGS
 log = logging.getLogger("service.http")
 access = logging.getLogger("service.access")
 
+CLIENT_CLOSED_REQUEST = 499
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # what PostgreSQL being unreachable looks like to asyncpg; InternalClientError is a pooled connection
 # that the server cut (its FATAL read, its EOF not yet) handed out between the two
@@ -74,7 +75,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             request.app[METRICS].redis_failure("request")
             response = render(family, Unavailable("redis"))
         except Exception as exc:
-            if pg_unavailable(exc):
+            if isinstance(exc, ConnectionResetError) and request.transport is None:
+                # the client went away before its body was read: nothing is broken, and nobody
+                # is left to answer (logged and counted as nginx's 499, "client closed request")
+                response = web.Response(status=CLIENT_CLOSED_REQUEST)
+            elif pg_unavailable(exc):
                 log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
                 request.app[METRICS].pg_failures.inc()
                 response = render(family, Unavailable("postgresql"))

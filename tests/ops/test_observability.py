@@ -204,3 +204,50 @@ async def test_outages_during_a_request_are_counted(aiohttp_client, exc, name, l
     assert value(samples, name, **labels) == 1
     assert value(samples, "sls_http_requests_total", method="GET", route="/api/v2/management/thing",
                  status="503") == 1
+
+
+async def test_a_client_gone_before_its_body_is_read_is_not_a_postgresql_outage(caplog):
+    # found by the benchmark: wrk closing its connections at the end of a run made the body read
+    # fail with ConnectionResetError, which was logged and counted as PostgreSQL being unavailable
+    import asyncio
+
+    import aiohttp
+
+    from service.web.jsonio import read_json
+
+    app = web.Application(middlewares=[edge_middleware])
+    app[METRICS] = Metrics()
+    app[DRAIN] = Drain()
+
+    async def handler(request: web.Request) -> web.Response:
+        request.transport.abort()  # the client goes away while the handler is busy elsewhere
+        await asyncio.sleep(0.05)
+        await read_json(request)
+        return web.Response()
+
+    app.router.add_post("/api/v2/management/thing", handler)
+    # as `serve` runs it: a handler is not cancelled when its client goes (the test server's is)
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    caplog.set_level(logging.INFO)
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.post(f"http://127.0.0.1:{port}/api/v2/management/thing", json={"name": "x"},
+                                   headers={"X-Request-Id": "gone-1"})
+    finally:
+        await runner.cleanup()
+    for _ in range(50):
+        if any(getattr(r, "request_id", None) == "gone-1" for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    line = next(r for r in caplog.records if r.name == "service.access" and getattr(r, "request_id", None) == "gone-1")
+    assert line.status == 499  # nginx's "client closed request"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+    app[METRICS].flush()
+    samples = parse_samples(app[METRICS].render().decode())
+    assert value(samples, "sls_postgres_failures_total") == 0
+    assert value(samples, "sls_http_requests_total", method="POST", route="/api/v2/management/thing", status="499") == 1
