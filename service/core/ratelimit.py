@@ -91,7 +91,7 @@ class Gate:
             self._down_until = time.monotonic() + _BREAKER_SECONDS
             log.warning("redis unavailable for the rate limiter: %s", type(exc).__name__)
             return self._degraded()
-        windows = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2))
+        windows = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2)) if len(reply) > 3 else ()
         return Decision(bool(reply[0]), -(-int(reply[1]) // 1000), reply[2] or None, windows)
 
     def _degraded(self) -> Decision:

@@ -70,8 +70,23 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
         items = []
         pos = end + 2
         for _ in range(count):
-            item, pos = _parse(buf, pos)
-            items.append(item)
+            # the gate's replies are arrays of integers and bulk strings: read those inline
+            end = buf.find(_CRLF, pos)
+            if end < 0:
+                raise _Incomplete
+            kind = buf[pos]
+            if kind == 58:
+                items.append(int(buf[pos + 1:end]))
+                pos = end + 2
+            elif kind == 36 and buf[pos + 1] != 45:  # a bulk string, not the null `$-1`
+                stop = end + 2 + int(buf[pos + 1:end])
+                if len(buf) < stop + 2:
+                    raise _Incomplete
+                items.append(buf[end + 2:stop])
+                pos = stop + 2
+            else:
+                item, pos = _parse(buf, pos)
+                items.append(item)
         return items, pos
     if kind == 43:  # '+' simple string
         return buf[pos + 1:end].decode(), end + 2

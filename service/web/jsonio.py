@@ -27,8 +27,8 @@ def _is_json(request: web.Request) -> bool:
     return ctype == JSON or (ctype.startswith("application/") and ctype.endswith("+json"))
 
 
-async def read_json(request: web.Request, max_bytes: int | None = None) -> Any:
-    """The parsed body; 415 for another content type, 413 past the size limit, 422 if not JSON."""
+async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
+    """The raw body of a JSON request; 415 for another content type, 413 past the size limit."""
     if not _is_json(request):
         raise UnsupportedMediaType("Content-Type must be application/json")
     if max_bytes is None:
@@ -39,20 +39,28 @@ async def read_json(request: web.Request, max_bytes: int | None = None) -> Any:
             raw = content.read_nowait()
             if len(raw) > request.client_max_size:
                 raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=len(raw))
-        else:
-            raw = await request.read()  # aiohttp enforces client_max_size (413)
-    else:
-        if request.content_length is not None and request.content_length > max_bytes:
+            return raw
+        return await request.read()  # aiohttp enforces client_max_size (413)
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(max_bytes)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
             raise PayloadTooLarge(max_bytes)
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(max_bytes)
-            chunks.append(chunk)
-        raw = b"".join(chunks)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The parsed body; 422 naming where it stops being JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         msg = "Expecting value" if not raw.strip() else f"Invalid JSON: {exc.msg}"
         raise ValidationFailed([Issue(("body", exc.pos), msg, "value_error.jsondecode")]) from None
+
+
+async def read_json(request: web.Request, max_bytes: int | None = None) -> Any:
+    """The parsed body; 415 for another content type, 413 past the size limit, 422 if not JSON."""
+    return parse_json(await read_body(request, max_bytes))

@@ -313,3 +313,44 @@ async def test_wrong_content_type_and_huge_body(client, tenant, campaign):
 
 def test_scopes_constant_matches_spec():
     assert SCOPES == ("links:write", "links:read", "manage")
+
+
+async def test_the_same_bytes_for_another_survey_or_organisation_are_their_own_link(client, tenant, make_tenant, db):
+    # the validated form of a body is remembered by (path, bytes): what it names must still be per survey and org
+    from service.web import filum
+
+    other = await make_tenant()
+    surveys = [(tenant, (await create_survey(client, tenant.headers))["id"]) for _ in range(2)]
+    surveys.append((other, (await create_survey(client, other.headers))["id"]))
+    body = b'{"name": "same bytes", "metadata_mapping": []}'
+    links = []
+    for owner, survey_id in surveys * 2:
+        resp = await client.post(links_path(survey_id), data=body, headers={**owner.headers, **JSON})
+        assert resp.status == 200
+        links.append(((await resp.json())["id"], survey_id))
+    assert links[:3] == links[3:]  # each replayed its own
+    assert len({link for link, _ in links}) == 3
+    for survey_id in {s for _, s in surveys}:
+        assert await count_links(db, survey_id) == 1
+    assert all((s, body) in filum._recent for _, s in surveys)
+    # a foreign organisation sending the same bytes to a survey it does not own is still a 404
+    resp = await client.post(links_path(surveys[0][1]), data=body, headers={**other.headers, **JSON})
+    assert resp.status == 404
+
+
+def test_remembered_requests_are_bounded(monkeypatch):
+    from service.web import filum
+
+    monkeypatch.setattr(filum, "_recent", {})
+    monkeypatch.setattr(filum, "_RECENT_MAX", 3)
+    survey = str(uuid.uuid4())
+    for n in range(5):
+        assert filum._validate(survey, b'{"name": "n%d"}' % n, []) is not None
+    assert [raw for _, raw in filum._recent] == [b'{"name": "n2"}', b'{"name": "n3"}', b'{"name": "n4"}']
+    assert filum._validate(survey, b'{"name": "%s"}' % (b"x" * 3000), []) is None  # too long a name: issues
+    assert filum._validate(survey, b'{"name": "n", "metadata_mapping": [%s]}' % b",".join(
+        b'{"metadata_id": %d, "value": "%s"}' % (i, b"v" * 40) for i in range(1, 40)), []) is not None
+    assert len(filum._recent) == 3 and all(len(raw) <= filum._RECENT_BODY_MAX for _, raw in filum._recent)
+    issues = []
+    assert filum._validate("not-a-uuid", b"{", issues) is None
+    assert [i.loc for i in issues] == [("path", "survey_campaign_id"), ("body", 1)]

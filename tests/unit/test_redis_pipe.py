@@ -147,3 +147,22 @@ def test_parser_waits_for_whole_replies():
     for cut in range(1, len(whole)):
         with pytest.raises(_Incomplete):
             _parse(whole[:cut], 0)
+
+
+@pytest.mark.parametrize(("reply", "value"), [
+    (b"*7\r\n:-12\r\n$0\r\n\r\n$-1\r\n$4\r\na\r\nb\r\n+OK\r\n*2\r\n:3\r\n$1\r\nx\r\n*0\r\n",
+     [-12, b"", None, b"a\r\nb", "OK", [3, b"x"], []]),
+    (b"*2\r\n$3\r\nabc\r\n-ERR inside\r\n", [b"abc", "error"]),
+])
+def test_arrays_of_every_item_kind_whole_and_cut(reply, value):
+    # the array reader takes integers and bulk strings inline; everything else goes through _parse
+    from redis.exceptions import ResponseError
+
+    from service.core.redis_pipe import _Incomplete
+
+    parsed, end = _parse(reply + b":9\r\n", 0)
+    assert end == len(reply)
+    assert [("error" if isinstance(item, ResponseError) else item) for item in parsed] == value
+    for cut in range(1, len(reply)):
+        with pytest.raises(_Incomplete):
+            _parse(reply[:cut], 0)
