@@ -25,6 +25,8 @@ from .jsonio import json_response
 
 FILUM = "filum"
 FORMBRICKS = "formbricks"
+# a status's reason phrase without an enum lookup per error (a 404 is the forged link's hot path)
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
 def family_of(path: str) -> str:
@@ -48,7 +50,7 @@ def _plain_message(error: DomainError) -> str:
         return f"Service temporarily unavailable: {error.what} is not answering, retry shortly"
     if isinstance(error, Gone):
         return error.reason
-    return HTTPStatus(error.status).phrase
+    return _PHRASES[error.status]
 
 
 def render_filum(error: DomainError) -> web.Response:
@@ -82,19 +84,19 @@ def _field(issue: Issue) -> str:
 def render_formbricks(error: DomainError) -> web.Response:
     """`{"error": {"code", "message", "details": [{"field", "issue"}]}}`."""
     details: list[dict[str, str]] = []
-    if isinstance(error, ValidationFailed):
+    if isinstance(error, NotFound):
+        details = [{"field": error.field, "issue": "not found"}]
+    elif isinstance(error, ValidationFailed):
         details = [{"field": _field(i), "issue": i.msg} for i in error.issues]
     elif isinstance(error, QuotaExceeded):
         details = [{"field": "linkQuota", "issue": f"threshold_exceeded: at most {error.threshold} links"}]
-    elif isinstance(error, NotFound):
-        details = [{"field": error.field, "issue": "not found"}]
     elif isinstance(error, Forbidden):
         details = [{"field": error.field, "issue": error.reason}] if error.reason != "Permission denied" else []
     elif isinstance(error, Unauthorized):
         details = [{"field": "x-api-key", "issue": "missing, unknown or revoked API key"}]
     elif isinstance(error, Gone):
         details = [{"field": "link", "issue": error.reason}]
-    message = HTTPStatus(error.status).phrase
+    message = _PHRASES[error.status]
     if isinstance(error, PayloadTooLarge | UnsupportedMediaType | Unavailable):
         message = _plain_message(error)
     body = {"error": {"code": error.status, "message": message, "details": details}}
