@@ -110,8 +110,9 @@ class Gate:
                 await self._pipe.execute("SET", key, value, "EX", ttl_seconds)
             else:
                 await self._redis.set(key, value, ex=ttl_seconds)
-        except REDIS_DOWN:
+        except REDIS_DOWN as exc:
             self._down_until = time.monotonic() + _BREAKER_SECONDS
+            log.warning("redis unavailable for the replay cache: %s", type(exc).__name__)
 
     async def aclose(self) -> None:
         """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""
