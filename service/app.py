@@ -59,14 +59,19 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     async def flush_forever() -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
-            metrics.flush()
+            try:
+                metrics.flush()
+            except Exception:  # a metrics failure must not stop the flushes, nor the service
+                log.exception("flushing the request metrics failed")
 
     task = asyncio.create_task(flush_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    metrics.flush()
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        metrics.flush()
 
 
 def create_app(settings: Settings) -> web.Application:

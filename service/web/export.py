@@ -6,9 +6,9 @@ first (the page order), `contactId,surveyUrl,expiresAt` and one column per asked
 Memory stays flat whatever the segment's size: the contacts are read in keyset batches (a seek
 past the last row on the page index, never an OFFSET), each batch is signed, written and dropped
 before the next, and the next batch is already running in PostgreSQL while this one is signed.
-PostgreSQL also renders each row's attribute columns as CSV text, which keeps that work off the
-worker. Errors before the first byte are the usual JSON errors; a failure mid-stream cuts the
-connection, so a client never takes a truncated file for a whole one.
+PostgreSQL also renders each row's attribute columns as CSV (UTF-8 bytes, written as they come),
+which keeps that work off the worker. Errors before the first byte are the usual JSON errors; a
+failure mid-stream cuts the connection, so a client never takes a truncated file for a whole one.
 """
 
 from __future__ import annotations

@@ -27,18 +27,34 @@ def _is_json(request: web.Request) -> bool:
     return ctype == JSON or (ctype.startswith("application/") and ctype.endswith("+json"))
 
 
+class ClientGone(Exception):
+    """The client went away before its request body was read: there is nobody left to answer."""
+
+
 async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
     """The raw body of a JSON request; 415 for another content type, 413 past the size limit."""
     if not _is_json(request):
         raise UnsupportedMediaType("Content-Type must be application/json")
+    try:
+        return await _read_body(request, max_bytes)
+    except OSError:
+        # aiohttp fails the body with the connection's error (ConnectionResetError when the peer
+        # closed): that is the client leaving, not a fault of ours, and no answer can reach it
+        if request.transport is None:
+            raise ClientGone() from None
+        raise
+
+
+async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:
     if max_bytes is None:
         content = request.content
         if content.is_eof():
             # the whole (small) body has arrived with the headers: take it as it is, without
-            # request.read()'s chunk loop; the same size limit, the same 413
+            # request.read()'s chunk loop; the same size limit (0: none), the same 413
             raw = content.read_nowait()
-            if len(raw) > request.client_max_size:
-                raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=len(raw))
+            limit = request.client_max_size
+            if limit and len(raw) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
             return raw
         return await request.read()  # aiohttp enforces client_max_size (413)
     if request.content_length is not None and request.content_length > max_bytes:

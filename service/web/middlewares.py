@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from ..core.errors import DomainError, Unavailable
 from ..logs import log_access
 from .errors import family_of, render, render_http, render_unexpected
+from .jsonio import ClientGone
 from .keys import DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID, SETTINGS
 
 log = logging.getLogger("service.http")
@@ -70,16 +71,15 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             response = render_http(family_of(request.path), exc, app[SETTINGS].max_body_bytes)
         except asyncio.CancelledError:
             raise
+        except ClientGone:
+            # logged and counted as nginx's 499, "client closed request"; nothing is broken
+            response = web.Response(status=CLIENT_CLOSED_REQUEST)
         except RedisError:
             log.warning("redis failed during a request", extra={"request_id": request_id})
             app[METRICS].redis_failure("request")
             response = render(family_of(request.path), Unavailable("redis"))
         except Exception as exc:
-            if isinstance(exc, ConnectionResetError) and request.transport is None:
-                # the client went away before its body was read: nothing is broken, and nobody
-                # is left to answer (logged and counted as nginx's 499, "client closed request")
-                response = web.Response(status=CLIENT_CLOSED_REQUEST)
-            elif pg_unavailable(exc):
+            if pg_unavailable(exc):
                 log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
                 app[METRICS].pg_failures.inc()
                 response = render(family_of(request.path), Unavailable("postgresql"))

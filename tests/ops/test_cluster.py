@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from service.core.ratelimit import org_key
+from service.metrics import FLUSH_SECONDS
 from service.redis_client import cluster_url, connect_redis
 from tests.conftest import TEST_KEYS
 from tests.ops import serving
@@ -53,6 +54,18 @@ async def _ready(served: serving.Served) -> None:
 async def _metrics(http: aiohttp.ClientSession, served: serving.Served) -> dict:
     async with http.get(served.base_url + "/metrics") as resp:
         return parse_samples(await resp.text())
+
+
+async def _settled_metrics(http: aiohttp.ClientSession, served: serving.Served, settled) -> dict:
+    """A scrape once `settled(samples)` holds: each worker hands its request tallies to the shared
+    files every FLUSH_SECONDS, so a scrape may not have the other worker's last second yet.
+    After a few flushes, the last scrape, whatever it says (the assertions then tell what is off)."""
+    deadline = time.monotonic() + 4 * FLUSH_SECONDS
+    while True:
+        samples = await _metrics(http, served)
+        if settled(samples) or time.monotonic() > deadline:
+            return samples
+        await asyncio.sleep(0.1)
 
 
 def _per_worker(samples: dict) -> dict[str, float]:
@@ -105,14 +118,19 @@ async def test_burst_across_two_workers_passes_exactly_the_limit(on_cluster, mak
         pytest.fail("could not send 20 requests within 0.19 s on this machine")
     assert sorted(status for status, _ in results) == [200] * 5 + [429] * 15
     assert {retry for status, retry in results if status == 429} == {"1"}
-    after = await _metrics(http, on_cluster)
+    decisions = "sls_ratelimit_decisions_total"
+
+    def counted(samples: dict, decision: str) -> float:
+        return value(samples, decisions, decision=decision) - value(before, decisions, decision=decision)
+
+    after = await _settled_metrics(http, on_cluster, lambda samples: all(
+        counted(samples, decision) == statuses.count(status) for decision, status in (("allowed", 200),
+                                                                                     ("limited", 429))))
     served = {pid: n - _per_worker(before).get(pid, 0) for pid, n in _per_worker(after).items()}
     assert len(served) == 2 and all(n > 0 for n in served.values()), served  # both workers took part
     # every scrape adds up both workers' counters: each decision counted once, wherever it was made
-    decisions = "sls_ratelimit_decisions_total"
     for decision, status in (("allowed", 200), ("limited", 429)):
-        counted = value(after, decisions, decision=decision) - value(before, decisions, decision=decision)
-        assert counted == statuses.count(status), decision
+        assert counted(after, decision) == statuses.count(status), decision
     assert value(after, "sls_redis_failures_total", operation="gate") == 0
     assert value(after, decisions, decision="degraded") == 0
     # the bucket lives on the master that owns the organisation's slot
@@ -174,7 +192,8 @@ async def test_a_lost_master_degrades_to_fail_open_not_errors(on_cluster, make_t
         async with http.get(url, headers=tenant.headers) as resp:
             assert resp.status == 200, await resp.text()  # RATE_LIMIT_FAILURE_MODE=open: let through
             assert "RateLimit" not in resp.headers
-    samples = await _metrics(http, on_cluster)
+    samples = await _settled_metrics(http, on_cluster, lambda samples: value(
+        samples, "sls_ratelimit_decisions_total", decision="degraded") >= 5)
     assert value(samples, "sls_ratelimit_decisions_total", decision="degraded") >= 5
     assert value(samples, "sls_redis_failures_total", operation="gate") >= 5
     assert value(samples, "sls_redis_failures_total", operation="request") == 0

@@ -60,3 +60,14 @@ def test_decisions_and_replays_are_tallied_until_flushed():
     assert 'sls_ratelimit_decisions_total{decision="limited"} 1.0' in text
     assert 'sls_ratelimit_decisions_total{decision="degraded"} 0.0' in text
     assert 'sls_idempotent_replays_total{source="cache"} 1.0' in text
+
+
+def test_made_up_methods_share_one_key():
+    metrics = Metrics()
+    for n in range(50):
+        metrics.observe_request(f"X-METHOD-{n}", "unmatched", 405, 0.001)
+    assert len(metrics._requests) == 1
+    metrics.flush()
+    assert len(metrics._request_children) == 1
+    text = generate_latest(metrics.registry).decode()
+    assert 'sls_http_requests_total{method="OTHER",route="unmatched",status="405"} 50.0' in text
