@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
+from service.core.auth import SCOPES, hash_secret, new_secret
+from service.db import orgs
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,3 +136,18 @@ async def wait_for(check, timeout: float, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def embedded_tenant(data_dir: Path, name: str = "served") -> str:
+    """An organisation (rate limit off) and a key with every scope, in the embedded database that
+    `serve` started for `data_dir`; answers the key."""
+    port = EmbeddedPostgres(data_dir).running_port()
+    assert port is not None
+    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    try:
+        org = await orgs.insert_org(conn, name, 50, "off")
+        key = new_secret()
+        await orgs.insert_key(conn, org.id, "test", hash_secret(key), list(SCOPES))
+    finally:
+        await conn.close()
+    return key

@@ -8,11 +8,8 @@ import signal
 import time
 
 import aiohttp
-import asyncpg
 import pytest
 
-from service.core.auth import SCOPES, hash_secret, new_secret
-from service.db import orgs
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.conftest import TEST_KEYS
 from tests.ops import serving
@@ -20,20 +17,6 @@ from tests.ops.metrics_text import parse_samples, series
 
 # real processes: embedded servers started from scratch, then drained and stopped (~20 s)
 pytestmark = pytest.mark.slow
-
-
-async def _embedded_tenant(data_dir) -> str:
-    """An organisation and key in the embedded database that `serve` started."""
-    port = EmbeddedPostgres(data_dir).running_port()
-    assert port is not None
-    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-    try:
-        org = await orgs.insert_org(conn, "workers", 50, "off")
-        key = new_secret()
-        await orgs.insert_key(conn, org.id, "test", hash_secret(key), list(SCOPES))
-    finally:
-        await conn.close()
-    return key
 
 
 async def _worker_counts(served: serving.Served) -> dict[int, float]:
@@ -79,7 +62,7 @@ async def test_two_workers_share_the_port_and_sigterm_drains_then_stops_everythi
     assert set(counts) == workers
 
     # a request in flight when SIGTERM arrives: headers sent, the body still to come
-    key = await _embedded_tenant(data_dir)
+    key = await serving.embedded_tenant(data_dir)
     body = json.dumps({"name": "drained"}).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
     writer.write(
