@@ -445,3 +445,18 @@ async def test_malformed_http_is_refused_by_the_parser_and_the_server_stays_up(c
     assert await table_counts(db) == before
     resp = await client.get(f"{M}/surveys/{world.survey_id}", headers=world.tenant.headers)
     assert resp.status == 200
+
+
+async def test_a_valid_key_as_bearer_is_accepted_on_every_endpoint(client, world):
+    # the 401 tests cover every endpoint; this is the other half: `Authorization: Bearer <key>`
+    # is the same caller as `x-api-key: <key>` wherever a key is asked for
+    for method, path in _authenticated(world):
+        answers = []
+        for n, headers in enumerate(({"x-api-key": world.tenant.key}, {"Authorization": f"Bearer {world.tenant.key}"},
+                                     {"Authorization": f"bearer   {world.tenant.key}  "})):
+            body = b'{"name": "Bearer check %d"}' % n  # names are unique per organisation
+            resp = await _send(client, method, path, body, {**headers, **JSON})
+            answers.append(resp.status)
+            await resp.read()
+        assert answers[0] not in (401, 403, 500), (method, path, answers)
+        assert answers[1] == answers[2] == answers[0], (method, path, answers)
