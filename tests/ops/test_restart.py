@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import aiohttp
 import pytest
 
@@ -44,7 +46,8 @@ async def test_links_made_before_a_restart_open_after_it(tmp_path):
     finally:
         served.stop()  # SIGTERM: the embedded servers stop with it
 
-    again = serving.start({}, workers=1, log_path=tmp_path / "second.log", data_dir=data_dir)
+    # the second run logs as text: one line per request still, with its fields
+    again = serving.start({"LOG_FORMAT": "text"}, workers=1, log_path=tmp_path / "second.log", data_dir=data_dir)
     try:
         await serving.wait_healthy(again, timeout=90)
         async with aiohttp.ClientSession(again.base_url) as http:
@@ -55,5 +58,13 @@ async def test_links_made_before_a_restart_open_after_it(tmp_path):
             forged = contact_url[:-2] + ("AA" if not contact_url.endswith("AA") else "BB")
             async with http.get(_path(forged), allow_redirects=False) as resp:
                 assert resp.status == 404
+                request_id = resp.headers["X-Request-Id"]
+        await serving.wait_for(lambda: request_id in again.logs(), timeout=5)
     finally:
         again.stop()
+    lines = again.logs().splitlines()
+    line = next(line for line in lines if request_id in line)
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO service\.access request ", line), line
+    assert f"request_id={request_id} method=GET route=/c/{{token}} status=404 duration_ms=" in line, line
+    assert not any(line.startswith("{") for line in lines), lines[:5]
+    assert not any(_path(url).rsplit("/", 1)[1] in again.logs() for url in before)  # no token in the logs
