@@ -78,8 +78,13 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
             if kind == 58:
                 items.append(int(buf[pos + 1:end]))
                 pos = end + 2
-            elif kind == 36 and buf[pos + 1] != 45:  # a bulk string, not the null `$-1`
-                stop = end + 2 + int(buf[pos + 1:end])
+            elif kind == 36:  # a bulk string, or the null `$-1` (a Lua false)
+                size = int(buf[pos + 1:end])
+                if size < 0:
+                    items.append(None)
+                    pos = end + 2
+                    continue
+                stop = end + 2 + size
                 if len(buf) < stop + 2:
                     raise _Incomplete
                 items.append(buf[end + 2:stop])

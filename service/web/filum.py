@@ -39,12 +39,12 @@ def _check_filum_headers(request: web.Request, org: str) -> None:
 # the same bytes again, and validating, canonicalising and hashing them is a pure function of those
 # bytes (a fifth of the replay path's own work): remembered, bounded in count and in body size.
 _RECENT_MAX, _RECENT_BODY_MAX = 4096, 2048
-_recent: dict[tuple[str, bytes], LinkRequest] = {}
+_recent: dict[tuple[str, bytes], tuple[LinkRequest, str]] = {}  # and its replay-cache key's tail
 
 
-def _validate(segment: str, raw: bytes, issues: list[Issue]) -> LinkRequest | None:
-    """The LinkRequest of a valid request, or None with every problem added to `issues`
-    (the path's first, then the query's, already there, then the body's)."""
+def _validate(segment: str, raw: bytes, issues: list[Issue]) -> tuple[LinkRequest, str] | None:
+    """The LinkRequest of a valid request and its replay-cache key's tail, or None with every
+    problem added to `issues` (the path's first, then the query's, already there, then the body's)."""
     survey_id = parse_uuid(segment)
     if survey_id is None:
         issues.insert(0, Issue(("path", "survey_campaign_id"), "value is not a valid uuid", "type_error.uuid"))
@@ -60,11 +60,12 @@ def _validate(segment: str, raw: bytes, issues: list[Issue]) -> LinkRequest | No
     if issues or survey_id is None:
         return None
     link_request = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
+    validated = (link_request, f"{survey_id}:{link_request.hash.hex()}")
     if len(raw) <= _RECENT_BODY_MAX:
         if len(_recent) >= _RECENT_MAX:
             del _recent[next(iter(_recent))]
-        _recent[(segment, raw)] = link_request
-    return link_request
+        _recent[(segment, raw)] = validated
+    return validated
 
 
 @routes.post("/external/survey-campaigns/{survey_campaign_id}/links")
@@ -75,13 +76,14 @@ async def create_survey_link(request: web.Request) -> web.Response:
     segment = request.match_info["survey_campaign_id"]
     issues = unknown_query_issues(request, ())
     raw = await read_body(request)
-    link_request = None if issues else _recent.get((segment, raw))
-    if link_request is None:
-        link_request = _validate(segment, raw, issues)
-    cache_key = None
-    if link_request is not None:
+    validated = None if issues else _recent.get((segment, raw))
+    if validated is None:
+        validated = _validate(segment, raw, issues)
+    link_request = cache_key = None
+    if validated is not None:
+        link_request, key_tail = validated
         # the signing kid is part of the key: after a key rotation, answers are re-signed, not replayed stale
-        cache_key = org_key(principal.org, f"lk:{app[SIGNER].kid}:{link_request.survey_id}:{link_request.hash.hex()}")
+        cache_key = org_key(principal.org, f"lk:{app[SIGNER].kid}:{key_tail}")
 
     gate = app[GATE]
     decision = await gate.check(principal.org, principal.policy, cache_key)

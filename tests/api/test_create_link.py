@@ -348,9 +348,12 @@ def test_remembered_requests_are_bounded(monkeypatch):
         assert filum._validate(survey, b'{"name": "n%d"}' % n, []) is not None
     assert [raw for _, raw in filum._recent] == [b'{"name": "n2"}', b'{"name": "n3"}', b'{"name": "n4"}']
     assert filum._validate(survey, b'{"name": "%s"}' % (b"x" * 3000), []) is None  # too long a name: issues
+    validated = filum._validate(survey, b'{"name": "n9"}', [])
+    assert validated[1] == f"{survey}:{validated[0].hash.hex()}"
     assert filum._validate(survey, b'{"name": "n", "metadata_mapping": [%s]}' % b",".join(
         b'{"metadata_id": %d, "value": "%s"}' % (i, b"v" * 40) for i in range(1, 40)), []) is not None
     assert len(filum._recent) == 3 and all(len(raw) <= filum._RECENT_BODY_MAX for _, raw in filum._recent)
+    assert [raw for _, raw in filum._recent][-1] == b'{"name": "n9"}'
     issues = []
     assert filum._validate("not-a-uuid", b"{", issues) is None
     assert [i.loc for i in issues] == [("path", "survey_campaign_id"), ("body", 1)]
