@@ -26,6 +26,7 @@ from aiohttp import web
 
 from ..core.segments import INT64_MAX, compile_filters
 from .auth import guarded, principal_of
+from .client import ClientGone, client_io
 from .contact_links import BASE, expiry, segment_link_context, validated_query
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
 from .management import path_uuid
@@ -124,9 +125,10 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         try:
-            await _stream(request, response, _Batches(conn, org_id, context.filters, keys), seq, keys,
-                          query["expirationDays"])
-        except (asyncio.CancelledError, ConnectionResetError):
+            with client_io(request):
+                await _stream(request, response, _Batches(conn, org_id, context.filters, keys), seq, keys,
+                              query["expirationDays"])
+        except (asyncio.CancelledError, ClientGone):
             raise
         except Exception:
             log.exception("export cut short", extra={"request_id": request[REQUEST_ID]})

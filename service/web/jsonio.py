@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from ..core.errors import Issue, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from .client import client_io
 
 JSON = "application/json"
 
@@ -27,22 +28,12 @@ def _is_json(request: web.Request) -> bool:
     return ctype == JSON or (ctype.startswith("application/") and ctype.endswith("+json"))
 
 
-class ClientGone(Exception):
-    """The client went away before its request body was read: there is nobody left to answer."""
-
-
 async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
     """The raw body of a JSON request; 415 for another content type, 413 past the size limit."""
     if not _is_json(request):
         raise UnsupportedMediaType("Content-Type must be application/json")
-    try:
+    with client_io(request):
         return await _read_body(request, max_bytes)
-    except OSError:
-        # aiohttp fails the body with the connection's error (ConnectionResetError when the peer
-        # closed): that is the client leaving, not a fault of ours, and no answer can reach it
-        if request.transport is None:
-            raise ClientGone() from None
-        raise
 
 
 async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:

@@ -15,12 +15,11 @@ from redis.exceptions import RedisError
 
 from ..core.errors import DomainError, Unavailable
 from ..logs import log_access
+from .client import ClientGone
 from .errors import family_of, render, render_http, render_unexpected
-from .jsonio import ClientGone
 from .keys import DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID, SETTINGS
 
 log = logging.getLogger("service.http")
-access = logging.getLogger("service.access")
 
 CLIENT_CLOSED_REQUEST = 499
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

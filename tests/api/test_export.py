@@ -139,3 +139,59 @@ async def test_formula_cells_are_neutralised_and_numbers_kept(client, tenant):
     assert cells == {"f1": "'=1+1", "f2": "'+SUM(A1:A9)", "f3": "'-2+3", "f4": "'@cmd", "f5": "'\tx",
                      "f6": "'=a,b", "n1": "-5", "n2": "+1.5e3", "n3": "12", "p": "plain"}
     assert export.csv_field("=x") == "'=x" and export.csv_field("-1") == "-1" and export.csv_field("a,b") == '"a,b"'
+
+
+async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings, tenant, crowd, monkeypatch, caplog):
+    # found in review: the stream's write failing because the client left was re-raised, and the edge
+    # took aiohttp's ClientConnectionResetError (an OSError) for PostgreSQL being unreachable
+    import asyncio
+    import logging
+
+    import aiohttp
+    from aiohttp import web
+
+    from service.app import create_app
+    from service.web.keys import METRICS
+    from tests.ops.metrics_text import parse_samples, value
+
+    fetch = export._Batches.fetch
+    first_sent = asyncio.Event()
+
+    def slow_after_the_first(self, cursor):
+        if cursor != export._Batches.START:
+            first_sent.set()
+
+            async def later():
+                await asyncio.sleep(0.5)  # the client leaves meanwhile
+                return await fetch(self, cursor)
+            return asyncio.ensure_future(later())
+        return fetch(self, cursor)
+
+    monkeypatch.setattr(export._Batches, "fetch", slow_after_the_first)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=False)  # as `serve` runs it
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}{export_path(crowd['survey'], crowd['everyone'])}"
+    caplog.set_level(logging.INFO)
+    try:
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(url, headers={**tenant.headers, "X-Request-Id": "gone-export"})
+            assert resp.status == 200
+            await first_sent.wait()
+            resp.connection.transport.abort()  # the client leaves mid-file
+            resp.release()
+        for _ in range(100):
+            if any(getattr(r, "request_id", None) == "gone-export" and r.name == "service.access"
+                   for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        line = next(r for r in caplog.records
+                    if r.name == "service.access" and getattr(r, "request_id", None) == "gone-export")
+        assert line.status == 499
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+        app[METRICS].flush()
+        assert value(parse_samples(app[METRICS].render().decode()), "sls_postgres_failures_total") == 0
+    finally:
+        await runner.cleanup()
