@@ -93,7 +93,7 @@ MAX_KEY_CACHE_SECONDS = 60.0
 def _key_cache_seconds(env: Mapping[str, str]) -> float:
     raw = env.get("KEY_CACHE_SECONDS")
     if raw is None or raw == "":
-        return 5.0
+        return Settings.key_cache_seconds
     try:
         value = float(raw)
     except ValueError:
@@ -106,27 +106,27 @@ def _key_cache_seconds(env: Mapping[str, str]) -> float:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from the environment once."""
     env = os.environ if env is None else env
-    mode = env.get("RATE_LIMIT_FAILURE_MODE", "open").strip().lower()
+    mode = env.get("RATE_LIMIT_FAILURE_MODE", Settings.rate_limit_failure_mode).strip().lower()
     if mode not in ("open", "closed"):
         raise SettingsError("RATE_LIMIT_FAILURE_MODE must be 'open' or 'closed'")
-    log_format = env.get("LOG_FORMAT", "json").strip().lower()
+    log_format = env.get("LOG_FORMAT", Settings.log_format).strip().lower()
     if log_format not in ("json", "text"):
         raise SettingsError("LOG_FORMAT must be 'json' or 'text'")
-    base_url = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:8080").strip().rstrip("/")
+    base_url = env.get("PUBLIC_BASE_URL", Settings.public_base_url).strip().rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
     settings = Settings(
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
-        data_dir=Path(env.get("DATA_DIR") or ".data"),
+        data_dir=Path(env["DATA_DIR"]) if env.get("DATA_DIR") else Settings.data_dir,
         public_base_url=base_url,
         signing_keys=parse_signing_keys(env.get("SIGNING_KEYS", "")),
         rate_limit_failure_mode=mode,
-        log_level=env.get("LOG_LEVEL", "INFO").strip().upper(),
+        log_level=env.get("LOG_LEVEL", Settings.log_level).strip().upper(),
         log_format=log_format,
         key_cache_seconds=_key_cache_seconds(env),
-        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
-        pg_pool_max=_int(env, "PG_POOL_MAX", 10),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", Settings.max_body_bytes),
+        pg_pool_max=_int(env, "PG_POOL_MAX", Settings.pg_pool_max),
         trusted_proxies=frozenset(p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
     )
     if settings.database_url and not settings.signing_keys:
