@@ -81,9 +81,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer") from None
+    # 0 or less would refuse every body or leave no connection: a misconfiguration, not a setting
+    if value < 1:
+        raise SettingsError(f"{name} must be a whole number of at least 1")
+    return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 # a revoked key must stop working within seconds: a longer key cache is a misconfiguration
@@ -112,6 +119,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     log_format = env.get("LOG_FORMAT", Settings.log_format).strip().lower()
     if log_format not in ("json", "text"):
         raise SettingsError("LOG_FORMAT must be 'json' or 'text'")
+    log_level = env.get("LOG_LEVEL", Settings.log_level).strip().upper()
+    # refused here: an unknown level would otherwise crash logging setup with a traceback
+    if log_level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
     base_url = env.get("PUBLIC_BASE_URL", Settings.public_base_url).strip().rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
@@ -122,7 +133,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_base_url=base_url,
         signing_keys=parse_signing_keys(env.get("SIGNING_KEYS", "")),
         rate_limit_failure_mode=mode,
-        log_level=env.get("LOG_LEVEL", Settings.log_level).strip().upper(),
+        log_level=log_level,
         log_format=log_format,
         key_cache_seconds=_key_cache_seconds(env),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", Settings.max_body_bytes),

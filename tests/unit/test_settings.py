@@ -38,10 +38,37 @@ def test_bad_signing_keys(raw):
     {"LOG_FORMAT": "xml"},
     {"PUBLIC_BASE_URL": "links.example.com"},
     {"DATABASE_URL": "postgresql://db/x"},  # an external database needs SIGNING_KEYS
+    {"LOG_LEVEL": "verbose"},
+    {"MAX_BODY_BYTES": "-1"},
+    {"MAX_BODY_BYTES": "0"},
+    {"PG_POOL_MAX": "0"},
+    {"PG_POOL_MAX": "-3"},
+    {"PG_POOL_MAX": "ten"},
+    {"KEY_CACHE_SECONDS": "60.1"},
 ])
 def test_bad_settings(env):
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError, match=next(iter(env))):
         load_settings(env)
+
+
+@pytest.mark.parametrize("raw", ["debug", "INFO", "Warning", " error "])
+def test_log_level_any_case(raw):
+    assert load_settings({"LOG_LEVEL": raw}).log_level == raw.strip().upper()
+
+
+def test_numbers_within_bounds_are_parsed():
+    settings = load_settings({"PG_POOL_MAX": "3", "MAX_BODY_BYTES": "1"})
+    assert settings.pg_pool_max == 3 and settings.max_body_bytes == 1
+    assert load_settings({"KEY_CACHE_SECONDS": "0"}).key_cache_seconds == 0
+    assert load_settings({"KEY_CACHE_SECONDS": "60"}).key_cache_seconds == 60
+
+
+def test_log_level_refused_at_start_not_in_a_traceback():
+    env = {**os.environ, "LOG_LEVEL": "verbose"}
+    result = subprocess.run([sys.executable, "-m", "service", "serve"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "LOG_LEVEL must be one of" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_server_refuses_to_start_without_keys_for_an_external_database():
