@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -13,17 +14,22 @@ import orjson
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+def _fields(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+    """The event's own fields: what `extra=` added to the record, not logging's attributes."""
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD and not key.startswith("_"):
+            yield key, value
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
@@ -38,8 +44,7 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
-        fields = " ".join(f"{key}={value}" for key, value in record.__dict__.items()
-                          if key not in _STANDARD and not key.startswith("_"))
+        fields = " ".join(f"{key}={value}" for key, value in _fields(record))
         return f"{line} {fields}" if fields else line
 
 
@@ -104,9 +109,11 @@ def _timestamp(now: float) -> str:
     """The JsonFormatter's `ts` for a time.time() value (the formatted second is reused within it)."""
     global _second
     whole = int(now)
-    if _second[0] != whole:
-        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+    # read once: a formatter on another thread may replace the cached second meanwhile
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 def log_access(fields: dict[str, Any]) -> None:

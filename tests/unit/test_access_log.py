@@ -92,3 +92,13 @@ def test_nothing_below_the_level(stream):
     logging.getLogger().setLevel(logging.WARNING)
     logs.log_access(FIELDS)
     assert stream.lines() == []
+
+
+def test_both_formats_show_the_same_fields_and_time():
+    record = logging.LogRecord("service.access", logging.INFO, __file__, 1, "request", (), None)
+    record.__dict__.update({**FIELDS, "_private": "hidden"})
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["ts"] == logs._timestamp(record.created) and "_private" not in line
+    assert {k: v for k, v in line.items() if k not in ("ts", "level", "logger", "msg")} == FIELDS
+    text = logs.TextFormatter().format(record)
+    assert text.endswith(" request " + " ".join(f"{k}={v}" for k, v in FIELDS.items()))
