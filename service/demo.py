@@ -27,6 +27,7 @@ from .db import segments as segment_db
 from .db import surveys as survey_db
 from .db.pool import apply_schema, create_pool
 from .settings import Settings
+from .web.render import link_json
 
 CONTACT_COUNT = 300
 FIRST_NAMES = ("Ada", "Ben", "Chloe", "Dmitri", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Lena")
@@ -89,7 +90,7 @@ async def create_demo(settings: Settings) -> Demo:
         org_id=str(org.id), key=key, survey_id=str(survey.id), field_ids=(sku.id, channel.id),
         segment_id=str(segment.id), contact_id=contact_id,
         contact_url=f"{base}/c/{signer.contact_token(survey.seq, contact_id, None)}",
-        created_url=f"{base}/l/{signer.created_link_token(created.link.public_id)}",
+        created_url=link_json(created, signer, base)["survey_url"],
     )
 
 
