@@ -62,7 +62,7 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
                 for mid in sorted(unknown, key=req.positions.__getitem__)
             ])
         mapping = [{"metadata_id": mid, "value": value} for mid, value in req.canonical]
-        claimed, created = await link_db.claim_and_insert(
+        created = await link_db.claim_and_insert(
             conn, req.survey_id, secrets.token_hex(8), req.hash, req.name, mapping
         )
         if created is not None:
@@ -71,5 +71,4 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
         existing = await link_db.find_link(conn, req.survey_id, req.hash)
         if existing is not None:
             return LinkResult(existing, known, replayed=True)
-        assert not claimed, "a mapping that conflicted is committed"
         raise QuotaExceeded(await link_db.effective_quota(conn, req.survey_id))

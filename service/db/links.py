@@ -35,6 +35,7 @@ async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash
 # round trip (nor the worker's event loop) sits between taking the lock and releasing it. The row
 # is locked first (FOR UPDATE re-reads the newest count after any wait), the link is inserted if
 # there is room, and the count moves only if the insert happened (a conflicting mapping leaves it).
+# `counted` is data-modifying, so PostgreSQL runs it even though the final SELECT never reads it.
 _CLAIM_AND_INSERT = f"""
 WITH quota AS (
     SELECT s.id FROM surveys s JOIN organizations o ON o.id = s.org_id
@@ -48,18 +49,17 @@ WITH quota AS (
 ), counted AS (
     UPDATE surveys SET link_count = link_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM created)
 )
-SELECT (SELECT count(*) FROM quota) AS claimed, created.* FROM (SELECT 1) AS one LEFT JOIN created ON true
+SELECT * FROM created
 """
 
 
 async def claim_and_insert(
     conn: asyncpg.Connection, survey_id: uuid.UUID, public_id: str, mapping_hash: bytes,
     name: str, mapping: list[dict[str, Any]],
-) -> tuple[bool, SurveyLink | None]:
-    """(was there room, the new link); no link when the survey is full or the mapping exists already."""
+) -> SurveyLink | None:
+    """The new link; None when the survey is full or the mapping exists already."""
     row = await conn.fetchrow(_CLAIM_AND_INSERT, survey_id, public_id, mapping_hash, name, mapping)
-    created = SurveyLink(*(row[c] for c in _COLUMNS.split(", "))) if row["id"] is not None else None
-    return bool(row["claimed"]), created
+    return SurveyLink(**row) if row else None
 
 
 async def effective_quota(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int:
