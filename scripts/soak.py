@@ -38,8 +38,9 @@ import asyncpg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout
 
-from service.core.auth import SCOPES, hash_secret, new_secret  # noqa: E402
-from service.db import orgs  # noqa: E402
+from service.admin import new_tenant  # noqa: E402
+from service.core.auth import new_secret  # noqa: E402
+from service.core.ratepolicy import DEFAULT_POLICY  # noqa: E402
 from service.db.pool import apply_schema  # noqa: E402
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
 
@@ -217,10 +218,8 @@ async def setup(base: str, database_url: str, http: aiohttp.ClientSession) -> li
     made = []
     try:
         await apply_schema(conn)
-        for name, policy in (("unlimited", "off"), ("default", "5/second;50/minute"), ("tight", "20/second")):
-            org = await orgs.insert_org(conn, f"soak-{name}", 40, policy)
-            key = new_secret()
-            await orgs.insert_key(conn, org.id, "soak", hash_secret(key), list(SCOPES))
+        for name, policy in (("unlimited", "off"), ("default", DEFAULT_POLICY), ("tight", "20/second")):
+            org, key = await new_tenant(conn, f"soak-{name}", 40, policy, "soak")
             made.append(Org(key, str(org.id)))
     finally:
         await conn.close()

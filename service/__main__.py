@@ -10,6 +10,9 @@ from .settings import SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .core.auth import SCOPES
+    from .core.ratepolicy import DEFAULT_POLICY
+
     parser = argparse.ArgumentParser(prog="python -m service", description="Survey-link service")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -23,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     org = asub.add_parser("create-org", help="create an organisation")
     org.add_argument("--name", required=True)
     org.add_argument("--link-quota", type=int, default=50)
-    org.add_argument("--rate-limit", default="5/second;50/minute",
+    org.add_argument("--rate-limit", default=DEFAULT_POLICY,
                      help="N/second;M/minute (second, minute, hour) or off")
     upd = asub.add_parser("update-org", help="change an organisation's link quota or rate limit")
     upd.add_argument("--org", required=True)
@@ -32,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     key = asub.add_parser("create-key", help="create an API key (the secret is shown only here)")
     key.add_argument("--org", required=True)
     key.add_argument("--name", default="")
-    key.add_argument("--scopes", default="links:write,links:read,manage")
+    key.add_argument("--scopes", default=",".join(SCOPES))
     rev = asub.add_parser("revoke-key", help="revoke an API key")
     rev.add_argument("key_id")
 

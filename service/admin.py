@@ -39,6 +39,16 @@ async def _with_conn(settings: Settings, action):
         await conn.close()
 
 
+async def new_tenant(
+    conn: asyncpg.Connection, name: str, link_quota: int, rate_limit: str, key_name: str
+) -> tuple[orgs.Organization, str]:
+    """A new organisation and one API key with every scope; the key's secret is known only here."""
+    org = await orgs.insert_org(conn, name, link_quota, rate_limit)
+    secret = new_secret()
+    await orgs.insert_key(conn, org.id, key_name, hash_secret(secret), list(SCOPES))
+    return org, secret
+
+
 def create_org(settings: Settings, name: str, link_quota: int, rate_limit: str) -> dict[str, Any]:
     name = name.strip()
     if not 1 <= len(name) <= 255:

@@ -16,13 +16,12 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .core.auth import SCOPES, hash_secret, new_secret
+from .admin import new_tenant
 from .core.links import LinkRequest, create_or_replay
 from .core.ratepolicy import DEFAULT_POLICY
 from .core.segments import validate_filters
 from .core.signing import LinkSigner
 from .db import contacts as contact_db
-from .db import orgs
 from .db import segments as segment_db
 from .db import surveys as survey_db
 from .db.pool import apply_schema, create_pool
@@ -66,9 +65,7 @@ async def create_demo(settings: Settings) -> Demo:
         async with pool.acquire() as conn:
             await apply_schema(conn)
             stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-            org = await orgs.insert_org(conn, f"Demo {stamp}", 50, DEFAULT_POLICY)
-            key = new_secret()
-            await orgs.insert_key(conn, org.id, "demo", hash_secret(key), list(SCOPES))
+            org, key = await new_tenant(conn, f"Demo {stamp}", 50, DEFAULT_POLICY, "demo")
             survey = await survey_db.insert_survey(conn, org.id, "Demo survey", "inProgress", None, None)
             sku = await survey_db.insert_metadata_field(conn, org.id, "SKU Number", "sku")
             channel = await survey_db.insert_metadata_field(conn, org.id, "Channel", "channel")

@@ -10,8 +10,7 @@ import aiohttp
 import asyncpg
 import orjson
 
-from ..core.auth import SCOPES, hash_secret, new_secret
-from ..db import orgs
+from ..admin import new_tenant
 from ..db import surveys as survey_db
 from ..db.pool import apply_schema
 
@@ -44,9 +43,7 @@ class Seed:
 
 
 async def _tenant(conn: asyncpg.Connection, name: str, policy: str) -> Tenant:
-    org = await orgs.insert_org(conn, name, BENCH_QUOTA, policy)
-    secret = new_secret()
-    await orgs.insert_key(conn, org.id, "bench", hash_secret(secret), list(SCOPES))
+    org, secret = await new_tenant(conn, name, BENCH_QUOTA, policy, "bench")
     return Tenant(org.id, secret)
 
 
