@@ -69,7 +69,7 @@ class Gate:
         self._script = redis.register_script(GATE_SCRIPT)
         # the hot calls go through the pipelined connection when there is one (see redis_pipe.py)
         self._pipe = pipe
-        self._sha = PipelinedRedis.sha_of(GATE_SCRIPT)
+        self._sha = self._script.sha
         self._failure_mode = failure_mode
         self._down_until = 0.0
         self._on_failure = on_redis_failure
