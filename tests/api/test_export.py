@@ -103,7 +103,8 @@ async def test_errors_are_json_before_the_stream(client, tenant, crowd, make_ten
     assert (await client.get(path, headers=other.headers)).status == 404
     paused = await create_survey(client, tenant.headers, status="paused")
     resp = await client.get(export_path(paused["id"], crowd["everyone"]), headers=tenant.headers)
-    assert resp.status == 403
+    assert (resp.status, await resp.json()) == (403, error(403, "Forbidden", [
+        {"field": "surveyId", "issue": "survey is not in progress (status: paused)"}]))
 
 
 async def test_a_failure_mid_stream_cuts_the_connection(client, tenant, crowd, monkeypatch):

@@ -18,6 +18,7 @@ KEYS = (SigningKey("k2", b"new-signing-secret-".ljust(64, b"n")),
 SIGNER = LinkSigner(KEYS)
 NOW = time.time()
 B64 = string.ascii_letters + string.digits + "-_"
+UNKNOWN_KEY = SigningKey("k9", b"unknown-key-secret-".ljust(64, b"u"))
 
 
 def outcome(verify, token: str):
@@ -29,7 +30,7 @@ def outcome(verify, token: str):
 
 def _encoded(rng: random.Random) -> str:
     """Tokens PyJWT makes, with claims and headers we never issue."""
-    key = rng.choice([*KEYS, SigningKey("k9", b"unknown-key-secret-".ljust(64, b"u"))])
+    key = rng.choice([*KEYS, UNKNOWN_KEY])
     claims = rng.choice([
         {"s": 1, "c": 2}, {"s": 1, "c": 2, "exp": int(NOW) + 60}, {"s": 1, "c": 2, "exp": int(NOW) - 1},
         {"s": 1, "c": 2, "iat": int(NOW) + 3600}, {"s": 1, "c": 2, "iat": int(NOW)}, {"s": 1, "c": 2, "nbf": NOW + 99},
@@ -37,9 +38,13 @@ def _encoded(rng: random.Random) -> str:
         {"s": -1, "c": 2}, {"s": 10**30, "c": 2}, {"s": 1, "c": 2, "sub": 5}, {"s": 1, "c": 2, "exp": 1.5},
         {"s": 1, "c": 2, "jti": 3}, {"s": None, "c": 2},
     ])
-    headers = rng.choice([{"kid": key.kid}, {"kid": key.kid, "typ": "JWT"}, {"kid": key.kid, "cty": "x"}, {}])
+    # {"kid": kid, "typ": None} is our exact header ({"alg":"HS256","kid":...}, sorted, no typ)
+    headers = rng.choice([{"kid": key.kid}, {"kid": key.kid, "typ": "JWT"}, {"kid": key.kid, "cty": "x"}, {},
+                          {"kid": key.kid, "typ": None}, {"kid": key.kid, "typ": None}])
     algorithm = rng.choice(["HS256", "HS256", "HS384"])
-    return jwt.encode(claims, key.secret, algorithm=algorithm, headers=headers)
+    # now and then signed with another key than the one the header names: a wrong MAC under that header
+    secret = rng.choice([*KEYS, UNKNOWN_KEY]).secret if rng.random() < 0.25 else key.secret
+    return jwt.encode(claims, secret, algorithm=algorithm, headers=headers)
 
 
 def _issued(rng: random.Random) -> str:
@@ -65,11 +70,32 @@ def _mutated(rng: random.Random, token: str) -> str:
 @pytest.mark.parametrize("seed", range(6))
 def test_same_answer_as_pyjwt_on_generated_tokens(seed):
     rng = random.Random(seed)
+    fast_accepted = fast_refused = fast_pyjwt_made = 0
     for _ in range(1500):
-        token = rng.choice([_issued, _encoded])(rng)
+        make = rng.choice([_issued, _encoded])
+        token = make(rng)
         if rng.random() < 0.6:
             token = _mutated(rng, token)
-        assert outcome(SIGNER.verify_contact_token, token) == outcome(SIGNER._verify_with_pyjwt, token), token
+        answer = outcome(SIGNER.verify_contact_token, token)
+        assert answer == outcome(SIGNER._verify_with_pyjwt, token), token
+        if _takes_the_fast_path(token):
+            fast_pyjwt_made += make is _encoded
+            if answer == "InvalidLink":
+                fast_refused += 1
+            else:
+                fast_accepted += 1
+    # otherwise the loop would mostly compare _verify_with_pyjwt with itself: many tokens carry
+    # one of our own headers, both with the right MAC (or an expired one) and with a wrong one,
+    # PyJWT's tokens (other claims, other keys' MACs) among them
+    assert fast_accepted >= 250, fast_accepted
+    assert fast_refused >= 150, fast_refused
+    assert fast_pyjwt_made >= 40, fast_pyjwt_made
+
+
+def _takes_the_fast_path(token: str) -> bool:
+    """Whether verify_contact_token checks the MAC itself: a header segment byte for byte one we issue."""
+    head, dot, _ = token.rpartition(".")[0].partition(".")
+    return token.isascii() and len(token) <= 1024 and bool(dot) and head in SIGNER._by_header
 
 
 def test_forgeries_never_reach_pyjwt_and_acceptance_is_pyjwts(monkeypatch):
