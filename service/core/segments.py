@@ -48,6 +48,15 @@ def valid_attribute_key(key: Any) -> bool:
     return isinstance(key, str) and key != CONTACT_ID and ATTRIBUTE_KEY.match(key) is not None
 
 
+def parse_contact_id(value: Any) -> int | None:
+    """A positive bigint, given as an int or as its decimal string (at most 19 ASCII digits), else None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if type(value) is int and 1 <= value <= INT64_MAX:
+        return value
+    return None
+
+
 class _TooBig(Exception):
     pass
 
@@ -151,10 +160,9 @@ class _Validator:
 
     def contact_id(self, value: Any, loc: Loc, allow_bool: bool = False) -> int | None:
         """Contact ids are answered as strings; both `"123"` and `123` are accepted."""
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-            value = int(value)
-        if type(value) is int and 1 <= value <= INT64_MAX:
-            return value
+        contact_id = parse_contact_id(value)
+        if contact_id is not None:
+            return contact_id
         self.fail(loc, "a contact id is a positive integer (or its decimal string)", "type_error.contact_id")
         return None
 

@@ -18,18 +18,18 @@ from aiohttp import web
 
 from ..core.errors import Forbidden, NotFound, ValidationFailed
 from ..core.segment_cache import read_page
-from ..core.segments import INT64_MAX
+from ..core.segments import parse_contact_id
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
 from .contact_schemas import load_link_query
+from .fields import MANAGEMENT, path_uuid
 from .jsonio import raw_json_response
 from .keys import POOL, REDIS, SETTINGS, SIGNER
-from .management import path_uuid
 from .render import iso
 
 routes = web.RouteTableDef()
-BASE = "/api/v2/management/surveys/{surveyId}/contact-links"
+BASE = f"{MANAGEMENT}/surveys/{{surveyId}}/contact-links"
 PAGE_QUERY = ("limit", "skip", "expirationDays", "attributeKeys")
 CONTACT_QUERY = ("expirationDays",)
 DAY_SECONDS = 86_400
@@ -71,10 +71,10 @@ async def segment_link_context(
 
 def path_contact_id(request: web.Request) -> int:
     """A contact id from the path; anything but a positive bigint names no contact (404)."""
-    raw = request.match_info["contactId"]
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= INT64_MAX:
-        return int(raw)
-    raise NotFound("contact", field="contactId")
+    contact_id = parse_contact_id(request.match_info["contactId"])
+    if contact_id is None:
+        raise NotFound("contact", field="contactId")
+    return contact_id
 
 
 def validated_query(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:

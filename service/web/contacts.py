@@ -10,7 +10,7 @@ from ..core.errors import Issue, ValidationFailed
 from ..db import contacts as contact_db
 from .auth import guarded, principal_of
 from .contact_schemas import AttributeKeyCreateSchema, BulkContactsSchema, ContactCreateSchema
-from .fields import load
+from .fields import MANAGEMENT, load
 from .jsonio import json_response, read_json
 from .keys import POOL, SETTINGS
 from .render import iso
@@ -20,7 +20,7 @@ routes = web.RouteTableDef()
 _attribute_key_create = AttributeKeyCreateSchema()
 _contact_create = ContactCreateSchema()
 _bulk_contacts = BulkContactsSchema()
-BASE = "/api/v2/management"
+BASE = MANAGEMENT
 
 
 def attribute_key_json(key: contact_db.AttributeKey) -> dict[str, Any]:

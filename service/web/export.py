@@ -28,8 +28,8 @@ from ..core.segments import INT64_MAX, compile_filters
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io
 from .contact_links import BASE, expiry, segment_link_context, validated_query
+from .fields import path_uuid
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
-from .management import path_uuid
 
 log = logging.getLogger("service.export")
 routes = web.RouteTableDef()

@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, validate
 
-from ..core.errors import Issue, ValidationFailed
+from ..core.errors import Issue, NotFound, ValidationFailed
 from ..core.segments import INT64_MAX
 
+MANAGEMENT = "/api/v2/management"
 REQUIRED = "value_error.missing::field required"
 NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
 
@@ -78,6 +80,14 @@ def parse_uuid(value: Any) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
+    """A path id; one that is not a UUID cannot name anything, so it is a 404 like any unknown id."""
+    value = parse_uuid(request.match_info[name])
+    if value is None:
+        raise NotFound(model, field=name)
+    return value
 
 
 class ItemList(_Messages, fields.List):

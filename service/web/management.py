@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 from aiohttp import web
 
 from ..core.errors import Issue, NotFound, ValidationFailed
 from ..db import surveys as survey_db
 from .auth import guarded, principal_of
-from .fields import load, parse_uuid
+from .fields import MANAGEMENT, load, path_uuid
 from .jsonio import json_response, read_json
 from .keys import POOL
 from .render import metadata_field_json, survey_json
@@ -20,15 +18,7 @@ routes = web.RouteTableDef()
 _survey_create = SurveyCreateSchema()
 _survey_patch = SurveyPatchSchema()
 _metadata_field_create = MetadataFieldCreateSchema()
-BASE = "/api/v2/management"
-
-
-def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
-    """A path id; one that is not a UUID cannot name anything, so it is a 404 like any unknown id."""
-    value = parse_uuid(request.match_info[name])
-    if value is None:
-        raise NotFound(model, field=name)
-    return value
+BASE = MANAGEMENT
 
 
 @routes.post(f"{BASE}/surveys")

@@ -11,16 +11,15 @@ from ..core.segment_cache import segment_total
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
 from .contact_schemas import SegmentCreateSchema
-from .fields import load
+from .fields import MANAGEMENT, load, path_uuid
 from .jsonio import json_response, read_json
 from .keys import POOL, REDIS
-from .management import path_uuid
 from .render import iso
 
 routes = web.RouteTableDef()
 # schemas are built once: marshmallow copies every declared field when one is instantiated
 _segment_create = SegmentCreateSchema()
-BASE = "/api/v2/management"
+BASE = MANAGEMENT
 
 
 def segment_json(segment: segment_db.Segment, contact_count: int) -> dict[str, Any]:
