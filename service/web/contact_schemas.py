@@ -15,7 +15,7 @@ from multidict import MultiMapping
 
 from ..core.errors import Issue
 from ..core.segments import CONTACT_ID, INT64_MAX, KEY_RULE, is_number, valid_attribute_key, validate_filters
-from .fields import Str, error
+from .fields import REQUIRED, Str, _Messages, error
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_CHARS = 2000
@@ -55,17 +55,14 @@ def attribute_problems(value: Any, require_email: bool) -> Any:
     email = value.get("email")
     if "email" not in problems and ("email" in value or require_email):
         if "email" not in value:
-            problems["email"] = ["value_error.missing::field required"]
+            problems["email"] = [REQUIRED]
         elif not isinstance(email, str) or not email.strip():
             problems["email"] = ["type_error.str::email must be a non-empty string"]
     return problems or None
 
 
-class Attributes(fields.Field):
+class Attributes(_Messages, fields.Field):
     """`{"key": value}` with valid keys and values (see the module docstring)."""
-
-    default_error_messages = {"required": "value_error.missing::field required",
-                              "null": "type_error.none.not_allowed::none is not an allowed value"}
 
     def __init__(self, require_email: bool = False, **kw: Any):
         super().__init__(**kw)
@@ -78,11 +75,8 @@ class Attributes(fields.Field):
         return value
 
 
-class ContactList(fields.Field):
+class ContactList(_Messages, fields.Field):
     """Up to 10,000 `{"attributes": {...}}` items, each with an `email`, checked without a schema per item."""
-
-    default_error_messages = {"required": "value_error.missing::field required",
-                              "null": "type_error.none.not_allowed::none is not an allowed value"}
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list:
         if not isinstance(value, list):
@@ -98,7 +92,7 @@ class ContactList(fields.Field):
                 continue
             found: dict[str, Any] = {k: ["Unknown field."] for k in item if k != "attributes"}
             if "attributes" not in item:
-                found["attributes"] = ["value_error.missing::field required"]
+                found["attributes"] = [REQUIRED]
             elif (bad := attribute_problems(item["attributes"], require_email=True)) is not None:
                 found["attributes"] = bad
             if found:
@@ -140,11 +134,8 @@ class BulkContactsSchema(Schema):
     contacts = ContactList(required=True)
 
 
-class FilterTree(fields.Field):
+class FilterTree(_Messages, fields.Field):
     """A segment's filter tree, checked by `core.segments.validate_filters` and normalised."""
-
-    default_error_messages = {"required": "value_error.missing::field required",
-                              "null": "type_error.none.not_allowed::none is not an allowed value"}
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict:
         tree, issues = validate_filters(value, loc=())
