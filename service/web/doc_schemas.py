@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields
-
-from .schemas import MetadataOut, SurveyLinkOut, SurveyOut
-
-# re-exported for the operations table
-__all__ = ["MetadataOut", "SurveyLinkOut", "SurveyOut"]
 
 
 def _iso(**kw) -> fields.String:
@@ -46,6 +43,39 @@ class FormbricksError(Schema):
     """Every other path's error body."""
 
     error = fields.Nested(ErrorInfo, required=True)
+
+
+class MetadataOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    variable = fields.String()
+
+
+class MappingItemOut(Schema):
+    metadata = fields.Nested(MetadataOut)
+    value = fields.Raw(allow_none=True)
+
+
+class SurveyLinkOut(Schema):
+    id = fields.Integer()
+    public_id = fields.String()
+    name = fields.String()
+    metadata_mapping = fields.List(fields.Nested(MappingItemOut))
+    survey_url = fields.String()
+    created = fields.String()
+    updated = fields.String()
+
+
+class SurveyOut(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    type = fields.String()
+    status = fields.String()
+    linkQuota = fields.Integer(allow_none=True)
+    redirectUrl = fields.String(allow_none=True)
+    linkCount = fields.Integer()
+    createdAt = fields.String()
+    updatedAt = fields.String()
 
 
 class Health(Schema):
@@ -89,8 +119,16 @@ class AttributeKeyList(Schema):
     data = fields.List(fields.Nested(AttributeKeyOut))
 
 
-_ATTRIBUTES = {"type": "object", "additionalProperties": {"nullable": True, "oneOf": [
-    {"type": "string"}, {"type": "number"}, {"type": "boolean"}]}, "example": {"email": "ann@example.com"}}
+def attribute_value(max_chars: int | None = None) -> dict[str, Any]:
+    """An attribute value: a string (of at most `max_chars`, when given), a number, a boolean, or null."""
+    string: dict[str, Any] = {"type": "string"}
+    if max_chars is not None:
+        string["maxLength"] = max_chars
+    return {"nullable": True, "oneOf": [string, {"type": "number"}, {"type": "boolean"}]}
+
+
+# answered values were bounded when they were written, so responses leave the length out
+_ATTRIBUTES = {"type": "object", "additionalProperties": attribute_value(), "example": {"email": "ann@example.com"}}
 
 
 class ContactOut(Schema):

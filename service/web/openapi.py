@@ -62,8 +62,7 @@ HEADERS = {
 }
 
 _SCALAR = [{"type": "string", "maxLength": MAX_VALUE_CHARS}, {"type": "number"}]
-_ATTRIBUTE_VALUE = {"nullable": True, "oneOf": [{"type": "string", "maxLength": MAX_ATTRIBUTE_CHARS},
-                                                {"type": "number"}, {"type": "boolean"}]}
+_ATTRIBUTE_VALUE = doc_schemas.attribute_value(MAX_ATTRIBUTE_CHARS)
 
 
 def _attributes(require_email: bool) -> dict[str, Any]:
@@ -152,8 +151,6 @@ def _with_headers(operation: dict[str, Any]) -> dict[str, Any]:
         if authenticated and status != "401":
             headers.update({name: {"$ref": f"#/components/headers/{name}"} for name in ("RateLimit-Policy",
                                                                                          "RateLimit")})
-        if operation["operationId"] == "create_survey_link" and status == "200":
-            headers["Idempotent-Replayed"] = {"$ref": "#/components/headers/Idempotent-Replayed"}
         responses[status] = {**response, "headers": headers}
     return {**operation, "responses": responses}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .contact_links import BASE as CONTACT_LINKS
 from .contact_schemas import (
     MAX_LINK_ATTRIBUTE_KEYS,
     QUERY_INTEGERS,
@@ -32,12 +33,11 @@ from .doc_schemas import (
     SurveyData,
     SurveyLinkOut,
 )
+from .fields import MANAGEMENT
 from .schemas import CreateLinkSchema, MetadataFieldCreateSchema, SurveyCreateSchema, SurveyPatchSchema
 
 Operation = dict[str, Any]
 FILUM, FORMBRICKS = "FilumError", "FormbricksError"
-MANAGEMENT = "/api/v2/management"
-CONTACT_LINKS = f"{MANAGEMENT}/surveys/{{surveyId}}/contact-links"
 
 ERROR_TEXT = {
     401: "Missing, unknown or revoked API key",
@@ -51,6 +51,8 @@ ERROR_TEXT = {
     503: "PostgreSQL or Redis not answering (Redis only with RATE_LIMIT_FAILURE_MODE=closed); retry shortly",
 }
 RETRY_AFTER = (429, 503)
+LINKS_FORBIDDEN = "The key lacks `links:read`, or the survey is not in progress"
+NOTHING_TO_OPEN = "Signature does not verify, unknown key, or nothing to open"
 
 
 def errors(family: str, *codes: int, **texts: str) -> dict[str, Any]:
@@ -65,8 +67,13 @@ def errors(family: str, *codes: int, **texts: str) -> dict[str, Any]:
     return out
 
 
-def ok(schema: Any, description: str, status: int = 200, media: str = "application/json") -> dict[str, Any]:
-    return {str(status): {"description": description, "content": {media: {"schema": schema}}}}
+def ok(schema: Any, description: str, status: int = 200, media: str = "application/json",
+       headers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A success response; `headers` names components/headers it carries besides the ones every answer has."""
+    response: dict[str, Any] = {"description": description, "content": {media: {"schema": schema}}}
+    if headers:
+        response["headers"] = {name: {"$ref": f"#/components/headers/{name}"} for name in headers}
+    return {str(status): response}
 
 
 def body(schema: Any, description: str | None = None) -> dict[str, Any]:
@@ -131,7 +138,7 @@ def _ops() -> dict[tuple[str, str], Operation]:
         ("POST", "/external/survey-campaigns/{survey_campaign_id}/links"): op(
             "create_survey_link", "Create a survey link (idempotent on the metadata mapping)", "links",
             {**ok(SurveyLinkOut, "The link: new, or the existing one for this mapping "
-                                 "(`Idempotent-Replayed: true`)"),
+                                 "(`Idempotent-Replayed: true`)", headers=("Idempotent-Replayed",)),
              **errors(FILUM, 401, 403, 404, 413, 415, 422, 429, 503,
                       e404="Unknown campaign: `{\"detail\": {\"message\": \"not_found\", ...}}`",
                       e422="Invalid input (one item per problem), or the campaign's link quota is reached "
@@ -197,9 +204,8 @@ def _ops() -> dict[tuple[str, str], Operation]:
         ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}"): op(
             "segment_links", "Signed survey links for a page of a segment's contacts", "links",
             {**ok(ContactLinksPage, "A page, newest contact first (ties by id), so pages never overlap"),
-             **errors(FORMBRICKS, *guarded, 404, 422, e403="The key lacks `links:read`, or the survey is not in "
-                                                           "progress",
-                      e404="Survey or segment not found", e422="Each invalid query parameter named in `details`")},
+             **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or segment not found",
+                      e422="Each invalid query parameter named in `details`")},
             description="Every link is an HS256 JWT signed on the fly (its header names the key, `kid`); "
                         "nothing is stored per link.",
             parameters=[SURVEY_ID, SEGMENT_ID, query_int("limit", "Contacts per page"),
@@ -207,16 +213,14 @@ def _ops() -> dict[tuple[str, str], Operation]:
         ("GET", f"{CONTACT_LINKS}/contacts/{{contactId}}"): op(
             "contact_link", "The signed survey link of one contact", "links",
             {**ok(ContactLinkData, "The link"),
-             **errors(FORMBRICKS, *guarded, 404, 422, e403="The key lacks `links:read`, or the survey is not in "
-                                                           "progress", e404="Survey or contact not found")},
+             **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or contact not found")},
             parameters=[SURVEY_ID, path("contactId", "The contact's id (a positive 64-bit integer)",
                                         type="string", pattern="^[0-9]{1,19}$"), EXPIRATION]),
         ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}/export"): op(
             "export_segment_links", "Every link of a segment as one CSV file, streamed", "links",
             {**ok({"type": "string"}, "`contactId,surveyUrl,expiresAt` and one column per attribute key, newest "
                                       "contact first; a failure mid-stream cuts the connection", media="text/csv"),
-             **errors(FORMBRICKS, *guarded, 404, 422, e403="The key lacks `links:read`, or the survey is not in "
-                                                           "progress", e404="Survey or segment not found")},
+             **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or segment not found")},
             description="Read in keyset batches and signed on the fly: memory stays flat whatever the segment's "
                         "size.",
             parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS]),
@@ -225,14 +229,14 @@ def _ops() -> dict[tuple[str, str], Operation]:
             "open_contact_link", "Open a contact link", "respondents",
             {"302": {"description": "To the survey's `redirectUrl`, with `surveyId` and `contactId` added"},
              **ok(OpenedLink, "The link's facts (the survey has no `redirectUrl`)"),
-             **errors(FORMBRICKS, 404, 410, e404="Signature does not verify, unknown key, or nothing to open")},
+             **errors(FORMBRICKS, 404, 410, e404=NOTHING_TO_OPEN)},
             parameters=[path("token", "The link's signed token (JWT)")], security=PUBLIC),
         ("GET", "/l/{token}"): op(
             "open_created_link", "Open a created (Filum) survey link", "respondents",
             {"302": {"description": "To the survey's `redirectUrl`, with `surveyId`, `publicId` and each "
                                     "metadata field's `variable` added"},
              **ok(OpenedLink, "The link's facts (the survey has no `redirectUrl`)"),
-             **errors(FORMBRICKS, 404, 410, e404="Signature does not verify, unknown key, or nothing to open")},
+             **errors(FORMBRICKS, 404, 410, e404=NOTHING_TO_OPEN)},
             parameters=[path("token", "`<kid>.<public_id>.<mac>`")], security=PUBLIC),
     }
 

@@ -111,37 +111,3 @@ class MetadataFieldCreateSchema(Schema):
 
     name = Str(required=True, min_length=1, max_length=255)
     variable = Str(min_length=1, max_length=255)
-
-
-# response schemas, for the OpenAPI document only
-class MetadataOut(Schema):
-    id = fields.Integer()
-    name = fields.String()
-    variable = fields.String()
-
-
-class MappingItemOut(Schema):
-    metadata = fields.Nested(MetadataOut)
-    value = fields.Raw(allow_none=True)
-
-
-class SurveyLinkOut(Schema):
-    id = fields.Integer()
-    public_id = fields.String()
-    name = fields.String()
-    metadata_mapping = fields.List(fields.Nested(MappingItemOut))
-    survey_url = fields.String()
-    created = fields.String()
-    updated = fields.String()
-
-
-class SurveyOut(Schema):
-    id = fields.UUID()
-    name = fields.String()
-    type = fields.String()
-    status = fields.String()
-    linkQuota = fields.Integer(allow_none=True)
-    redirectUrl = fields.String(allow_none=True)
-    linkCount = fields.Integer()
-    createdAt = fields.String()
-    updatedAt = fields.String()
