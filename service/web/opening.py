@@ -98,4 +98,4 @@ async def open_created_link(request: web.Request) -> web.Response:
             facts[variable] = item["value"]
     if link.redirect_url:
         return answer(link.redirect_url, {"surveyId": str(link.survey_id), "publicId": link.public_id, **facts})
-    return answer(None, {"surveyId": str(link.survey_id), "publicId": public_id, "metadata": facts})
+    return answer(None, {"surveyId": str(link.survey_id), "publicId": link.public_id, "metadata": facts})
