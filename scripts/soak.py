@@ -41,7 +41,6 @@ sys.path.insert(0, str(REPO))  # run as a plain script from a checkout
 from service.admin import new_tenant  # noqa: E402
 from service.core.auth import new_secret  # noqa: E402
 from service.core.ratepolicy import DEFAULT_POLICY  # noqa: E402
-from service.db.pool import apply_schema  # noqa: E402
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
 
 M = "/api/v2/management"
@@ -214,10 +213,10 @@ class Soak:
 
 async def setup(base: str, database_url: str, http: aiohttp.ClientSession) -> list[Org]:
     """Three organisations (unlimited, the Filum default policy, a tight one), four surveys each."""
+    # no apply_schema: the server applied it before it answered /ready
     conn = await asyncpg.connect(database_url)
     made = []
     try:
-        await apply_schema(conn)
         for name, policy in (("unlimited", "off"), ("default", DEFAULT_POLICY), ("tight", "20/second")):
             org, key = await new_tenant(conn, f"soak-{name}", 40, policy, "soak")
             made.append(Org(key, str(org.id)))

@@ -12,8 +12,6 @@ class Target:
     """`ratio` to the reference (None: no ratio target) or an absolute `minimum` of requests/s."""
 
     ratio: float | None = None
-    cpu_us: float | None = None  # the server's CPU time per request (its workers, not Redis or PostgreSQL)
-    cpu_share: float | None = None  # the server's CPU time per second of the run (1.0 = one core)
     minimum: float | None = None
 
     def text(self) -> str:

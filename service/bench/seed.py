@@ -12,7 +12,6 @@ import orjson
 
 from ..admin import new_tenant
 from ..db import surveys as survey_db
-from ..db.pool import apply_schema
 
 # a tiny policy: the first request of the 429 org spends its only token, every later one is refused
 REFUSING_POLICY = "1/hour"
@@ -54,9 +53,9 @@ def link_body(field_ids: tuple[int, ...], values: list[object], name: str = "Ben
 
 async def seed(database_url: str, base_url: str) -> Seed:
     """Create the tenants and the survey; create the replayed link through the API itself."""
+    # no apply_schema: the service applied it before it answered /health
     conn = await asyncpg.connect(database_url)
     try:
-        await apply_schema(conn)
         run = secrets.token_hex(3)
         fast = await _tenant(conn, f"bench-{run}", "off")
         refused = await _tenant(conn, f"bench-429-{run}", REFUSING_POLICY)
