@@ -12,9 +12,12 @@ import hashlib
 import time
 import uuid
 from dataclasses import replace
+from typing import NamedTuple
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.core.errors import Unavailable
@@ -22,6 +25,7 @@ from service.core.ratelimit import GATE_SCRIPT, Gate
 from service.core.ratepolicy import parse_policy
 from service.core.redis_pipe import PipelinedRedis
 from service.redis_client import SINGLE_SERVER_RETRY
+from tests.conftest import Tenant
 from tests.faults.conftest import OwnRedis, wait_until
 from tests.helpers import create_metadata_field, create_survey, links_path
 
@@ -52,6 +56,40 @@ def _body(field: int, value: object, name: str = "n") -> dict:
     return {"name": name, "metadata_mapping": [{"metadata_id": field, "value": value}]}
 
 
+class Setup(NamedTuple):
+    """The app on one test's Redis, a tenant, and a campaign with one metadata field to create links on."""
+
+    client: TestClient
+    tenant: Tenant
+    survey_id: str
+    field: int
+    path: str
+
+
+async def _setup(app_on, redis: OwnRedis, make_tenant, mode: str, rate_limit: str = POLICY,
+                 link_quota: int = 1000) -> Setup:
+    client = await app_on(redis, mode)
+    tenant = await make_tenant(rate_limit=rate_limit, link_quota=link_quota)
+    survey_id, field = await _campaign(client, tenant)
+    return Setup(client, tenant, survey_id, field, links_path(survey_id))
+
+
+async def _create(s: Setup, value: object) -> ClientResponse:
+    return await s.client.post(s.path, json=_body(s.field, value), headers=s.tenant.headers)
+
+
+async def _rate_limited_again(s: Setup) -> bool:
+    """A create answered with a real rate-limit decision (headers), not the degraded path."""
+    resp = await _create(s, "after")
+    return resp.status == 200 and "RateLimit" in resp.headers
+
+
+async def _answered(s: Setup) -> ClientResponse | None:
+    """A create's answer once it is not Redis's 503."""
+    resp = await _create(s, "x")
+    return resp if resp.status != 503 else None
+
+
 async def _count(db, survey_id: str) -> int:
     return await db.fetchval("SELECT count(*) FROM survey_links WHERE survey_id = $1", uuid.UUID(survey_id))
 
@@ -65,10 +103,8 @@ async def _script_loaded(redis: OwnRedis) -> bool:
 
 
 async def test_open_mode_keeps_creating_and_replaying_when_redis_dies(app_on, own_redis, make_tenant, db):
-    client = await app_on(own_redis, "open")
-    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
-    survey_id, field = await _campaign(client, tenant)
-    path = links_path(survey_id)
+    s = await _setup(app_on, own_redis, make_tenant, "open")
+    client, tenant, survey_id, field, path = s
     before = await client.post(path, json=_body(field, "before"), headers=tenant.headers)
     assert before.status == 200 and "RateLimit" in before.headers
     before_body = await before.json()
@@ -117,21 +153,14 @@ async def test_open_mode_keeps_creating_and_replaying_when_redis_dies(app_on, ow
     # Redis comes back empty of scripts: the service recovers by itself, rate limiting included
     own_redis.restart()
 
-    async def limited_again():
-        resp = await client.post(path, json=_body(field, "after"), headers=tenant.headers)
-        return resp.status == 200 and "RateLimit" in resp.headers
-
-    await wait_until(limited_again, timeout=5)
+    await wait_until(lambda: _rate_limited_again(s), timeout=5)
     assert await _script_loaded(own_redis)
     assert (await client.get("/ready")).status == 200
     assert await _count(db, survey_id) == 64
 
 
 async def test_closed_mode_answers_503_then_recovers(app_on, own_redis, make_tenant, db):
-    client = await app_on(own_redis, "closed")
-    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
-    survey_id, field = await _campaign(client, tenant)
-    path = links_path(survey_id)
+    client, tenant, survey_id, field, path = await _setup(app_on, own_redis, make_tenant, "closed")
     own_redis.kill()
 
     resp = await client.post(path, json=_body(field, "x"), headers=tenant.headers)
@@ -161,10 +190,8 @@ async def test_closed_mode_answers_503_then_recovers(app_on, own_redis, make_ten
 
 async def test_frozen_redis_is_bounded_in_open_mode(app_on, own_redis, make_tenant, db):
     """A hung Redis (accepts connections, never answers) costs at most about one socket timeout."""
-    client = await app_on(own_redis, "open")
-    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
-    survey_id, field = await _campaign(client, tenant)
-    path = links_path(survey_id)
+    s = await _setup(app_on, own_redis, make_tenant, "open")
+    client, tenant, survey_id, field, path = s
     own_redis.freeze()
     try:
         durations = []
@@ -179,20 +206,13 @@ async def test_frozen_redis_is_bounded_in_open_mode(app_on, own_redis, make_tena
     finally:
         own_redis.thaw()
 
-    async def limited_again():
-        resp = await client.post(path, json=_body(field, "after"), headers=tenant.headers)
-        return resp.status == 200 and "RateLimit" in resp.headers
-
-    await wait_until(limited_again, timeout=5)
+    await wait_until(lambda: _rate_limited_again(s), timeout=5)
     assert await _count(db, survey_id) == 5
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_script_flush_reloads_the_gate(app_on, own_redis, make_tenant, mode):
-    client = await app_on(own_redis, mode)
-    tenant = await make_tenant(rate_limit=POLICY, link_quota=1000)
-    survey_id, field = await _campaign(client, tenant)
-    path = links_path(survey_id)
+    client, tenant, _, field, path = await _setup(app_on, own_redis, make_tenant, mode)
     assert (await client.post(path, json=_body(field, 1), headers=tenant.headers)).status == 200
     assert await _script_loaded(own_redis)
     direct = aioredis.Redis.from_url(own_redis.url)
@@ -208,20 +228,14 @@ async def test_script_flush_reloads_the_gate(app_on, own_redis, make_tenant, mod
 @pytest.mark.parametrize("how", ["kill", "stop"])
 async def test_redis_replaced_by_an_empty_server_reloads_the_gate(app_on, own_redis, make_tenant, how):
     """Redis comes back without its data (a replacement server): scripts load again, buckets start full."""
-    client = await app_on(own_redis, "closed")
-    tenant = await make_tenant(rate_limit="3/minute")
-    survey_id, field = await _campaign(client, tenant)  # spends 2 tokens
-    path = links_path(survey_id)
+    s = await _setup(app_on, own_redis, make_tenant, "closed", rate_limit="3/minute", link_quota=50)  # spends 2 tokens
+    client, tenant, _, field, path = s
     own_redis.kill() if how == "kill" else own_redis.stop()
     own_redis.wipe()
     own_redis.restart()
     assert not await _script_loaded(own_redis)
 
-    async def answered():
-        resp = await client.post(path, json=_body(field, "x"), headers=tenant.headers)
-        return resp if resp.status != 503 else None
-
-    resp = await wait_until(answered, timeout=5)
+    resp = await wait_until(lambda: _answered(s), timeout=5)
     assert resp.status == 200 and resp.headers["RateLimit"].startswith('"minute";r=2;')
     assert await _script_loaded(own_redis)
     statuses = [(await client.post(path, json=_body(field, i), headers=tenant.headers)).status for i in range(3)]
@@ -230,18 +244,12 @@ async def test_redis_replaced_by_an_empty_server_reloads_the_gate(app_on, own_re
 
 async def test_redis_restarted_with_its_data_keeps_limiting(app_on, own_redis, make_tenant):
     """A clean restart keeps the buckets (append-only file): nobody gets a fresh quota of requests."""
-    client = await app_on(own_redis, "closed")
-    tenant = await make_tenant(rate_limit="3/minute")
-    survey_id, field = await _campaign(client, tenant)  # spends 2 tokens
-    path = links_path(survey_id)
+    s = await _setup(app_on, own_redis, make_tenant, "closed", rate_limit="3/minute", link_quota=50)  # spends 2 tokens
+    client, tenant, _, field, path = s
     own_redis.stop()
     own_redis.restart()
 
-    async def answered():
-        resp = await client.post(path, json=_body(field, "x"), headers=tenant.headers)
-        return resp if resp.status != 503 else None
-
-    resp = await wait_until(answered, timeout=5)
+    resp = await wait_until(lambda: _answered(s), timeout=5)
     assert resp.status == 200 and resp.headers["RateLimit"].startswith('"minute";r=0;')
     refused = await client.post(path, json=_body(field, "y"), headers=tenant.headers)
     assert refused.status == 429 and await refused.json() == {"detail": "Rate limit exceeded"}
