@@ -33,6 +33,21 @@ def org_key(org_id: str, suffix: str) -> str:
     return f"{{o:{org_id}}}:{suffix}"
 
 
+class Breaker:
+    """After a failed Redis call, leave Redis alone for _BREAKER_SECONDS."""
+
+    def __init__(self) -> None:
+        self._down_until = 0.0
+
+    def resting(self) -> bool:
+        """Whether a recent failure still keeps Redis out of the way."""
+        return time.monotonic() < self._down_until
+
+    def trip(self) -> None:
+        """Note a failure: skip Redis from now until the breaker's time has passed."""
+        self._down_until = time.monotonic() + _BREAKER_SECONDS
+
+
 class Decision(NamedTuple):
     """The gate's answer. A named tuple: one is made per request, at a fraction of a frozen dataclass's cost."""
 
@@ -60,24 +75,25 @@ class Decision(NamedTuple):
 ALLOW_UNLIMITED = Decision(True)
 
 
-class Gate:
+class Gate(Breaker):
     """Spends one token of every window of an organisation's policy, atomically."""
 
     def __init__(self, redis: Redis | RedisCluster, failure_mode: str,
                  on_redis_failure: Callable[[], None] | None = None, pipe: PipelinedRedis | None = None) -> None:
+        super().__init__()
         self._redis = redis
         self._script = redis.register_script(GATE_SCRIPT)
         # the hot calls go through the pipelined connection when there is one (see redis_pipe.py)
         self._pipe = pipe
         self._sha = self._script.sha
         self._failure_mode = failure_mode
-        self._down_until = 0.0
         self._on_failure = on_redis_failure
 
     async def check(self, org_id: str, policy: RatePolicy, cache_key: str | None = None) -> Decision:
         """Spend a token (or refuse), and read `cache_key` when allowed."""
         if policy.off and cache_key is None:
             return ALLOW_UNLIMITED
+        # resting(), inlined: this runs on every request, where the method call costs ~40% more
         if time.monotonic() < self._down_until:
             return self._degraded()
         keys = [org_key(org_id, "rl")] if cache_key is None else [org_key(org_id, "rl"), cache_key]
@@ -88,7 +104,7 @@ class Gate:
             else:
                 reply = await self._script(keys=keys, args=list(args))
         except REDIS_DOWN as exc:
-            self._down_until = time.monotonic() + _BREAKER_SECONDS
+            self.trip()
             log.warning("redis unavailable for the rate limiter: %s", type(exc).__name__)
             return self._degraded()
         windows = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2)) if len(reply) > 3 else ()
@@ -103,7 +119,7 @@ class Gate:
 
     async def remember(self, key: str, value: bytes, ttl_seconds: int) -> None:
         """Cache an answer; best effort, since PostgreSQL stays the truth."""
-        if time.monotonic() < self._down_until:
+        if self.resting():
             return
         try:
             if self._pipe is not None:
@@ -111,7 +127,7 @@ class Gate:
             else:
                 await self._redis.set(key, value, ex=ttl_seconds)
         except REDIS_DOWN as exc:
-            self._down_until = time.monotonic() + _BREAKER_SECONDS
+            self.trip()
             log.warning("redis unavailable for the replay cache: %s", type(exc).__name__)
 
     async def aclose(self) -> None:

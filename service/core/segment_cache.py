@@ -18,7 +18,6 @@ is a bug and surfaces.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -29,50 +28,49 @@ from redis.asyncio import Redis
 
 from ..db import segments as segment_db
 from ..db.segments import PageRow
-from .ratelimit import REDIS_DOWN, org_key
+from .ratelimit import REDIS_DOWN, Breaker, org_key
 
 log = logging.getLogger("service.segments")
 CACHE_TTL_SECONDS = 3600
 MARKER_EVERY = 50
-# after a Redis failure, leave Redis alone this long, so requests don't each wait for a timeout
-_BREAKER_SECONDS = 1.0
 # fields and TTL in one atomic call (also on a cluster: one key, one slot)
 _REMEMBER = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
 # per client, so that one app's outage does not silence another's cache (tests run several apps)
-_down_until: weakref.WeakKeyDictionary[Redis, float] = weakref.WeakKeyDictionary()
+_breakers: weakref.WeakKeyDictionary[Redis, Breaker] = weakref.WeakKeyDictionary()
 
 
 def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int) -> str:
     return org_key(str(org_id), f"seg:{segment_id}:{version}")
 
 
-def _resting(redis: Redis) -> bool:
-    return time.monotonic() < _down_until.get(redis, 0.0)
-
-
-def _trip(redis: Redis) -> None:
-    _down_until[redis] = time.monotonic() + _BREAKER_SECONDS
+def _breaker(redis: Redis) -> Breaker:
+    breaker = _breakers.get(redis)
+    if breaker is None:
+        breaker = _breakers[redis] = Breaker()
+    return breaker
 
 
 async def _read(redis: Redis, key: str, *fields: str) -> list[bytes | None]:
-    if _resting(redis):
+    breaker = _breaker(redis)
+    if breaker.resting():
         return [None] * len(fields)
     try:
         return await redis.hmget(key, list(fields))
     except REDIS_DOWN:
-        _trip(redis)
+        breaker.trip()
         log.warning("segment cache unavailable; PostgreSQL counts and walks")
         return [None] * len(fields)
 
 
 async def _write(redis: Redis, key: str, fields: dict[str, Any]) -> None:
-    if _resting(redis):
+    breaker = _breaker(redis)
+    if breaker.resting():
         return
     pairs = [item for field, value in fields.items() for item in (field, value)]
     try:
         await redis.eval(_REMEMBER, 1, key, CACHE_TTL_SECONDS, *pairs)
     except REDIS_DOWN:
-        _trip(redis)
+        breaker.trip()
         log.warning("segment cache unavailable; nothing remembered")
 
 
