@@ -32,6 +32,9 @@ def normalize_number(number: int | float) -> int | float:
 
 def normalize_value(value: Any) -> Value:
     """Normalise the numbers inside a validated metadata value."""
+    # strings and nulls, the common values, are already in their normal form: skip the isinstance checks
+    if type(value) is str or value is None:
+        return value
     if isinstance(value, bool):  # validated away at the edge; never a number here
         raise TypeError("booleans are not metadata values")
     if isinstance(value, int | float):
@@ -43,8 +46,7 @@ def normalize_value(value: Any) -> Value:
 
 def canonical_mapping(pairs: Sequence[tuple[int, Any]]) -> list[tuple[int, Value]]:
     """Sorted, normalised (metadata_id, value) pairs; the caller guarantees unique ids."""
-    # strings and nulls, the common values, are already in their normal form
-    canonical = [(mid, v) if type(v) is str or v is None else (mid, normalize_value(v)) for mid, v in pairs]
+    canonical = [(mid, normalize_value(v)) for mid, v in pairs]
     canonical.sort(key=_metadata_id)
     return canonical
 
