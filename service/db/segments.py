@@ -83,10 +83,9 @@ async def link_context(
 ) -> LinkContext:
     """The survey, the segment (when one is named) and the contacts version, in one round trip."""
     row = await conn.fetchrow(
-        "SELECT s.seq, s.status, g.filters, coalesce(v.version, 0) AS version FROM (SELECT 1) AS one"
+        f"SELECT s.seq, s.status, g.filters, {_VERSION} FROM (SELECT 1) AS one"
         " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"
-        " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1"
-        " LEFT JOIN contact_versions v ON v.org_id = $1",
+        " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1",
         org_id, survey_id, segment_id,
     )
     return LinkContext(row["seq"], row["status"], row["filters"], row["version"])
