@@ -113,3 +113,18 @@ def test_admin_commands_work_while_the_server_runs(tmp_path):
     # a restart sees the same data
     listed = cli(data_dir, "admin", "update-org", "--org", org["id"], "--link-quota", "9")
     assert json.loads(listed.stdout)["linkQuota"] == 9
+
+
+@pytest.mark.slow
+def test_create_key_scopes_default_to_all_and_unknown_ones_are_refused(tmp_path):
+    """Without a running server: each command starts the embedded servers for its own duration."""
+    data_dir = tmp_path / "data"
+    org = json.loads(cli(data_dir, "admin", "create-org", "--name", "Scoped").stdout)
+    every = json.loads(cli(data_dir, "admin", "create-key", "--org", org["id"]).stdout)
+    assert every["scopes"] == ["links:write", "links:read", "manage"]
+    expected = {"error": "--scopes must be a comma-separated subset of links:write,links:read,manage"}
+    for scopes in ("links:write,admin", "Manage", " , "):
+        refused = cli(data_dir, "admin", "create-key", "--org", org["id"], "--scopes", scopes, check=False)
+        assert refused.returncode == 1, (scopes, refused.stdout)
+        assert json.loads(refused.stderr) == expected, scopes
+        assert refused.stdout == "", scopes  # no key (and no secret) printed

@@ -357,3 +357,63 @@ def test_remembered_requests_are_bounded(monkeypatch):
     issues = []
     assert filum._validate("not-a-uuid", b"{", issues) is None
     assert [i.loc for i in issues] == [("path", "survey_campaign_id"), ("body", 1)]
+
+
+async def test_max_body_bytes_is_the_limit_of_a_small_body(aiohttp_client, settings, tenant, campaign, db):
+    # MAX_BODY_BYTES: a body that arrives whole with the headers is held to the same limit as a streamed one
+    from dataclasses import replace
+
+    from service.app import create_app
+
+    small = await aiohttp_client(create_app(replace(settings, max_body_bytes=64)))
+    headers = {**tenant.headers, **JSON}
+    over = b'{"name": "%s"}' % (b"x" * 88)
+    assert len(over) == 100
+    resp = await small.post(links_path(campaign["id"]), data=over, headers=headers)
+    assert (resp.status, await resp.json()) == (413, {"detail": "Request body too large (limit 64 bytes)"})
+    # the Formbricks family answers its own body for the same limit
+    resp = await small.post("/api/v2/management/surveys", data=over, headers=headers)
+    assert (resp.status, await resp.json()) == (413, {"error": {
+        "code": 413, "message": "Request body too large (limit 64 bytes)", "details": []}})
+    assert await count_links(db, campaign["id"]) == 0
+    # one byte over is refused; exactly the limit, and under it, are not
+    just_over = b'{"name": "%s"}' % (b"y" * 53)
+    assert len(just_over) == 65
+    resp = await small.post(links_path(campaign["id"]), data=just_over, headers=headers)
+    assert resp.status == 413
+    for name in (b"a" * 52, b"b" * 10):
+        body = b'{"name": "%s"}' % name
+        assert len(body) <= 64
+        resp = await small.post(links_path(campaign["id"]), data=body, headers=headers)
+        assert resp.status == 200, (len(body), await resp.text())
+    assert await count_links(db, campaign["id"]) == 1  # no mapping: both bodies name the same link
+
+
+async def test_the_campaigns_own_quota_comes_before_the_organisations(client, make_tenant, db):
+    # SPEC: "a campaign holds at most its linkQuota links (the campaign's own, else the organisation's)"
+    tenant = await make_tenant(link_quota=2)
+    field = await create_metadata_field(client, tenant.headers, "n")
+
+    def body(i: int) -> dict:
+        return {"name": f"l{i}", "metadata_mapping": [{"metadata_id": field["id"], "value": i}]}
+
+    def refused(threshold: int) -> dict:
+        return {"detail": {"message": "threshold_exceeded", "params": {"model": "survey_link", "threshold": threshold}}}
+
+    above = await create_survey(client, tenant.headers, linkQuota=3)  # above the organisation's 2
+    statuses = [(await post_link(client, tenant, above["id"], body(i))).status for i in range(3)]
+    assert statuses == [200, 200, 200]
+    resp = await post_link(client, tenant, above["id"], body(3))
+    assert (resp.status, await resp.json()) == (422, refused(3))
+    assert await count_links(db, above["id"]) == 3
+    # without its own quota, the campaign falls back to the organisation's
+    resp = await client.patch(f"/api/v2/management/surveys/{above['id']}", json={"linkQuota": None},
+                              headers=tenant.headers)
+    assert resp.status == 200 and (await resp.json())["data"]["linkQuota"] is None
+    resp = await post_link(client, tenant, above["id"], body(4))
+    assert (resp.status, await resp.json()) == (422, refused(2))
+
+    closed = await create_survey(client, tenant.headers, linkQuota=0)  # 0 is a quota, not "unset"
+    resp = await post_link(client, tenant, closed["id"], body(0))
+    assert (resp.status, await resp.json()) == (422, refused(0))
+    assert await count_links(db, closed["id"]) == 0

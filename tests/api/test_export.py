@@ -196,3 +196,15 @@ async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings,
         assert value(parse_samples(app[METRICS].render().decode()), "sls_postgres_failures_total") == 0
     finally:
         await runner.cleanup()
+
+
+async def test_export_is_rate_limited_like_every_authenticated_request(client, make_tenant):
+    limited = await make_tenant(rate_limit="1/minute")
+    path = export_path(str(uuid.uuid4()), str(uuid.uuid4()))
+    resp = await client.get(path, headers=limited.headers)
+    assert resp.status == 404  # refused later, but the minute's one token is spent
+    resp = await client.get(path, headers=limited.headers)
+    assert (resp.status, await resp.json()) == (429, error(429, "Too Many Requests"))
+    assert resp.headers["Content-Type"].startswith("application/json")  # JSON, not the CSV stream
+    assert 59 <= int(resp.headers["Retry-After"]) <= 60
+    assert resp.headers["RateLimit-Policy"] == '"minute";q=1;w=60'

@@ -189,3 +189,20 @@ async def test_created_link_refusals(client, tenant, created):
     resp = await client.get(created["path"])
     assert (resp.status, await resp.json()) == (410, error(410, "Gone", [
         {"field": "link", "issue": "the survey is not in progress"}]))
+
+
+async def test_both_kinds_of_link_keep_the_token_private_in_both_answers(client, tenant, target, created):
+    # README: the 200 and the 302 both carry Cache-Control: no-store and Referrer-Policy: no-referrer
+    private = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+    def headers_of(resp) -> dict[str, str | None]:
+        return {name: resp.headers.get(name) for name in private}
+
+    for link in (target, created):
+        resp = await client.get(link["path"], allow_redirects=False)
+        assert resp.status == 200, link["path"]
+        assert headers_of(resp) == private, link["path"]
+        await set_survey(client, tenant, link["survey"], redirectUrl="https://example.com/s")
+        resp = await client.get(link["path"], allow_redirects=False)
+        assert resp.status == 302, link["path"]
+        assert headers_of(resp) == private, link["path"]
