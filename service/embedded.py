@@ -136,7 +136,9 @@ class EmbeddedPostgres:
         return port
 
     def stop(self) -> None:
-        """Stop the cluster, waiting for it (fast mode: open sessions are cut)."""
+        """Stop the cluster, waiting for it (fast mode: open sessions are cut); nothing if it never ran here."""
+        if not (self.pgdata / "PG_VERSION").exists():
+            return
         subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
             capture_output=True, user=self._run_as(),
@@ -203,13 +205,16 @@ class EmbeddedRedis:
 
 @dataclass(frozen=True)
 class EmbeddedUrls:
-    database_url: str
-    redis_url: str
+    """Where the embedded servers listen; None for one that was not asked for."""
+
+    database_url: str | None
+    redis_url: str | None
     signing_keys: tuple[SigningKey, ...]
 
 
 class EmbeddedServers:
-    """Attach to (or start) the embedded servers of one DATA_DIR; `close()` leaves them."""
+    """Attach to (or start) the embedded servers of one DATA_DIR; `close()` leaves them, and the last
+    user stops whichever of them runs (another user may have asked for the one this one did not)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir.resolve()
@@ -238,15 +243,17 @@ class EmbeddedServers:
             path.chmod(0o600)
         return parse_signing_keys(path.read_text().strip())
 
-    def open(self) -> EmbeddedUrls:
-        """Start whichever server is not running yet and register this process as a user."""
+    def open(self, *, postgres: bool = True, redis: bool = True) -> EmbeddedUrls:
+        """Start whichever of the asked-for servers is not running yet and register this process as a
+        user. A server with an external URL is not asked for: an operator who points DATABASE_URL at
+        their PostgreSQL gets no embedded cluster initialised (nor its disk and start-up time)."""
         with self._locked() as users:
-            pg_port = self.postgres.running_port()
-            if pg_port is None:
+            pg_port = self.postgres.running_port() if postgres else None
+            if postgres and pg_port is None:
                 log.info("starting embedded PostgreSQL", extra={"data_dir": str(self.root)})
                 pg_port = self.postgres.start()
-            redis_port = self.redis.running_port()
-            if redis_port is None:
+            redis_port = self.redis.running_port() if redis else None
+            if redis and redis_port is None:
                 log.info("starting embedded Redis", extra={"data_dir": str(self.root)})
                 redis_port = self.redis.start()
             if os.getpid() not in users:
@@ -254,8 +261,8 @@ class EmbeddedServers:
             self._joined = True
             keys = self.signing_keys()
         return EmbeddedUrls(
-            database_url=f"postgresql://postgres@127.0.0.1:{pg_port}/postgres",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            database_url=f"postgresql://postgres@127.0.0.1:{pg_port}/postgres" if pg_port else None,
+            redis_url=f"redis://127.0.0.1:{redis_port}/0" if redis_port else None,
             signing_keys=keys,
         )
 

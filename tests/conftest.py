@@ -30,6 +30,7 @@ def servers() -> Iterator[EmbeddedUrls]:
     root = Path(tempfile.mkdtemp(prefix="sls-test-"))
     embedded = EmbeddedServers(root)
     urls = embedded.open()
+    assert urls.database_url and urls.redis_url
     yield urls
     embedded.destroy()
 
