@@ -36,10 +36,14 @@ async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash
 # is locked first (FOR UPDATE re-reads the newest count after any wait), the link is inserted if
 # there is room, and the count moves only if the insert happened (a conflicting mapping leaves it).
 # `counted` is data-modifying, so PostgreSQL runs it even though the final SELECT never reads it.
+# A mapping already stored (a replay the Redis cache no longer holds) skips the lock altogether, so
+# replays never queue behind creators of the same survey; one committed meanwhile is still caught by
+# ON CONFLICT, as before.
 _CLAIM_AND_INSERT = f"""
 WITH quota AS (
     SELECT s.id FROM surveys s JOIN organizations o ON o.id = s.org_id
     WHERE s.id = $1 AND s.link_count < coalesce(s.link_quota, o.link_quota)
+      AND NOT EXISTS (SELECT 1 FROM survey_links l WHERE l.survey_id = $1 AND l.mapping_hash = $3)
     FOR UPDATE OF s
 ), created AS (
     INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)

@@ -119,6 +119,29 @@ async def test_replay_from_postgres_when_cache_is_gone(client, tenant, campaign,
     assert await count_links(db, campaign["id"]) == 1
 
 
+async def test_a_replay_from_postgres_does_not_wait_for_the_survey_lock(client, tenant, campaign, db, redis_url):
+    """Creators of a survey queue on its row; a replay of a stored mapping does not join them."""
+    first = await post_link(client, tenant, campaign["id"], {"name": "a"})
+    r = aioredis.Redis.from_url(redis_url)
+    await r.flushall()
+    await r.aclose()
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM surveys WHERE id = $1 FOR UPDATE", uuid.UUID(campaign["id"]))
+        replay = await asyncio.wait_for(post_link(client, tenant, campaign["id"], {"name": "b"}), 5)
+        assert replay.status == 200
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert await replay.json() == await first.json()
+        # a new mapping does wait for the lock (the quota is counted under it)
+        creating = asyncio.ensure_future(post_link(client, tenant, campaign["id"], {"name": "c", "metadata_mapping": [
+            {"metadata_id": campaign["sku"]["id"], "value": "new"}]}))
+        await asyncio.sleep(0.5)
+        assert not creating.done()
+    created = await asyncio.wait_for(creating, 5)
+    assert created.status == 200 and "Idempotent-Replayed" not in created.headers
+    assert await count_links(db, campaign["id"]) == 2
+    assert await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(campaign["id"])) == 2
+
+
 async def test_replays_after_a_key_rotation_carry_the_new_kid(client, aiohttp_client, settings, tenant, campaign,
                                                               db):
     from dataclasses import replace
