@@ -4,7 +4,7 @@ Why: redis-py's asyncio client costs a few hundred microseconds of CPU per call 
 connection checked out and back, an asyncio stream, a timeout context per read, a general RESP3
 parser), and the hot paths make exactly one call per request. This client keeps one connection,
 writes every command issued in one event-loop turn with one write(2), and parses the few RESP2
-reply types the gate gets. Its failures are redis-py's exceptions (ConnectionError, TimeoutError,
+reply types the gate gets (`resp.py`). Its failures are redis-py's exceptions (ConnectionError, TimeoutError,
 NoScriptError, ResponseError), so the gate's fail-open / fail-closed handling is the same.
 
 Only a plain TCP single server is handled (`for_client` answers None for TLS, a Unix socket, a
@@ -22,102 +22,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
-from redis.exceptions import (
-    BusyLoadingError,
-    NoScriptError,
-    RedisError,
-    ResponseError,
-)
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-_CRLF = b"\r\n"
-
-
-class _Incomplete(Exception):
-    """The buffer ends inside a reply; wait for more bytes."""
-
-
-def _error(message: str) -> RedisError:
-    """redis-py's exception class for an error reply."""
-    if message.startswith("NOSCRIPT"):
-        return NoScriptError(message)
-    if message.startswith("LOADING"):
-        return BusyLoadingError(message)
-    return ResponseError(message)
-
-
-def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
-    """One RESP2 reply at `pos`: the value (an error reply as an exception object) and where it ends."""
-    end = buf.find(_CRLF, pos)
-    if end < 0:
-        raise _Incomplete
-    kind = buf[pos]
-    if kind == 58:  # ':' integer
-        return int(buf[pos + 1:end]), end + 2
-    if kind == 36:  # '$' bulk string
-        size = int(buf[pos + 1:end])
-        if size < 0:
-            return None, end + 2
-        stop = end + 2 + size
-        if len(buf) < stop + 2:
-            raise _Incomplete
-        return buf[end + 2:stop], stop + 2
-    if kind == 42:  # '*' array
-        count = int(buf[pos + 1:end])
-        if count < 0:
-            return None, end + 2
-        items = []
-        pos = end + 2
-        for _ in range(count):
-            # the gate's replies are arrays of integers and bulk strings: read those inline
-            end = buf.find(_CRLF, pos)
-            if end < 0:
-                raise _Incomplete
-            kind = buf[pos]
-            if kind == 58:
-                items.append(int(buf[pos + 1:end]))
-                pos = end + 2
-            elif kind == 36:  # a bulk string, or the null `$-1` (a Lua false)
-                size = int(buf[pos + 1:end])
-                if size < 0:
-                    items.append(None)
-                    pos = end + 2
-                    continue
-                stop = end + 2 + size
-                if len(buf) < stop + 2:
-                    raise _Incomplete
-                items.append(buf[end + 2:stop])
-                pos = stop + 2
-            else:
-                item, pos = _parse(buf, pos)
-                items.append(item)
-        return items, pos
-    if kind == 43:  # '+' simple string
-        return buf[pos + 1:end].decode(), end + 2
-    if kind == 45:  # '-' error
-        return _error(buf[pos + 1:end].decode(errors="replace")), end + 2
-    raise RedisConnectionError(f"unexpected reply type {chr(kind)!r} from Redis")
-
-
-def _bulk_strings(args: tuple[Any, ...] | list[Any]) -> bytes:
-    """Arguments as RESP bulk strings (str as UTF-8, numbers as their decimal text)."""
-    parts = []
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def _encode(args: tuple[Any, ...]) -> bytes:
-    """A command as a RESP array of bulk strings."""
-    return b"*%d\r\n" % len(args) + _bulk_strings(args)
-
-
-def _text_bulk_strings(texts: list[str]) -> bytes:
-    """Like _bulk_strings for str arguments, encoded once for all of them (keys are ASCII here)."""
-    joined = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
-    return joined.encode() if joined.isascii() else _bulk_strings(texts)
+from .resp import Incomplete, bulk_strings, encode, parse, text_bulk_strings
 
 
 class _Protocol(asyncio.Protocol):
@@ -172,7 +81,7 @@ class PipelinedRedis:
         """Send one command; its reply, or redis-py's exception for an error reply or a failure."""
         if self._transport is None:
             await self._connect()
-        return await self._send(_encode(args))
+        return await self._send(encode(args))
 
     async def evalsha(self, script: str, sha: str, keys: list[str], args: Sequence[Any]) -> Any:
         """EVALSHA; when the server has lost the script (a flush, a new server), load it and retry once."""
@@ -190,13 +99,13 @@ class PipelinedRedis:
         """The encoded EVALSHA, its constant parts (script, key count, a policy's arguments) encoded once."""
         head = self._encoded.get((sha, len(keys), len(args)))
         if head is None:
-            head = b"*%d\r\n" % (3 + len(keys) + len(args)) + _bulk_strings(("EVALSHA", sha, len(keys)))
+            head = b"*%d\r\n" % (3 + len(keys) + len(args)) + bulk_strings(("EVALSHA", sha, len(keys)))
             self._remember((sha, len(keys), len(args)), head)
         tail = self._encoded.get(args)
         if tail is None:
-            tail = _bulk_strings(args)
+            tail = bulk_strings(args)
             self._remember(args, tail)
-        return head + _text_bulk_strings(keys) + tail
+        return head + text_bulk_strings(keys) + tail
 
     def _remember(self, key: tuple[Any, ...], encoded: bytes) -> None:
         # bounded: policies are few, but each organisation may have its own
@@ -253,7 +162,7 @@ class PipelinedRedis:
         self._transport, self._protocol, self._buffer = transport, protocol, b""
         try:
             for command in self._hello:
-                await self._send(_encode(command))
+                await self._send(encode(command))
         except BaseException:
             self._fail(RedisConnectionError("Redis refused the connection's AUTH or SELECT"))
             raise
@@ -266,7 +175,7 @@ class PipelinedRedis:
         pending = self._pending
         try:
             while pos < len(buf):
-                reply, pos = _parse(buf, pos)
+                reply, pos = parse(buf, pos)
                 future, _ = pending.popleft()
                 if future.done():  # its caller was cancelled
                     continue
@@ -276,7 +185,7 @@ class PipelinedRedis:
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
-        except _Incomplete:
+        except Incomplete:
             pass
         except (RedisConnectionError, ValueError, IndexError) as exc:
             self._fail(RedisConnectionError(f"unreadable reply from Redis: {exc}"))

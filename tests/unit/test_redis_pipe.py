@@ -13,7 +13,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.core.ratelimit import GATE_SCRIPT, org_key
-from service.core.redis_pipe import PipelinedRedis, _parse
+from service.core.redis_pipe import PipelinedRedis
+from service.core.resp import Incomplete, parse
 from service.embedded import free_port
 
 SHA = PipelinedRedis.sha_of(GATE_SCRIPT)
@@ -140,13 +141,12 @@ def test_only_plain_tcp_single_servers_get_a_pipe():
 
 
 def test_parser_waits_for_whole_replies():
-    from service.core.redis_pipe import _Incomplete
 
     whole = b"*3\r\n:1\r\n$5\r\nhello\r\n*-1\r\n"
-    assert _parse(whole, 0) == ([1, b"hello", None], len(whole))
+    assert parse(whole, 0) == ([1, b"hello", None], len(whole))
     for cut in range(1, len(whole)):
-        with pytest.raises(_Incomplete):
-            _parse(whole[:cut], 0)
+        with pytest.raises(Incomplete):
+            parse(whole[:cut], 0)
 
 
 @pytest.mark.parametrize(("reply", "value"), [
@@ -158,11 +158,10 @@ def test_arrays_of_every_item_kind_whole_and_cut(reply, value):
     # the array reader takes integers and bulk strings inline; everything else goes through _parse
     from redis.exceptions import ResponseError
 
-    from service.core.redis_pipe import _Incomplete
 
-    parsed, end = _parse(reply + b":9\r\n", 0)
+    parsed, end = parse(reply + b":9\r\n", 0)
     assert end == len(reply)
     assert [("error" if isinstance(item, ResponseError) else item) for item in parsed] == value
     for cut in range(1, len(reply)):
-        with pytest.raises(_Incomplete):
-            _parse(reply[:cut], 0)
+        with pytest.raises(Incomplete):
+            parse(reply[:cut], 0)
