@@ -50,3 +50,17 @@ def test_profile_summary_counts_own_and_inclusive_time(tmp_path):
 def test_forged_link_differs_in_its_signature_only():
     path = "/c/aaa.bbb.cccAd"
     assert forged(path) != path and forged(path).rsplit(".", 1)[0] == path.rsplit(".", 1)[0]
+
+
+@pytest.mark.parametrize("kind", ["route", "nop", "lean"])
+async def test_the_floor_servers_refuse_the_forged_link_and_open_the_real_one(aiohttp_client, kind):
+    from service.bench import floor
+
+    client = await aiohttp_client(floor._app(kind)[0])
+    refused = await client.get(floor.FORGED)
+    assert refused.status == 404
+    assert await refused.json() == {"error": {"code": 404, "message": "Not Found",
+                                              "details": [{"field": "token", "issue": "not found"}]}}
+    assert ("X-Request-Id" in refused.headers) is (kind == "lean")
+    opened = await client.get("/c/" + floor._TOKEN)
+    assert opened.status == 200
