@@ -66,9 +66,10 @@ def unknown_query_issues(request: web.Request, accepted: tuple[str, ...]) -> lis
     ]
 
 
-def guarded(scope: str, query: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
-    """Authenticate (401), spend a rate-limit token (429), check the scope (403), refuse query
-    parameters other than `query` (422), then handle."""
+def guarded(scope: str, *, reads_query: bool = False) -> Callable[[Handler], Handler]:
+    """Authenticate (401), spend a rate-limit token (429), check the scope (403), refuse every query
+    parameter (422), then handle. A handler that takes query parameters (`reads_query`) checks them
+    itself, so that unknown and invalid ones are named in the same 422."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -76,9 +77,10 @@ def guarded(scope: str, query: tuple[str, ...] = ()) -> Callable[[Handler], Hand
             principal = await identify(request)
             spend(request, principal, await request.app[GATE].check(principal.org, principal.policy))
             require_scope(principal, scope)
-            unknown = unknown_query_issues(request, query)
-            if unknown:
-                raise ValidationFailed(unknown)
+            if not reads_query:
+                unknown = unknown_query_issues(request, ())
+                if unknown:
+                    raise ValidationFailed(unknown)
             return await handler(request)
 
         return guarded_handler

@@ -21,7 +21,7 @@ from ..core.segment_cache import read_page
 from ..core.segments import parse_contact_id
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
-from .auth import guarded, principal_of
+from .auth import guarded, principal_of, unknown_query_issues
 from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, path_uuid
 from .jsonio import raw_json_response
@@ -78,15 +78,16 @@ def path_contact_id(request: web.Request) -> int:
 
 
 def validated_query(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
-    """The contact-links query parameters in `names`, or 422 naming each invalid one."""
+    """The contact-links query parameters in `names`, or one 422 naming each unknown and each invalid one."""
     query, issues = load_link_query(request.query, names)
+    issues = unknown_query_issues(request, names) + issues
     if issues:
         raise ValidationFailed(issues)
     return query
 
 
 @routes.get(f"{BASE}/segments/{{segmentId}}")
-@guarded("links:read", query=PAGE_QUERY)
+@guarded("links:read", reads_query=True)
 async def segment_links(request: web.Request) -> web.Response:
     """A page of the segment's contacts, newest first, each with its signed survey link."""
     query = validated_query(request, PAGE_QUERY)
@@ -111,7 +112,7 @@ async def segment_links(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{BASE}/contacts/{{contactId}}")
-@guarded("links:read", query=CONTACT_QUERY)
+@guarded("links:read", reads_query=True)
 async def contact_link(request: web.Request) -> web.Response:
     """The signed survey link of one contact."""
     query = validated_query(request, CONTACT_QUERY)

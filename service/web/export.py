@@ -108,7 +108,7 @@ EXPORT_QUERY = ("expirationDays", "attributeKeys")
 
 
 @routes.get(f"{BASE}/segments/{{segmentId}}/export")
-@guarded("links:read", query=EXPORT_QUERY)
+@guarded("links:read", reads_query=True)
 async def export_segment_links(request: web.Request) -> web.StreamResponse:
     """Every link of the segment as a CSV file."""
     query = validated_query(request, EXPORT_QUERY)

@@ -115,7 +115,7 @@ def op(operation_id: str, summary: str, tag: str, responses: dict[str, Any], **m
 
 def _ops() -> dict[tuple[str, str], Operation]:
     body_errors = (413, 415, 422)
-    guarded = (401, 403, 429, 503)
+    guarded = (401, 403, 422, 429, 503)  # 422: a query parameter the operation does not take
     return {
         # operations
         ("GET", "/health"): op("health", "Liveness: the process is up", "operations",

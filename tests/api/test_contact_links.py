@@ -271,6 +271,13 @@ async def test_each_invalid_query_parameter_is_named(client, tenant, small):
     assert (resp.status, await resp.json()) == (422, error(422, "Unprocessable Entity", [
         {"field": "expirationDay",
          "issue": "unknown query parameter; accepted: limit, skip, expirationDays, attributeKeys"}]))
+    # unknown and invalid parameters together: one 422 names every one of them
+    resp = await client.get(f"{path}?limit=0&expirationDay=7&skip=x", headers=tenant.headers)
+    assert (resp.status, await resp.json()) == (422, error(422, "Unprocessable Entity", [
+        {"field": "expirationDay",
+         "issue": "unknown query parameter; accepted: limit, skip, expirationDays, attributeKeys"},
+        {"field": "limit", "issue": "ensure this value is greater than or equal to 1"},
+        {"field": "skip", "issue": "value is not a valid integer"}]))
 
 
 async def test_missing_or_foreign_survey_and_segment_are_404(client, tenant, small, make_tenant):
