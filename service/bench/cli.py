@@ -89,10 +89,10 @@ class Bench:
             raise RuntimeError(f"{case.label}: {bad} answers with another status than {case.status}, "
                                f"{result.errors} socket errors")
         cpu_us = cpu * 1e6 / result.requests if result.requests else 0.0
+        share = cpu / result.seconds if result.seconds else None
         self.say(f"  {case.label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms,"
-                 f" {cpu_us:.0f} CPU us/req (server at {cpu / result.seconds:.0%} of a core, wrk {result.wrk_cpu:.0%})")
-        row = Row(case.key, case.label, result, case.reference, case.target, cpu_us=cpu_us,
-                  cpu_share=cpu / result.seconds if result.seconds else None)
+                 f" {cpu_us:.0f} CPU us/req (server at {share or 0:.0%} of a core, wrk {result.wrk_cpu:.0%})")
+        row = Row(case.key, case.label, result, case.reference, case.target, cpu_us=cpu_us, cpu_share=share)
         self.rows.append(row)
         return row
 

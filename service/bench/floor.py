@@ -27,17 +27,20 @@ import uvloop
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ..core.errors import NotFound
 from ..core.signing import InvalidLink, LinkSigner
 from ..embedded import free_port
 from ..settings import SigningKey
-from .refs import fixed
-from .wrk import Load, find_wrk, run_wrk
+from ..web.errors import render_formbricks
+from .refs import build
+from .seed_contacts import forged
+from .wrk import Load, WrkMissing, find_wrk, run_wrk
 
 _SIGNER = LinkSigner([SigningKey("k1", b"floor-signing-secret-0123456789abcdef")])
 _TOKEN = _SIGNER.contact_token(1, 1, None)
-FORGED = "/c/" + _TOKEN[:-2] + ("A" if _TOKEN[-2] != "A" else "B") + _TOKEN[-1]
-_NOT_FOUND = orjson.dumps({"error": {"code": 404, "message": "Not Found",
-                                     "details": [{"field": "token", "issue": "not found"}]}})
+FORGED = forged("/c/" + _TOKEN)
+# the service's own 404 body for a refused link, rendered once
+_NOT_FOUND = render_formbricks(NotFound("link", field="token")).body
 _tally: dict[tuple[str, str, int], int] = {}
 _lines: list[bytes] = []
 
@@ -74,9 +77,7 @@ async def _lean(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _app(kind: str) -> tuple[web.Application, str]:
     if kind == "fixed":
-        app = web.Application()
-        app.router.add_get("/", fixed)
-        return app, "/"
+        return build("fixed", None), "/"  # the bench's own reference, as `bench` measures it
     middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = {"route": [], "nop": [_nop],
                                                                        "lean": [_lean]}[kind]
     app = web.Application(middlewares=middlewares)
@@ -107,7 +108,11 @@ async def _measure(wrk: str, kind: str, seconds: float) -> float:
 
 
 async def main(seconds: float) -> None:
-    wrk = find_wrk(install=False)
+    try:
+        wrk = find_wrk(install=False)
+    except WrkMissing as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"{os.cpu_count()} cores; wrk -t1 -c64, {seconds:g} s each, twice; CPU us/req of the server "
           "(ratio to the fixed body)", flush=True)
     for round_ in (1, 2):
