@@ -259,7 +259,9 @@ class EmbeddedServers:
             if os.getpid() not in users:
                 users.append(os.getpid())
             self._joined = True
-            keys = self.signing_keys()
+            # the generated key belongs with the embedded database (links outlive a restart with it);
+            # an external DATABASE_URL requires SIGNING_KEYS, so none is written for it
+            keys = self.signing_keys() if postgres else ()
         return EmbeddedUrls(
             database_url=f"postgresql://postgres@127.0.0.1:{pg_port}/postgres" if pg_port else None,
             redis_url=f"redis://127.0.0.1:{redis_port}/0" if redis_port else None,

@@ -25,8 +25,11 @@ def test_external_postgres_embeds_redis_alone(tmp_path, servers):
         client.close()
         embedded_redis = EmbeddedRedis(data_dir.resolve())
         assert embedded_redis.running_port() == int(ready.redis_url.rsplit(":", 1)[1].split("/")[0])
-        # no cluster initialised, no PostgreSQL started under DATA_DIR
+        # no cluster initialised, no PostgreSQL started under DATA_DIR, and no signing key written
+        # (an external DATABASE_URL comes with SIGNING_KEYS)
         assert not (data_dir / "postgres").exists()
+        assert not (data_dir / "signing_keys").exists()
+        assert ready.signing_keys == settings.signing_keys
     assert embedded_redis.running_port() is None
 
 
@@ -39,7 +42,9 @@ async def test_external_redis_embeds_postgres_alone(tmp_path, servers):
         conn = await asyncpg.connect(ready.database_url)
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
+        embedded_postgres = EmbeddedPostgres(data_dir.resolve())
+        assert embedded_postgres.running_port() == int(ready.database_url.rsplit(":", 1)[1].split("/")[0])
         assert not (data_dir / "redis").exists()
         # the signing key still comes from DATA_DIR, as in fully embedded mode
         assert ready.signing_keys and (data_dir / "signing_keys").exists()
-    assert EmbeddedPostgres(data_dir.resolve()).running_port() is None
+    assert embedded_postgres.running_port() is None
