@@ -41,11 +41,12 @@ async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:
         content = request.content
         if content.is_eof():
             # the whole (small) body has arrived with the headers: take it as it is, without
-            # request.read()'s chunk loop; the same size limit (0: none), the same 413
+            # request.read()'s chunk loop; the same size limit (0: none), the same 413 (the app's
+            # client_max_size is MAX_BODY_BYTES)
             raw = content.read_nowait()
             limit = request.client_max_size
             if limit and len(raw) > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+                raise PayloadTooLarge(limit)
             return raw
         return await request.read()  # aiohttp enforces client_max_size (413)
     if request.content_length is not None and request.content_length > max_bytes:
