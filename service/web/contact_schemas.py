@@ -15,7 +15,7 @@ from multidict import MultiMapping
 
 from ..core.errors import Issue
 from ..core.segments import CONTACT_ID, INT64_MAX, KEY_RULE, is_number, valid_attribute_key, validate_filters
-from .fields import REQUIRED, Str, _Messages, error
+from .fields import REQUIRED, Messages, Str, error
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_CHARS = 2000
@@ -61,7 +61,7 @@ def attribute_problems(value: Any, require_email: bool) -> Any:
     return problems or None
 
 
-class Attributes(_Messages, fields.Field):
+class Attributes(Messages, fields.Field):
     """`{"key": value}` with valid keys and values (see the module docstring)."""
 
     def __init__(self, require_email: bool = False, **kw: Any):
@@ -75,7 +75,7 @@ class Attributes(_Messages, fields.Field):
         return value
 
 
-class ContactList(_Messages, fields.Field):
+class ContactList(Messages, fields.Field):
     """Up to 10,000 `{"attributes": {...}}` items, each with an `email`, checked without a schema per item."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list:
@@ -134,7 +134,7 @@ class BulkContactsSchema(Schema):
     contacts = ContactList(required=True)
 
 
-class FilterTree(_Messages, fields.Field):
+class FilterTree(Messages, fields.Field):
     """A segment's filter tree, checked by `core.segments.validate_filters` and normalised."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict:

@@ -52,7 +52,9 @@ def csv_field_sql(expr: str) -> str:
 
 
 def csv_field(text: str) -> str:
-    """The same rendering in Python, for the header row."""
+    """The same rendering in Python, for the header row. Its cells are attribute keys, which
+    validation keeps to `[A-Za-z_][A-Za-z0-9_-]*`, so today this returns them unchanged: it is kept
+    so that the header stays safe if keys are ever allowed more."""
     if re.match(_FORMULA_START, text) and not re.match(_PLAIN_NUMBER, text):
         text = "'" + text
     if any(c in text for c in '",\r\n'):

@@ -24,11 +24,11 @@ def error(type_: str, msg: str) -> ValidationError:
     return ValidationError(f"{type_}::{msg}")
 
 
-class _Messages:
+class Messages:
     default_error_messages = {"required": REQUIRED, "null": NOT_NULL}
 
 
-class Str(_Messages, fields.String):
+class Str(Messages, fields.String):
     """A string, trimmed, within [min_length, max_length] characters after trimming."""
 
     default_error_messages = {"invalid": "type_error.str::str type expected",
@@ -53,7 +53,7 @@ class Str(_Messages, fields.String):
         return text
 
 
-class Int(_Messages, fields.Integer):
+class Int(Messages, fields.Integer):
     """A JSON integer (never a bool, a float or a numeric string) within [minimum, maximum]."""
 
     default_error_messages = {"invalid": "type_error.integer::value is not a valid integer"}
@@ -90,7 +90,7 @@ def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
     return value
 
 
-class ItemList(_Messages, fields.List):
+class ItemList(Messages, fields.List):
     default_error_messages = {"invalid": "type_error.list::value is not a valid list"}
 
     def __init__(self, inner: fields.Field, *, max_items: int, **kw: Any):
@@ -103,7 +103,7 @@ class ItemList(_Messages, fields.List):
         return super()._deserialize(value, attr, data, **kw)
 
 
-class Object(_Messages, fields.Nested):
+class Object(Messages, fields.Nested):
     default_error_messages = {"type": "type_error.dict::value is not a valid dict"}
 
 
