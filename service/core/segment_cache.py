@@ -11,8 +11,8 @@ With the member before a page known, the page is a keyset seek through the page 
 an OFFSET walk over `skip` rows: paging on through a segment, or asking for the same deep page
 again, costs the same at any depth. Positions are remembered at multiples of 50 only (every page
 boundary of the usual page sizes), which bounds the hash. Redis is only a cache here: when it
-does not answer (the gate's REDIS_DOWN errors), PostgreSQL does all the work; any other Redis error
-is a bug and surfaces.
+does not answer (the gate's REDIS_DOWN errors), PostgreSQL does all the work; a write it refuses
+(out of memory, read-only) is logged and skipped; any other Redis error on a read is a bug and surfaces.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..db import segments as segment_db
 from ..db.segments import PageRow
@@ -72,6 +73,10 @@ async def _write(redis: Redis, key: str, fields: dict[str, Any]) -> None:
     except REDIS_DOWN:
         breaker.trip()
         log.warning("segment cache unavailable; nothing remembered")
+    except RedisError as exc:
+        # a server that answers but refuses writes (out of memory, a replica turned read-only): the
+        # page is already computed, and reads still work, so neither the request nor the breaker fails
+        log.warning("segment cache refused a write: %s", str(exc)[:120])
 
 
 async def _count(redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,

@@ -234,6 +234,25 @@ async def test_pages_are_right_while_the_cache_is_unreachable(client, tenant, sm
     assert "segment cache unavailable" in caplog.text
 
 
+async def test_pages_are_right_when_redis_refuses_the_cache_write(client, tenant, small, redis_url, caplog):
+    """Redis out of memory (or a replica turned read-only) refuses the write: the page is PostgreSQL's anyway,
+    and Redis stays in use for reads (a refusal is not an outage)."""
+    r = aioredis.Redis.from_url(redis_url)
+    await r.flushall()
+    await r.config_set("maxmemory", 1)  # with the default noeviction policy, every write is refused (OOM)
+    try:
+        for _ in range(2):
+            body = await page(client, tenant.headers, small["survey"], small["segment"], limit=1, skip=1)
+            assert body["meta"]["total"] == 2
+            assert [i["contactId"] for i in body["data"]] == [str(small["ids"]["a@x.io"])]
+    finally:
+        await r.config_set("maxmemory", 0)
+    assert await r.dbsize() == 0
+    await r.aclose()
+    assert caplog.text.count("segment cache refused a write") == 2  # the total, on each request
+    assert "segment cache unavailable" not in caplog.text
+
+
 async def test_each_invalid_query_parameter_is_named(client, tenant, small):
     path = segment_links_path(small["survey"], small["segment"])
     keys = ",".join(f"k{i}" for i in range(21))
