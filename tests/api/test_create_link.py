@@ -121,25 +121,38 @@ async def test_replay_from_postgres_when_cache_is_gone(client, tenant, campaign,
 
 async def test_a_replay_from_postgres_does_not_wait_for_the_survey_lock(client, tenant, campaign, db, redis_url):
     """Creators of a survey queue on its row; a replay of a stored mapping does not join them."""
+    from tests.ops.metrics_text import parse_samples, value
+
     first = await post_link(client, tenant, campaign["id"], {"name": "a"})
     r = aioredis.Redis.from_url(redis_url)
     await r.flushall()
     await r.aclose()
     async with db.transaction():
         await db.execute("SELECT 1 FROM surveys WHERE id = $1 FOR UPDATE", uuid.UUID(campaign["id"]))
+        holder = await db.fetchval("SELECT pg_backend_pid()")
         replay = await asyncio.wait_for(post_link(client, tenant, campaign["id"], {"name": "b"}), 5)
         assert replay.status == 200
         assert replay.headers["Idempotent-Replayed"] == "true"
         assert await replay.json() == await first.json()
-        # a new mapping does wait for the lock (the quota is counted under it)
+        # a new mapping does wait for the lock (the quota is counted under it): PostgreSQL says so
         creating = asyncio.ensure_future(post_link(client, tenant, campaign["id"], {"name": "c", "metadata_mapping": [
             {"metadata_id": campaign["sku"]["id"], "value": "new"}]}))
-        await asyncio.sleep(0.5)
+        for _ in range(200):
+            blocked = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", holder)
+            if blocked:
+                break
+            await asyncio.sleep(0.025)
+        assert blocked == 1
         assert not creating.done()
     created = await asyncio.wait_for(creating, 5)
     assert created.status == 200 and "Idempotent-Replayed" not in created.headers
     assert await count_links(db, campaign["id"]) == 2
     assert await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(campaign["id"])) == 2
+    # the replay was answered from PostgreSQL, not from the (flushed) cache
+    metrics = parse_samples(await (await client.get("/metrics")).text())
+    assert value(metrics, "sls_idempotent_replays_total", source="database") == 1
+    assert value(metrics, "sls_idempotent_replays_total", source="cache") == 0
 
 
 async def test_replays_after_a_key_rotation_carry_the_new_kid(client, aiohttp_client, settings, tenant, campaign,

@@ -163,13 +163,14 @@ async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings,
 
     fetch = export._Batches.fetch
     first_sent = asyncio.Event()
+    client_left = asyncio.Event()
 
     def slow_after_the_first(self, cursor):
         if cursor != export._Batches.START:
             first_sent.set()
 
             async def later():
-                await asyncio.sleep(0.5)  # the client leaves meanwhile
+                await client_left.wait()  # the next batch is written only once the client has gone
                 return await fetch(self, cursor)
             return asyncio.ensure_future(later())
         return fetch(self, cursor)
@@ -186,9 +187,10 @@ async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings,
         async with aiohttp.ClientSession() as session:
             resp = await session.get(url, headers={**tenant.headers, "X-Request-Id": "gone-export"})
             assert resp.status == 200
-            await first_sent.wait()
+            await asyncio.wait_for(first_sent.wait(), 10)
             resp.connection.transport.abort()  # the client leaves mid-file
             resp.release()
+            client_left.set()
         for _ in range(100):
             if any(getattr(r, "request_id", None) == "gone-export" and r.name == "service.access"
                    for r in caplog.records):
@@ -199,7 +201,10 @@ async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings,
         assert line.status == 499
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
         app[METRICS].flush()
-        assert value(parse_samples(app[METRICS].render().decode()), "sls_postgres_failures_total") == 0
+        samples = parse_samples(app[METRICS].render().decode())
+        assert value(samples, "sls_postgres_failures_total") == 0
+        route = "/api/v2/management/surveys/{surveyId}/contact-links/segments/{segmentId}/export"
+        assert value(samples, "sls_http_requests_total", method="GET", route=route, status="499") == 1
     finally:
         await runner.cleanup()
 
