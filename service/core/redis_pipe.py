@@ -14,7 +14,6 @@ cluster or a test double): those keep using redis-py.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -63,7 +62,10 @@ class PipelinedRedis:
         self._watchdog: asyncio.TimerHandle | None = None
         self._buffer = b""
         self._closed = False
-        self._encoded: dict[tuple[Any, ...], bytes] = {}
+        # EVALSHA's constant parts, encoded once: the head per (script, key count, argument count), and
+        # the arguments per tuple (integers only: as dict keys 1, 1.0 and True are the same)
+        self._heads: dict[tuple[str, int, int], bytes] = {}
+        self._tails: dict[tuple[int, ...], bytes] = {}
 
     @classmethod
     def for_client(cls, client: Any) -> PipelinedRedis | None:
@@ -83,7 +85,7 @@ class PipelinedRedis:
             await self._connect()
         return await self._send(encode(args))
 
-    async def evalsha(self, script: str, sha: str, keys: list[str], args: Sequence[Any]) -> Any:
+    async def evalsha(self, script: str, sha: str, keys: list[str], args: Sequence[int]) -> Any:
         """EVALSHA; when the server has lost the script (a flush, a new server), load it and retry once."""
         if self._transport is None:
             await self._connect()
@@ -95,27 +97,20 @@ class PipelinedRedis:
             await self.execute("SCRIPT", "LOAD", script)
             return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
 
-    def _evalsha_command(self, sha: str, keys: list[str], args: tuple[Any, ...]) -> bytes:
+    def _evalsha_command(self, sha: str, keys: list[str], args: tuple[int, ...]) -> bytes:
         """The encoded EVALSHA, its constant parts (script, key count, a policy's arguments) encoded once."""
-        head = self._encoded.get((sha, len(keys), len(args)))
+        shape = (sha, len(keys), len(args))
+        head = self._heads.get(shape)
         if head is None:
-            head = b"*%d\r\n" % (3 + len(keys) + len(args)) + bulk_strings(("EVALSHA", sha, len(keys)))
-            self._remember((sha, len(keys), len(args)), head)
-        tail = self._encoded.get(args)
+            head = self._heads[shape] = b"*%d\r\n" % (3 + len(keys) + len(args)) + bulk_strings(
+                ("EVALSHA", sha, len(keys)))
+        tail = self._tails.get(args)
         if tail is None:
-            tail = bulk_strings(args)
-            self._remember(args, tail)
+            # bounded: policies are few, but each organisation may have its own
+            if len(self._tails) >= 1024:
+                self._tails.clear()
+            tail = self._tails[args] = bulk_strings(args)
         return head + text_bulk_strings(keys) + tail
-
-    def _remember(self, key: tuple[Any, ...], encoded: bytes) -> None:
-        # bounded: policies are few, but each organisation may have its own
-        if len(self._encoded) >= 1024:
-            self._encoded.clear()
-        self._encoded[key] = encoded
-
-    @staticmethod
-    def sha_of(script: str) -> str:
-        return hashlib.sha1(script.encode()).hexdigest()
 
     def _send(self, command: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()

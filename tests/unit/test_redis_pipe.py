@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 
@@ -17,7 +18,7 @@ from service.core.redis_pipe import PipelinedRedis
 from service.core.resp import Incomplete, parse
 from service.embedded import free_port
 
-SHA = PipelinedRedis.sha_of(GATE_SCRIPT)
+SHA = hashlib.sha1(GATE_SCRIPT.encode()).hexdigest()
 
 
 @pytest.fixture
