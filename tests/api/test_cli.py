@@ -128,3 +128,6 @@ def test_create_key_scopes_default_to_all_and_unknown_ones_are_refused(tmp_path)
         assert refused.returncode == 1, (scopes, refused.stdout)
         assert json.loads(refused.stderr) == expected, scopes
         assert refused.stdout == "", scopes  # no key (and no secret) printed
+    # and each command stopped them again when it was done
+    assert EmbeddedPostgres(data_dir.resolve()).running_port() is None
+    assert EmbeddedRedis(data_dir.resolve()).running_port() is None

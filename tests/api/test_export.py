@@ -214,8 +214,9 @@ async def test_export_is_rate_limited_like_every_authenticated_request(client, m
     path = export_path(str(uuid.uuid4()), str(uuid.uuid4()))
     resp = await client.get(path, headers=limited.headers)
     assert resp.status == 404  # refused later, but the minute's one token is spent
-    resp = await client.get(path, headers=limited.headers)
+    resp = await client.get(path, headers={**limited.headers, "X-Request-Id": "trace-429"})
     assert (resp.status, await resp.json()) == (429, error(429, "Too Many Requests"))
     assert resp.headers["Content-Type"].startswith("application/json")  # JSON, not the CSV stream
+    assert resp.headers["X-Request-Id"] == "trace-429"
     assert 59 <= int(resp.headers["Retry-After"]) <= 60
     assert resp.headers["RateLimit-Policy"] == '"minute";q=1;w=60'

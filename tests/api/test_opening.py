@@ -62,9 +62,10 @@ async def test_contact_link_redirects_with_the_facts(client, tenant, target):
 async def test_expired_and_closed_surveys_are_410(client, tenant, target, settings):
     signer = LinkSigner(settings.signing_keys)
     expired = signer.contact_token(target["seq"], target["contact"], int(time.time()) - 1)
-    resp = await client.get(f"/c/{expired}")
+    resp = await client.get(f"/c/{expired}", headers={"X-Request-Id": "trace-410"})
     assert (resp.status, await resp.json()) == (410, error(410, "Gone", [
         {"field": "link", "issue": "this link has expired"}]))
+    assert resp.headers["X-Request-Id"] == "trace-410"
     fresh = signer.contact_token(target["seq"], target["contact"], int(time.time()) + 3600)
     assert (await client.get(f"/c/{fresh}")).status == 200
     for status in ("paused", "completed", "draft"):
@@ -203,6 +204,7 @@ async def test_both_kinds_of_link_keep_the_token_private_in_both_answers(client,
         assert resp.status == 200, link["path"]
         assert headers_of(resp) == private, link["path"]
         await set_survey(client, tenant, link["survey"], redirectUrl="https://example.com/s")
-        resp = await client.get(link["path"], allow_redirects=False)
+        resp = await client.get(link["path"], allow_redirects=False, headers={"X-Request-Id": "trace-302"})
         assert resp.status == 302, link["path"]
         assert headers_of(resp) == private, link["path"]
+        assert resp.headers["X-Request-Id"] == "trace-302", link["path"]

@@ -45,6 +45,10 @@ def test_bad_signing_keys(raw):
     {"PG_POOL_MAX": "-3"},
     {"PG_POOL_MAX": "ten"},
     {"KEY_CACHE_SECONDS": "60.1"},
+    {"KEY_CACHE_SECONDS": "nan"},
+    {"KEY_CACHE_SECONDS": "inf"},
+    {"KEY_CACHE_SECONDS": "-1"},
+    {"KEY_CACHE_SECONDS": "soon"},
 ])
 def test_bad_settings(env):
     with pytest.raises(SettingsError, match=next(iter(env))):
