@@ -9,10 +9,11 @@ import uuid
 
 import jwt
 import pytest
+import redis.asyncio as aioredis
 
 from service.core.signing import LinkSigner
 from service.settings import SigningKey
-from service.web.keys import POOL, REDIS
+from service.web.keys import POOL
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import bulk, contact_link_path, create_segment, error, page
 from tests.helpers import create_metadata_field, create_survey, links_path
@@ -119,7 +120,9 @@ async def test_key_rotation(aiohttp_client, client, tenant, target, settings):
     from service.app import create_app
 
     resp = await client.post(links_path(target["survey"]), json={"name": "n"}, headers=tenant.headers)
-    old_created = path_of((await resp.json())["survey_url"])
+    assert resp.status == 200
+    first = await resp.json()
+    old_created = path_of(first["survey_url"])
     rotated = await aiohttp_client(create_app(dataclasses.replace(settings, signing_keys=(NEW_KEY, *TEST_KEYS))))
     # the old links still open
     assert (await rotated.get(target["path"])).status == 200
@@ -133,10 +136,21 @@ async def test_key_rotation(aiohttp_client, client, tenant, target, settings):
     assert (await rotated.get(f"/c/{token}")).status == 200
     # the old deployment does not know the new key
     assert (await client.get(f"/c/{token}")).status == 404
-    # created links are answered with the new kid too
-    await client.app[REDIS].flushall()  # the Filum replay cache holds the answer with the old survey_url
-    resp = await rotated.post(links_path(target["survey"]), json={"name": "n"}, headers=tenant.headers)
-    assert path_of((await resp.json())["survey_url"]).startswith("/l/t2.")
+    # created links are answered with the new kid too: the Filum replay cache still holds the answer
+    # signed with t1, but its key names the kid, so the rotated deployment does not replay it stale
+    r = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        cached = sorted([k.decode() async for k in r.scan_iter(match=f"{{o:{tenant.org}}}:lk:*")])
+        assert len(cached) == 1 and cached[0].startswith(f"{{o:{tenant.org}}}:lk:t1:{target['survey']}:"), cached
+        resp = await rotated.post(links_path(target["survey"]), json={"name": "n"}, headers=tenant.headers)
+        assert (resp.status, resp.headers["Idempotent-Replayed"]) == (200, "true")
+        replay = await resp.json()
+        assert {**replay, "survey_url": first["survey_url"]} == first
+        assert path_of(replay["survey_url"]).startswith(f"/l/t2.{first['public_id']}.")
+        cached_now = sorted([k.decode() async for k in r.scan_iter(match=f"{{o:{tenant.org}}}:lk:*")])
+        assert cached_now == sorted([*cached, cached[0].replace(":lk:t1:", ":lk:t2:")])
+    finally:
+        await r.aclose()
 
 
 @pytest.fixture
