@@ -19,8 +19,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from service.core.auth import SCOPES, hash_secret, new_secret
-from service.db import orgs
+from service.admin import new_tenant
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,9 +144,7 @@ async def embedded_tenant(data_dir: Path, name: str = "served") -> str:
     assert port is not None
     conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
     try:
-        org = await orgs.insert_org(conn, name, 50, "off")
-        key = new_secret()
-        await orgs.insert_key(conn, org.id, "test", hash_secret(key), list(SCOPES))
+        _, key = await new_tenant(conn, name, 50, "off", "test")
     finally:
         await conn.close()
     return key
