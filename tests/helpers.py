@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import asyncpg
 from aiohttp.test_utils import TestClient
+
+from service.db.pool import schema_sql
 
 JSON = {"Content-Type": "application/json"}
 
@@ -26,3 +30,14 @@ async def create_metadata_field(client: TestClient, headers: dict[str, str], nam
 
 def links_path(survey_id: str) -> str:
     return f"/external/survey-campaigns/{survey_id}/links"
+
+
+# every table of the one schema, so "nothing was written" checks hold for tables added later too
+TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema_sql()))
+
+
+async def table_snapshot(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
+    """Each table's row count and a digest of its rows: 'nothing was written' also sees an UPDATE."""
+    return {t: tuple(await db.fetchrow(
+        f"SELECT count(*), md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {t} r"))
+        for t in TABLES}

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import redis.asyncio as aioredis
 
-from service.db.pool import schema_sql
 from tests.contact_helpers import bulk, contact_link_path, create_segment, segment_links_path
-from tests.helpers import create_metadata_field, create_survey, links_path
-
-# every table of the one schema: "nothing is stored per link" holds for tables added later too
-TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema_sql()))
-
-
-async def table_counts(db) -> dict[str, int]:
-    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
+from tests.helpers import TABLES, create_metadata_field, create_survey, links_path, table_snapshot
 
 
 async def test_every_redis_key_expires_and_contact_links_store_nothing(client, make_tenant, db, redis_url):
@@ -30,7 +20,7 @@ async def test_every_redis_key_expires_and_contact_links_store_nothing(client, m
     # the tables counted are the database's, all of them (a schema statement the regex misreads fails here)
     tables = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     assert sorted(TABLES) == sorted(r["tablename"] for r in tables)
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     page_path = segment_links_path(survey["id"], segment["id"])
     for skip in (0, 50, 100):  # counts and page positions go to the segment cache
         resp = await client.get(page_path, params={"limit": 50, "skip": skip, "expirationDays": 7},
@@ -41,7 +31,7 @@ async def test_every_redis_key_expires_and_contact_links_store_nothing(client, m
     assert resp.status == 200
     resp = await client.get(page_path + "/export", headers=tenant.headers)
     assert resp.status == 200 and len((await resp.text()).splitlines()) == 121
-    assert await table_counts(db) == before  # nothing is stored per link
+    assert await table_snapshot(db) == before  # nothing is stored per link
 
     r = aioredis.Redis.from_url(redis_url)
     keys = [k async for k in r.scan_iter(count=1000)]

@@ -6,16 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import ClientResponse
 
 from tests.conftest import Tenant
 from tests.contact_helpers import ATTRIBUTE_KEYS, CONTACTS, SEGMENTS, contact_link_path
 from tests.helpers import create_metadata_field, create_survey, links_path
-
-TABLES = ("organizations", "api_keys", "surveys", "metadata_fields", "survey_links", "contacts",
-          "contact_attribute_keys", "segments")
 
 
 @dataclass(frozen=True)
@@ -60,11 +56,6 @@ async def world(client, make_tenant) -> World:
     contact_link = await _created(await client.get(contact_link_path(survey["id"], contact["id"]), headers=h), 200)
     return World(tenant, survey["id"], field["id"], key["id"], contact["id"], segment["id"], link,
                  contact_link["surveyUrl"])
-
-
-async def table_counts(db: asyncpg.Connection) -> dict[str, int]:
-    """How many rows each table holds: the 'nothing was written' check."""
-    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
 
 
 async def family_error(resp: ClientResponse) -> tuple[int, Any]:

@@ -21,8 +21,8 @@ import pytest
 
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import contact_link_path, segment_links_path
-from tests.helpers import links_path
-from tests.security.conftest import World, family_error, table_counts
+from tests.helpers import links_path, table_snapshot
+from tests.security.conftest import World, family_error
 
 JSON = {"Content-Type": "application/json"}
 M = "/api/v2/management"
@@ -148,7 +148,7 @@ async def _all_422_and_nothing_written(client, db, world: World, method: str, pa
                                        bodies: dict[str, bytes]) -> None:
     """Send each named JSON body with A's key: every answer is a 422 in the path's family body, and
     no table gains or loses a row."""
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     headers = {**world.tenant.headers, **JSON}
     wrong = []
     for name, body in bodies.items():
@@ -157,7 +157,7 @@ async def _all_422_and_nothing_written(client, db, world: World, method: str, pa
         if status != 422:
             wrong.append((name, status, answer))
     assert wrong == []
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
 
 
 @pytest.mark.parametrize("position", list(POSITIONS))
@@ -177,7 +177,7 @@ async def test_bodies_that_are_not_a_json_object_are_422(client, world, db, endp
 @pytest.mark.parametrize("endpoint", list(BODY_ENDPOINTS))
 async def test_wrong_content_types_are_415(client, world, db, endpoint):
     method, path_of = BODY_ENDPOINTS[endpoint]
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     body = b'{"name": "x"}'
     for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
                   "application/xml", "application/jsonp", "text/json", "image/png", "application/octet-stream"):
@@ -188,14 +188,14 @@ async def test_wrong_content_types_are_415(client, world, db, endpoint):
             assert answer == {"detail": "Content-Type must be application/json"}
         else:
             assert answer["error"]["message"] == "Content-Type must be application/json"
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
 
 
 @pytest.mark.parametrize("endpoint", list(BODY_ENDPOINTS))
 async def test_huge_bodies_are_413(client, world, db, endpoint):
     """3 MiB (17 MiB for the bulk upload, whose own limit is 16 MiB), declared or chunked."""
     method, path_of = BODY_ENDPOINTS[endpoint]
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     size = (17 if endpoint == "bulk contacts" else 3) * 1024 * 1024
     payload = b'{"name": "' + b"x" * size + b'"}'
 
@@ -210,7 +210,7 @@ async def test_huge_bodies_are_413(client, world, db, endpoint):
         message = answer["detail"] if endpoint == "filum create link" else answer["error"]["message"]
         limit = 16 * 1024 * 1024 if endpoint == "bulk contacts" else 1024 * 1024
         assert message == f"Request body too large (limit {limit} bytes)", answer
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
 
 
 def _authenticated(world: World) -> list[tuple[str, str]]:
@@ -230,7 +230,7 @@ def _authenticated(world: World) -> list[tuple[str, str]]:
 
 
 async def test_5000_character_api_keys_are_401(client, world, db):
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     long_keys = ["a" * 5000, "slk_" + "A" * 4996, world.tenant.key + "x" * (5000 - len(world.tenant.key))]
     for method, path in _authenticated(world):
         for key in long_keys:
@@ -238,7 +238,7 @@ async def test_5000_character_api_keys_are_401(client, world, db):
                 resp = await _send(client, method, path, b'{"name": "x"}', {**headers, **JSON})
                 status, answer = await family_error(resp)
                 assert status == 401, (method, path, answer)
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
 
 
 async def test_5000_character_link_tokens_are_404(client, world):
@@ -276,7 +276,7 @@ def _quote(raw: str) -> str:
 
 
 async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, world, db):
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     h = world.tenant.headers
     for raw in SQL_IDS:
         bad = _quote(raw)
@@ -297,7 +297,7 @@ async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, worl
         assert status == 422, (raw, answer)
         assert answer["detail"] == [{"loc": ["path", "survey_campaign_id"], "msg": "value is not a valid uuid",
                                      "type": "type_error.uuid"}]
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
     # and every table is still there, with its rows
     resp = await client.get(f"{M}/surveys/{world.survey_id}", headers=h)
     assert resp.status == 200
@@ -315,7 +315,7 @@ async def test_unknown_query_parameters_are_422_on_the_api_and_ignored_when_open
         segment_links_path(world.survey_id, world.segment_id) + "/export",
         contact_link_path(world.survey_id, world.contact_id),
     ]
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     for path in api_gets:
         assert (await client.get(path, headers=h)).status == 200, path
         assert (await client.get(f"{path}?&&&", headers=h)).status == 200, path  # no parameter at all
@@ -343,7 +343,7 @@ async def test_unknown_query_parameters_are_422_on_the_api_and_ignored_when_open
         assert status == 422, extra
         assert [d["loc"][0] for d in answer["detail"]] == ["query"], (extra, answer)
         assert answer["detail"][0]["type"] == "value_error.extra"
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
 
 
 async def test_invalid_known_query_parameters_are_422(client, world):
@@ -417,7 +417,7 @@ async def _raw(client, request: bytes) -> bytes:
 
 async def test_malformed_http_is_refused_by_the_parser_and_the_server_stays_up(client, world, db, caplog):
     """Below the application: what the HTTP parser refuses gets a 4xx (its own plain body), never a 500."""
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     h = b"Host: t\r\nConnection: close\r\n"
     key = f"x-api-key: {world.tenant.key}\r\n".encode()
     requests = {
@@ -446,7 +446,7 @@ async def test_malformed_http_is_refused_by_the_parser_and_the_server_stays_up(c
     await writer.wait_closed()
     await asyncio.sleep(0.2)
     assert not [r for r in caplog.records if r.levelname == "ERROR" and "unexpected" in r.getMessage()]
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
     resp = await client.get(f"{M}/surveys/{world.survey_id}", headers=world.tenant.headers)
     assert resp.status == 200
 
@@ -481,7 +481,7 @@ async def test_a_valid_key_as_bearer_is_accepted_on_every_endpoint(client, world
     key = world.tenant.key
     forms = ({"x-api-key": key}, {"Authorization": f"Bearer {key}"}, {"Authorization": f"bearer   {key}  "})
     names = [f"Bearer check {n}" for n in range(len(forms))]
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     answers: dict[tuple[str, str], list[tuple[int, str | None, str, Any]]] = {}
     for method, path in _authenticated(world):
         answers[(method, path)] = []
@@ -503,9 +503,10 @@ async def test_a_valid_key_as_bearer_is_accepted_on_every_endpoint(client, world
     assert set(survey_ids) == set(field_ids) == set(names) and link is not None
     email_key_id = await db.fetchval(
         "SELECT id::text FROM contact_attribute_keys WHERE org_id = $1 AND key = 'email'", org)
-    after = await table_counts(db)
-    assert after == {**before, "survey_links": before["survey_links"] + 1, "surveys": before["surveys"] + 3,
-                     "metadata_fields": before["metadata_fields"] + 3}
+    after = await table_snapshot(db)
+    added = {"survey_links": 1, "surveys": 3, "metadata_fields": 3}
+    assert {t: after[t][0] - before[t][0] for t in after} == {t: added.get(t, 0) for t in after}
+    assert {t for t in after if after[t] != before[t]} == set(added)  # no other table changed, row for row
 
     def same_three(status: int, body: Any, ctype: str = "application/json") -> list[tuple]:
         return [(status, None, ctype, body)] * 3

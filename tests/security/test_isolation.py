@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.contact_helpers import contact_link_path, segment_links_path
-from tests.helpers import create_metadata_field, create_survey, links_path
-from tests.security.conftest import World, table_counts
+from tests.helpers import create_metadata_field, create_survey, links_path, table_snapshot
+from tests.security.conftest import World
 
 M = "/api/v2/management"
 MISSING_UUID = str(uuid.UUID(int=0x1234))
@@ -86,14 +86,14 @@ async def b_side(client, make_tenant):
 async def test_other_organisations_resources_do_not_exist(client, world, b_side, db, probe):
     b, own = b_side
     p = PROBES[probe]
-    before = await table_counts(db)
+    before = await table_snapshot(db)
     survey_before = await db.fetchrow("SELECT * FROM surveys WHERE id = $1::uuid", world.survey_id)
     resp = await client.request(p.method, p.at_a(world, own), json=p.body, headers=b.headers)
     nothing = await client.request(p.method, p.at_nothing(world, own), json=p.body, headers=b.headers)
     assert resp.status == 404, await resp.text()
     # not merely a 404: the very answer a missing resource gets, so nothing tells A's ids apart
     assert (resp.status, await resp.json()) == (nothing.status, await nothing.json())
-    assert await table_counts(db) == before
+    assert await table_snapshot(db) == before
     assert await db.fetchrow("SELECT * FROM surveys WHERE id = $1::uuid", world.survey_id) == survey_before
     # and A still reaches its own resource
     mine = await client.request(p.method, p.at_a(world, {**own, **_a_own(world)}), json=p.body,
