@@ -343,11 +343,14 @@ async def test_keys_scopes_and_rate_limit(client, tenant, small, make_tenant):
         {"field": "scope", "issue": "this key lacks the links:read scope"}]))
     limited = await make_tenant(rate_limit="1/minute")
     their_path = segment_links_path(str(uuid.uuid4()), str(uuid.uuid4()))
-    assert (await client.get(their_path, headers=limited.headers)).status == 404
+    resp = await client.get(their_path, headers=limited.headers)  # refused later, but the minute's token is spent
+    assert (resp.status, await resp.json()) == (404, error(404, "Not Found", [
+        {"field": "surveyId", "issue": "not found"}]))
     resp = await client.get(their_path, headers=limited.headers)
     assert (resp.status, await resp.json()) == (429, error(429, "Too Many Requests"))
     # 1/minute: the one token spent a moment ago is back in a minute, not earlier
     assert 59 <= int(resp.headers["Retry-After"]) <= 60
+    assert resp.headers["RateLimit-Policy"] == '"minute";q=1;w=60'
 
 
 async def test_contact_link(client, tenant, small, db, make_tenant):
