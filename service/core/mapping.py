@@ -2,8 +2,10 @@
 
 Two mappings are the same when they hold the same set of (metadata_id, value) pairs: item order
 does not matter, numbers compare by value (1 == 1.0), strings compare exactly, list order matters,
-and a missing mapping equals []. Numbers are stored in their normal form: an integral float within
-the exactly-representable range becomes an int.
+and a missing mapping equals []. Numbers are stored in their normal form: an integer stays exact,
+and an integral float becomes the same integer when it is within the 64 bits JSON is read and written
+with here (orjson), so 1, 1.0 and 1e0 are one value while 9007199254740993 and 9007199254740992 stay
+two. A number beyond 64 bits, or one with a fraction, is an IEEE double (that is how orjson reads it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import orjson
 
-_EXACT = 2**53
+# the integers orjson reads and writes exactly: a float outside them stays a float
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _metadata_id = itemgetter(0)
 
 Scalar = str | int | float | None
@@ -23,11 +26,13 @@ Value = Scalar | list[Scalar]
 
 
 def normalize_number(number: int | float) -> int | float:
-    """One representation per numeric value: 1, 1.0 and 1e0 all become 1."""
-    as_float = float(number)
-    if as_float.is_integer() and abs(as_float) < _EXACT:
-        return int(as_float)
-    return as_float
+    """One representation per numeric value: 1, 1.0 and 1e0 all become 1; integers stay exact."""
+    if type(number) is int:
+        return number
+    # an integral float is exactly one integer: no precision is lost by writing it as that integer
+    if number.is_integer() and _INT_MIN <= number <= _INT_MAX:
+        return int(number)
+    return number
 
 
 def normalize_value(value: Any) -> Value:

@@ -71,6 +71,7 @@ async def test_bearer_and_filum_headers_are_accepted(client, tenant, campaign):
         ([("sku", "A"), ("date", "B")], [("date", "B"), ("sku", "A")]),  # order of items
         ([("sku", 1)], [("sku", 1.0)]),  # 1 == 1.0
         ([("sku", [1, "x", None])], [("sku", [1.0, "x", None])]),
+        ([("sku", 10**18)], [("sku", 1e18)]),  # an integral float is the integer it equals
         (None, []),  # absent == []
         ([("sku", None)], [("sku", None)]),
     ],
@@ -92,14 +93,18 @@ async def test_same_mapping_replays_same_link(client, tenant, campaign, db, firs
 
 async def test_different_values_give_different_links(client, tenant, campaign, db):
     sku = campaign["sku"]["id"]
-    variants = ["SKU-1", "sku-1", "SKU-1 ", 1, "1", [1, 2], [2, 1], None]
+    # integers past 2**53 are distinct although a double cannot tell them apart (19-digit order numbers)
+    variants = ["SKU-1", "sku-1", "SKU-1 ", 1, "1", [1, 2], [2, 1], None,
+                2**53, 2**53 + 1, 12345678901234567890, 12345678901234567891]
     ids = set()
     for value in variants:
         resp = await post_link(client, tenant, campaign["id"], {"name": "n", "metadata_mapping": [
             {"metadata_id": sku, "value": value}]})
         assert resp.status == 200, value
         assert "Idempotent-Replayed" not in resp.headers
-        ids.add((await resp.json())["id"])
+        data = await resp.json()
+        assert [item["value"] for item in data["metadata_mapping"]] == [value]  # answered exactly as sent
+        ids.add(data["id"])
     assert len(ids) == len(variants)
     assert await count_links(db, campaign["id"]) == len(variants)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from service.core.mapping import canonical_mapping, mapping_hash
@@ -31,6 +33,21 @@ def test_strings_types_and_list_order_matter():
 def test_large_numbers_keep_their_float_form():
     assert canonical_mapping([(1, 1e20)]) == [(1, 1e20)]
     assert canonical_mapping([(1, 2.0)]) == [(1, 2)]
+
+
+def test_integers_past_two_to_the_53_stay_exact():
+    # 19-digit order numbers: distinct integers are distinct values, even where a double cannot tell them apart
+    assert float(2**53 + 1) == float(2**53)
+    assert digest([(1, 2**53 + 1)]) != digest([(1, 2**53)])
+    assert digest([(1, 12345678901234567890)]) != digest([(1, 12345678901234567891)])
+    assert canonical_mapping([(1, 9007199254740993)]) == [(1, 9007199254740993)]
+    assert type(canonical_mapping([(1, 9007199254740993)])[0][1]) is int
+    # an integral float is still the integer it equals, up to the 64 bits orjson writes
+    assert digest([(1, 1e18)]) == digest([(1, 10**18)])
+    assert canonical_mapping([(1, [2.0**63, -(2.0**63)])]) == [(1, [2**63, -(2**63)])]
+    assert canonical_mapping([(1, 2.0**64)]) == [(1, 2.0**64)]  # past 64 bits: a double, as orjson reads it
+    # the largest integer orjson writes, hashed in its exact form
+    assert digest([(1, 2**64 - 1)]) == hashlib.sha256(b"[[1,18446744073709551615]]").digest()
 
 
 def test_policy_parsing():
