@@ -11,6 +11,7 @@ from ..core.errors import Issue, PayloadTooLarge, UnsupportedMediaType, Validati
 from .client import client_io
 
 JSON = "application/json"
+_UNREADABLE = "Invalid body: it does not decode as its Content-Encoding and Transfer-Encoding say"
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -29,11 +30,16 @@ def _is_json(request: web.Request) -> bool:
 
 
 async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
-    """The raw body of a JSON request; 415 for another content type, 413 past the size limit."""
+    """The raw body of a JSON request; 415 for another content type, 413 past the size limit, 422 if
+    it cannot be decoded."""
     if not _is_json(request):
         raise UnsupportedMediaType("Content-Type must be application/json")
     with client_io(request):
-        return await _read_body(request, max_bytes)
+        try:
+            return await _read_body(request, max_bytes)
+        except web.RequestPayloadError:
+            # the bytes arrived but are not a body: a Content-Encoding they are not in, a broken chunk
+            raise ValidationFailed([Issue(("body",), _UNREADABLE, "value_error.jsondecode")]) from None
 
 
 async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import io
 import json
 import re
@@ -572,3 +573,29 @@ async def test_a_valid_key_as_bearer_is_accepted_on_every_endpoint(client, world
         if endpoint == ("POST", links_path(world.survey_id)):
             got = [(*answer[:3], {**answer[3], "survey_url": "<url>"}) for answer in got]
         assert [(*answer[:3], _unstamped(answer[3])) for answer in got] == expected[endpoint], endpoint
+
+
+UNREADABLE = "Invalid body: it does not decode as its Content-Encoding and Transfer-Encoding say"
+
+
+@pytest.mark.parametrize("endpoint", list(BODY_ENDPOINTS))
+async def test_bodies_that_do_not_decode_as_their_content_encoding_are_422(client, world, db, endpoint):
+    """A plain JSON body sent as gzip or deflate (aiohttp fails to inflate it while the handler reads)."""
+    method, path_of = BODY_ENDPOINTS[endpoint]
+    before = await table_snapshot(db)
+    for encoding in ("gzip", "deflate"):
+        resp = await _send(client, method, path_of(world), b'{"name": "x"}',
+                           {**world.tenant.headers, **JSON, "Content-Encoding": encoding})
+        status, answer = await family_error(resp)
+        if endpoint == "filum create link":
+            expected = {"detail": [{"loc": ["body"], "msg": UNREADABLE, "type": "value_error.jsondecode"}]}
+        else:
+            expected = error(422, "Unprocessable Entity", [{"field": "body", "issue": UNREADABLE}])
+        assert (status, answer) == (422, expected), encoding
+        assert resp.headers["X-Request-Id"]
+    assert await table_snapshot(db) == before
+    if endpoint == "filum create link":  # the same body really gzipped is read as the JSON it is
+        resp = await _send(client, method, path_of(world), gzip.compress(b'{"name": "gzipped"}'),
+                           {**world.tenant.headers, **JSON, "Content-Encoding": "gzip"})
+        assert resp.status == 200, await resp.text()
+
