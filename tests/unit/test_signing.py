@@ -114,7 +114,8 @@ def test_tampered_payload_is_refused():
 
 
 @pytest.mark.parametrize("claims", [{"s": 1}, {"c": 1}, {"s": "1", "c": 2}, {"s": 1, "c": 2.0},
-                                    {"s": 1, "c": 2, "exp": "soon"}, {"s": True, "c": 2}])
+                                    {"s": 1, "c": 2, "exp": "soon"}, {"s": True, "c": 2},
+                                    {"s": 1, "c": 2**70}, {"s": 2**63, "c": 2}, {"s": 0, "c": 2}, {"s": 1, "c": -5}])
 def test_validly_signed_but_malformed_claims_are_refused(claims):
     with pytest.raises(InvalidLink):
         LinkSigner([NEW]).verify_contact_token(pyjwt_token(NEW, claims))
