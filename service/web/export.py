@@ -28,7 +28,7 @@ from ..core.segments import INT64_MAX, compile_filters
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io
 from .contact_links import BASE, expiry, segment_link_context, validated_query
-from .fields import path_uuid
+from .fields import any_segment, path_uuid
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
 
 log = logging.getLogger("service.export")
@@ -109,7 +109,7 @@ class _Batches:
 EXPORT_QUERY = ("expirationDays", "attributeKeys")
 
 
-@routes.get(f"{BASE}/segments/{{segmentId}}/export")
+@routes.get(any_segment(f"{BASE}/segments/{{segmentId}}/export"))
 @guarded("links:read", reads_query=True)
 async def export_segment_links(request: web.Request) -> web.StreamResponse:
     """Every link of the segment as a CSV file."""

@@ -5,6 +5,7 @@ A field's error message is written `type::msg`; `issues_from()` splits it into a
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,12 @@ from ..core.errors import Issue, NotFound, ValidationFailed
 from ..core.segments import INT64_MAX
 
 MANAGEMENT = "/api/v2/management"
+
+
+def any_segment(path: str) -> str:
+    """The route pattern of `path` with each `{name}` matching any one segment: aiohttp's default
+    leaves out braces, and an id holding one must still reach its route, whose 404 or 422 names it."""
+    return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
 REQUIRED = "value_error.missing::field required"
 NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
 
