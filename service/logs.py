@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -135,6 +136,25 @@ def log_access(fields: dict[str, Any]) -> None:
     handler.add_line(orjson.dumps(entry, default=str) + b"\n")
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse (a line past 8190 bytes, a broken chunk, an encoding
+    it lacks) with a 400 of its own before the app sees it, and logs that as an error with a
+    traceback: it is the client's fault, so one warning line, naming the parser's error class but
+    not its message (which quotes up to 100 bytes of the request: a link's token, say)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed request refused", ()
+            record.exc_info = record.exc_text = None
+            record.status, record.error = exc.code, type(exc).__name__
+        return True
+
+
+_MALFORMED = MalformedRequests()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route every logger to stderr in the chosen format."""
     global _handler
@@ -145,3 +165,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").disabled = True
+    server = logging.getLogger("aiohttp.server")
+    if _MALFORMED not in server.filters:
+        server.addFilter(_MALFORMED)

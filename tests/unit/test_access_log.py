@@ -102,3 +102,28 @@ def test_both_formats_show_the_same_fields_and_time():
     assert {k: v for k, v in line.items() if k not in ("ts", "level", "logger", "msg")} == FIELDS
     text = logs.TextFormatter().format(record)
     assert text.endswith(" request " + " ".join(f"{k}={v}" for k, v in FIELDS.items()))
+
+
+@pytest.mark.parametrize(("request_bytes", "error"), [
+    (b"GET /c/" + b"secret-token" * 800 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "LineTooLong"),
+    (b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nsecret-token\r\n", "BadHttpMessage"),
+])
+async def test_a_request_aiohttp_cannot_parse_is_one_warning_line_without_its_bytes(
+        stream, aiohttp_server, request_bytes, error):
+    """aiohttp answers it with its own 400; the log gets the parser's error class, no traceback, and
+    none of the request's bytes (its message quotes them)."""
+    from aiohttp import web
+
+    server = await aiohttp_server(web.Application())
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(request_bytes)
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n"), answer[:200]
+    await server.close()
+    lines = [line for line in stream.lines() if line["logger"] == "aiohttp.server"]
+    assert len(lines) == 1, lines
+    (line,) = lines
+    assert {k: v for k, v in line.items() if k != "ts"} == {
+        "level": "warning", "logger": "aiohttp.server", "msg": "malformed request refused",
+        "status": 400, "error": error}
