@@ -146,7 +146,8 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
     exp, expires_at = expiry(days)
     signer = request.app[SIGNER]
     prefix = request.app[SETTINGS].public_base_url + "/c/"
-    head = ",".join(["contactId", "surveyUrl", "expiresAt", *map(csv_field, keys)]) + "\n"
+    # records end in CRLF, as RFC 4180 writes them (a line break inside a quoted field stays as sent)
+    head = ",".join(["contactId", "surveyUrl", "expiresAt", *map(csv_field, keys)]) + "\r\n"
     await response.write(head.encode())
     middle = ("," + prefix).encode()
     after = ("," + (expires_at or "")).encode()
@@ -160,7 +161,7 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
                 pending = batches.fetch(batch.cursor)
                 await asyncio.sleep(0)  # let the next query leave before this batch is signed
             tokens = signer.contact_token_bytes(seq, batch.ids, exp)
-            await response.write(b"".join([b"%d%s%s%s%s\n" % (cid, middle, token, after, tail)
+            await response.write(b"".join([b"%d%s%s%s%s\r\n" % (cid, middle, token, after, tail)
                                            for cid, token, tail in zip(batch.ids, tokens, batch.tails, strict=True)]))
             if len(batch.ids) < BATCH:
                 return

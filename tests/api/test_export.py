@@ -53,7 +53,10 @@ async def read_csv(client, tenant, survey_id, segment_id, **params) -> list[list
     assert resp.status == 200, await resp.text()
     assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert resp.headers["X-Request-Id"]
-    return list(csv.reader(io.StringIO((await resp.read()).decode(), newline="")))
+    body = await resp.read()
+    rows = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    assert body.endswith(b"\r\n") and body.count(b"\r\n") == len(rows)  # RFC 4180's CRLF ends each record
+    return rows
 
 
 async def test_every_member_once_in_page_order_with_verifying_tokens(client, tenant, crowd, db):
