@@ -568,7 +568,7 @@ async def test_a_valid_key_as_bearer_is_accepted_on_every_endpoint(client, world
             "id": world.segment_id, "title": "A's", "filters": {}, "contactCount": 1, "createdAt": "<ts>"}}),
         ("GET", segment_links): same_three(200, contact_links),
         ("GET", segment_links + "/export"): same_three(
-            200, f"contactId,surveyUrl,expiresAt\n{world.contact_id},{world.contact_url},\n", "text/csv"),
+            200, f"contactId,surveyUrl,expiresAt\r\n{world.contact_id},{world.contact_url},\r\n", "text/csv"),
         ("GET", contact_link_path(world.survey_id, world.contact_id)): same_three(
             200, {"data": {"surveyUrl": world.contact_url, "expiresAt": None}}),
     }
