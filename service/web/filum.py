@@ -42,12 +42,14 @@ _RECENT_MAX, _RECENT_BODY_MAX = 4096, 2048
 _recent: dict[tuple[str, bytes], tuple[LinkRequest, str]] = {}  # and its replay-cache key's tail
 
 
-def _validate(segment: str, raw: bytes, issues: list[Issue]) -> tuple[LinkRequest, str] | None:
+def _validate(segment: str, raw: bytes | None, issues: list[Issue]) -> tuple[LinkRequest, str] | None:
     """The LinkRequest of a valid request and its replay-cache key's tail, or None with every
     problem added to `issues` (the path's first, then the query's, already there, then the body's)."""
     survey_id = parse_uuid(segment)
     if survey_id is None:
         issues.insert(0, Issue(("path", "survey_campaign_id"), "value is not a valid uuid", "type_error.uuid"))
+    if raw is None:  # the body's problem is in `issues` already
+        return None
     try:
         body = parse_json(raw)
         # the plainly valid body skips marshmallow; anything else gets the schema's own answer
@@ -75,7 +77,11 @@ async def create_survey_link(request: web.Request) -> web.Response:
     principal = await identify(request)
     segment = request.match_info["survey_campaign_id"]
     issues = unknown_query_issues(request, ())
-    raw = await read_body(request)
+    try:
+        raw: bytes | None = await read_body(request)
+    except ValidationFailed as exc:  # a body that does not decode: a 422 like bad JSON, after the key's checks
+        issues += exc.issues
+        raw = None
     validated = None if issues else _recent.get((segment, raw))
     if validated is None:
         validated = _validate(segment, raw, issues)

@@ -254,6 +254,24 @@ async def test_scope_and_foreign_organisation_header_are_403(client, make_tenant
     assert resp.status == 403 and await resp.json() == {"detail": "Permission denied"}
 
 
+async def test_a_body_that_does_not_decode_is_422_only_after_the_key_rate_and_scope_checks(
+        client, make_tenant, campaign):
+    """Like bad JSON: an undecodable body (plain JSON sent as gzip) is named after 429 and 403."""
+    undecodable = {"data": b'{"name": "x"}', "headers": {"Content-Type": "application/json",
+                                                        "Content-Encoding": "gzip"}}
+    reader = await make_tenant(scopes=("links:read",))
+    resp = await client.post(links_path(campaign["id"]), data=undecodable["data"],
+                             headers={**reader.headers, **undecodable["headers"]})
+    assert (resp.status, await resp.json()) == (403, {"detail": "Permission denied"})
+    limited = await make_tenant(rate_limit="1/minute")
+    statuses = []
+    for _ in range(2):  # the first spends the minute's token although its body is refused
+        resp = await client.post(links_path(campaign["id"]), data=undecodable["data"],
+                                 headers={**limited.headers, **undecodable["headers"]})
+        statuses.append(resp.status)
+    assert statuses == [422, 429]
+
+
 async def test_unknown_and_foreign_campaigns_are_404(client, make_tenant, campaign, db):
     expected = {"detail": {"message": "not_found", "params": {"model": "survey_campaign"}}}
     other = await make_tenant()
