@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -137,18 +138,29 @@ def log_access(fields: dict[str, Any]) -> None:
 
 
 class MalformedRequests(logging.Filter):
-    """aiohttp answers a request it cannot parse (a line past 8190 bytes, a broken chunk, an encoding
-    it lacks) with a 400 of its own before the app sees it, and logs that as an error with a
-    traceback: it is the client's fault, so one warning line, naming the parser's error class but
-    not its message (which quotes up to 100 bytes of the request: a link's token, say)."""
+    """Client garbage that aiohttp logs as its own errors, with a traceback, becomes one warning line.
+
+    Two cases, both the client's fault: a request aiohttp cannot parse (a line past 8190 bytes, a
+    broken chunk, an encoding it lacks), which it answers with a 400 of its own before the app sees
+    it; and a body whose stream broke (plain bytes sent as gzip), which the app answers (422) and
+    aiohttp then trips over again while draining the rest. The line names the parser's error class
+    but not its message, which quotes up to 100 bytes of the request (a link's token, say).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite those records (or drop them below WARNING); let every other record through."""
         exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno < logging.ERROR or not isinstance(exc, HttpProcessingError | RequestPayloadError):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.WARNING):
+            return False
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        record.args = ()
         if isinstance(exc, HttpProcessingError):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "malformed request refused", ()
-            record.exc_info = record.exc_text = None
-            record.status, record.error = exc.code, type(exc).__name__
+            record.msg, record.status, record.error = "malformed request refused", exc.code, type(exc).__name__
+        else:
+            record.msg, record.error = "malformed request body", type(exc.__cause__ or exc).__name__
         return True
 
 

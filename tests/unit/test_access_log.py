@@ -9,6 +9,7 @@ import logging
 import re
 
 import pytest
+from aiohttp.http_exceptions import LineTooLong
 
 from service import logs
 
@@ -38,6 +39,7 @@ def stream(monkeypatch):
     yield fake
     root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     monkeypatch.setattr(logs, "_handler", None)
+    logging.getLogger("aiohttp.server").removeFilter(logs._MALFORMED)
 
 
 def _only_ours() -> None:
@@ -127,3 +129,42 @@ async def test_a_request_aiohttp_cannot_parse_is_one_warning_line_without_its_by
     assert {k: v for k, v in line.items() if k != "ts"} == {
         "level": "warning", "logger": "aiohttp.server", "msg": "malformed request refused",
         "status": 400, "error": error}
+
+
+async def test_a_body_whose_stream_broke_is_one_warning_line(stream, aiohttp_server):
+    """Plain bytes sent as gzip: the app answers, then aiohttp trips over the body again while
+    draining it and logs an 'Unhandled exception' error; that becomes one warning line."""
+    from aiohttp import web
+
+    async def refuse(request: web.Request) -> web.Response:
+        with pytest.raises(web.RequestPayloadError):
+            await request.read()
+        return web.Response(status=422)
+
+    app = web.Application()
+    app.router.add_post("/x", refuse)
+    server = await aiohttp_server(app)
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 12\r\n\r\nsecret-token")
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 422 Unprocessable Entity\r\n"), answer[:200]
+    await server.close()
+    lines = [line for line in stream.lines() if line["logger"] == "aiohttp.server"]
+    assert [{k: v for k, v in line.items() if k != "ts"} for line in lines] == [
+        {"level": "warning", "logger": "aiohttp.server", "msg": "malformed request body",
+         "error": "ContentEncodingError"}]
+
+
+def test_below_warning_the_rewritten_records_are_dropped_and_others_pass(stream):
+    server = logging.getLogger("aiohttp.server")
+    record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+                               ("1.2.3.4",), (None, LineTooLong(b"x" * 10, 8190), None))
+    other = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Unhandled exception", (),
+                              (None, ValueError("ours"), None))
+    assert logs._MALFORMED.filter(other) and other.levelno == logging.ERROR and other.exc_info
+    server.setLevel(logging.ERROR)
+    try:
+        assert not logs._MALFORMED.filter(record)
+    finally:
+        server.setLevel(logging.NOTSET)
