@@ -84,9 +84,11 @@ def parse_uuid(value: Any) -> uuid.UUID | None:
     if not isinstance(value, str) or len(value) != 36:
         return None
     try:
-        return uuid.UUID(value)
+        parsed = uuid.UUID(value)
     except ValueError:
         return None
+    # uuid.UUID also reads "{{<32 hex>}}" and hyphens anywhere: one id must have one spelling
+    return parsed if str(parsed) == value.lower() else None
 
 
 def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:

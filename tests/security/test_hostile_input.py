@@ -304,8 +304,8 @@ async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, worl
             resp = await client.request(method, path, json={"name": "x"}, headers=h)
             status, answer = await family_error(resp)
             assert status == 404, (raw, method, path, answer)
-            if "/" not in raw:  # an id that is one path segment reaches its route, which names it
-                assert answer["error"]["details"] == [{"field": field, "issue": "not found"}], (raw, path)
+            # every id is one path segment (slashes too are percent-encoded), so its route names it
+            assert answer["error"]["details"] == [{"field": field, "issue": "not found"}], (raw, path)
         resp = await client.post(links_path(bad), json={"name": "x"}, headers=h)
         status, answer = await family_error(resp)
         assert status == 422, (raw, answer)
@@ -315,6 +315,20 @@ async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, worl
     # and every table is still there, with its rows
     resp = await client.get(f"{M}/surveys/{world.survey_id}", headers=h)
     assert resp.status == 200
+
+
+async def test_an_id_has_one_spelling(client, world):
+    """uuid.UUID reads braces and hyphens anywhere; only the canonical form (any case) names A's survey."""
+    h, plain = world.tenant.headers, world.survey_id.replace("-", "")
+    assert (await client.get(f"{M}/surveys/{world.survey_id.upper()}", headers=h)).status == 200
+    for other in ("{{" + plain + "}}", plain + "----", "-" + plain + "---", plain[:8] + "--" + plain[8:] + "--"):
+        assert len(other) == 36
+        resp = await client.get(f"{M}/surveys/{quote(other, safe='')}", headers=h)
+        assert (resp.status, (await resp.json())["error"]["details"]) == (
+            404, [{"field": "surveyId", "issue": "not found"}]), other
+        resp = await client.post(links_path(quote(other, safe="")), json={"name": "x"}, headers=h)
+        assert (resp.status, await resp.json()) == (422, {"detail": [{
+            "loc": ["path", "survey_campaign_id"], "msg": "value is not a valid uuid", "type": "type_error.uuid"}]})
 
 
 async def test_unknown_query_parameters_are_422_on_the_api_and_ignored_when_opening(client, world, db):
