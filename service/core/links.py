@@ -20,7 +20,7 @@ from ..db import surveys as survey_db
 from ..db.links import SurveyLink
 from ..db.surveys import MetadataField
 from .errors import Issue, NotFound, QuotaExceeded, ValidationFailed
-from .mapping import Value, canonical_mapping, mapping_hash
+from .mapping import Value, canonical_mapping, legacy_mapping_hash, mapping_hash
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,14 @@ class LinkRequest:
     hash: bytes
     # position of each metadata_id in the caller's list, to name it in errors
     positions: dict[int, int]
+    # the hash a link of this mapping may have been stored under before integers stayed exact
+    legacy_hash: bytes | None = None
 
     @classmethod
     def build(cls, survey_id: uuid.UUID, name: str, items: Sequence[dict[str, Any]]) -> LinkRequest:
         canonical = canonical_mapping([(i["metadata_id"], i.get("value")) for i in items])
         positions = {item["metadata_id"]: pos for pos, item in enumerate(items)}
-        return cls(survey_id, name, canonical, mapping_hash(canonical), positions)
+        return cls(survey_id, name, canonical, mapping_hash(canonical), positions, legacy_mapping_hash(canonical))
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
                       f"metadata field {mid} does not exist", "value_error.not_found")
                 for mid in sorted(unknown, key=req.positions.__getitem__)
             ])
+        if req.legacy_hash is not None:
+            stored = await link_db.find_link(conn, req.survey_id, req.legacy_hash)
+            if stored is not None:
+                return LinkResult(stored, known, replayed=True)
         mapping = [{"metadata_id": mid, "value": value} for mid, value in req.canonical]
         created = await link_db.claim_and_insert(
             conn, req.survey_id, secrets.token_hex(8), req.hash, req.name, mapping

@@ -5,7 +5,8 @@ does not matter, numbers compare by value (1 == 1.0), strings compare exactly, l
 and a missing mapping equals []. Numbers are stored in their normal form: an integer stays exact,
 and an integral float becomes the same integer when it is within the 64 bits JSON is read and written
 with here (orjson), so 1, 1.0 and 1e0 are one value while 9007199254740993 and 9007199254740992 stay
-two. A number beyond 64 bits, or one with a fraction, is an IEEE double (that is how orjson reads it).
+two. A number beyond 64 bits, or one written with a decimal point or an exponent, is an IEEE double
+(that is how orjson reads it).
 """
 
 from __future__ import annotations
@@ -59,3 +60,24 @@ def canonical_mapping(pairs: Sequence[tuple[int, Any]]) -> list[tuple[int, Value
 def mapping_hash(canonical: Sequence[tuple[int, Value]]) -> bytes:
     """SHA-256 of the canonical mapping's compact JSON, `[[id, value], ...]` (orjson writes tuples as arrays)."""
     return hashlib.sha256(orjson.dumps(canonical)).digest()
+
+
+# Before integers stayed exact, every number past 2**53 was stored and hashed as the double it
+# rounds to: links stored then are found by that hash, so they replay instead of being made again.
+_ROUNDED_FROM = 2**53
+
+
+def legacy_mapping_hash(canonical: Sequence[tuple[int, Value]]) -> bytes | None:
+    """The hash a mapping holding an integer past 2**53 was stored under before; None for the rest."""
+    changed = False
+
+    def rounded(value: Any) -> Any:
+        nonlocal changed
+        if type(value) is int and abs(value) >= _ROUNDED_FROM:
+            changed = True
+            return float(value)
+        return value
+
+    legacy = [(mid, [rounded(v) for v in value] if type(value) is list else rounded(value))
+              for mid, value in canonical]
+    return mapping_hash(legacy) if changed else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import uuid
 
@@ -107,6 +108,33 @@ async def test_different_values_give_different_links(client, tenant, campaign, d
         ids.add(data["id"])
     assert len(ids) == len(variants)
     assert await count_links(db, campaign["id"]) == len(variants)
+
+
+async def test_a_link_stored_before_integers_stayed_exact_still_replays_at_full_quota(client, make_tenant, db):
+    """Stored earlier, 2**53 + 1 was hashed as the double 9007199254740992.0: asked again, that link
+    is the answer (not a second link, nor a quota refusal)."""
+    from service.core.mapping import legacy_mapping_hash
+
+    tenant = await make_tenant(link_quota=1)
+    survey = await create_survey(client, tenant.headers)
+    field = await create_metadata_field(client, tenant.headers, "order")
+    legacy = legacy_mapping_hash([(field["id"], 2**53 + 1)])
+    stored = await db.fetchrow(
+        "INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
+        " VALUES ('0123456789abcdef', $1, $2, 'stored before', $3) RETURNING id",
+        uuid.UUID(survey["id"]), legacy, json.dumps([{"metadata_id": field["id"], "value": 9007199254740992.0}]))
+    await db.execute("UPDATE surveys SET link_count = 1 WHERE id = $1", uuid.UUID(survey["id"]))
+    for _ in range(2):  # from PostgreSQL, then from the replay cache
+        resp = await post_link(client, tenant, survey["id"], {"name": "again", "metadata_mapping": [
+            {"metadata_id": field["id"], "value": 2**53 + 1}]})
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Idempotent-Replayed"] == "true"
+        assert ((await resp.json())["id"], (await resp.json())["name"]) == (stored["id"], "stored before")
+    assert await count_links(db, survey["id"]) == 1
+    # a mapping that was never stored is still held to the quota
+    resp = await post_link(client, tenant, survey["id"], {"name": "new", "metadata_mapping": [
+        {"metadata_id": field["id"], "value": 2**53 + 3}]})
+    assert resp.status == 422
 
 
 async def test_replay_from_postgres_when_cache_is_gone(client, tenant, campaign, db, redis_url):

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from service.core.mapping import canonical_mapping, mapping_hash
+from service.core.mapping import canonical_mapping, legacy_mapping_hash, mapping_hash
 from service.core.ratepolicy import PolicyError, Window, parse_policy
 
 
@@ -72,3 +72,33 @@ def test_the_hashed_form_is_pinned():
     canonical = canonical_mapping([(7, "b"), (2, 1.0), (5, [2.0, None, "x"]), (3, None)])
     assert canonical == [(2, 1), (3, None), (5, [2, None, "x"]), (7, "b")]
     assert mapping_hash(canonical) == hashlib.sha256(b'[[2,1],[3,null],[5,[2,null,"x"]],[7,"b"]]').digest()
+
+
+def test_the_legacy_hash_is_the_rounded_form_links_were_stored_under():
+    canonical = canonical_mapping([(2, [2**53 + 1, "x"]), (1, -(10**18)), (3, 5)])
+    assert legacy_mapping_hash(canonical) == hashlib.sha256(
+        b'[[1,-1e+18],[2,[9007199254740992.0,"x"]],[3,5]]').digest()
+    assert legacy_mapping_hash(canonical_mapping([(1, 2**53 - 1), (2, "9007199254740993"), (3, 2.5)])) is None
+
+
+def _normal_before(number):
+    """normalize_number as it was before integers stayed exact (what stored links were hashed with)."""
+    as_float = float(number)
+    return int(as_float) if as_float.is_integer() and abs(as_float) < 2**53 else as_float
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_legacy_or_current_hash_is_the_hash_stored_before(seed):
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(3000):
+        values = [rng.choice([rng.randint(-(2**63), 2**64 - 1), rng.randint(-10, 10), float(rng.randint(-2**62, 2**62)),
+                              rng.random() * 1e20, "x", None, [rng.randint(0, 2**63), "y"]])
+                  for _ in range(rng.randint(1, 3))]
+        pairs = [(mid, value) for mid, value in enumerate(values, 1)]
+        before = sorted((mid, [_normal_before(v) if isinstance(v, int | float) else v for v in value]
+                         if isinstance(value, list) else _normal_before(value) if isinstance(value, int | float)
+                         else value) for mid, value in pairs)
+        canonical = canonical_mapping(pairs)
+        assert (legacy_mapping_hash(canonical) or mapping_hash(canonical)) == mapping_hash(before), pairs
