@@ -168,6 +168,12 @@ def test_readme_configuration_table_lists_every_setting():
     assert documented == settings_env_names() | {"PROMETHEUS_MULTIPROC_DIR"}
 
 
+def test_the_schema_beside_the_package_is_the_packaged_one():
+    """SPEC's layout has schema.sql beside service/: it is a link to the one file the package carries."""
+    beside = REPO / "schema.sql"
+    assert beside.is_symlink() and beside.resolve() == (REPO / "service" / "db" / "schema.sql").resolve()
+
+
 def test_a_wheel_install_outside_the_checkout_reads_its_packaged_schema(tmp_path):
     """A non-editable install (a wheel, as in the image) carries service/db/schema.sql, and schema_sql()
     reads it with the checkout out of reach."""
