@@ -20,9 +20,12 @@ MANAGEMENT = "/api/v2/management"
 
 
 def any_segment(path: str) -> str:
-    """The route pattern of `path` with each `{name}` matching any one segment: aiohttp's default
-    leaves out braces, and an id holding one must still reach its route, whose 404 or 422 names it."""
+    """The route pattern of `path` with each `{name}` matching any one segment."""
+    # aiohttp's default pattern leaves out braces: an id holding one must still reach its route,
+    # whose 404 or 422 names it
     return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
+
+
 REQUIRED = "value_error.missing::field required"
 NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
 

@@ -30,8 +30,7 @@ def _is_json(request: web.Request) -> bool:
 
 
 async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
-    """The raw body of a JSON request; 415 for another content type, 413 past the size limit, 422 if
-    it cannot be decoded."""
+    """The raw body of a JSON request; 415 for another content type, 413 past its limit, 422 undecodable."""
     if not _is_json(request):
         raise UnsupportedMediaType("Content-Type must be application/json")
     with client_io(request):
