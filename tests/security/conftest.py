@@ -1,8 +1,9 @@
 """One organisation with one of everything (survey, metadata field, attribute key, contact, segment,
-created link, contact link), and checks shared by the security tests."""
+created link, contact link), and the checks and helpers shared by the security tests."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ from aiohttp import ClientResponse
 from tests.conftest import Tenant
 from tests.contact_helpers import ATTRIBUTE_KEYS, CONTACTS, SEGMENTS, contact_link_path
 from tests.helpers import create_metadata_field, create_survey, links_path
+
+M = "/api/v2/management"
 
 
 @dataclass(frozen=True)
@@ -69,3 +72,8 @@ async def family_error(resp: ClientResponse) -> tuple[int, Any]:
         assert body["error"]["code"] == resp.status, body
         assert isinstance(body["error"]["message"], str) and isinstance(body["error"]["details"], list), body
     return resp.status, body
+
+
+async def send(client, method: str, path: str, body, headers: dict[str, str]):
+    """Send `body` (raw bytes, a file or an async iterator of chunks) as it is; give up after 30 s."""
+    return await asyncio.wait_for(client.request(method, path, data=body, headers=headers), 30)
