@@ -64,7 +64,8 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
                 for mid in sorted(unknown, key=req.positions.__getitem__)
             ])
         if req.legacy_hash is not None:
-            stored = await link_db.find_link(conn, req.survey_id, req.legacy_hash)
+            # stored before integers past 2**53 stayed exact, perhaps: the current hash's link wins
+            stored = await link_db.find_link_either(conn, req.survey_id, req.hash, req.legacy_hash)
             if stored is not None:
                 return LinkResult(stored, known, replayed=True)
         mapping = [{"metadata_id": mid, "value": value} for mid, value in req.canonical]

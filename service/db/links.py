@@ -23,6 +23,17 @@ class SurveyLink:
     updated_at: datetime
 
 
+async def find_link_either(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash: bytes,
+                           older_hash: bytes) -> SurveyLink | None:
+    """The link stored under `mapping_hash`, else the one stored under `older_hash`."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = any($2::bytea[])"
+        " ORDER BY mapping_hash = $3 DESC LIMIT 1",
+        survey_id, [mapping_hash, older_hash], mapping_hash,
+    )
+    return SurveyLink(**row) if row else None
+
+
 async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash: bytes) -> SurveyLink | None:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = $2",

@@ -66,11 +66,6 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             response = await handler(request)
         except DomainError as error:
             response = render(family_of(request.path), error)
-            if request.content.exception() is not None:
-                # the body's stream broke (an encoding it is not in, a bad chunk): aiohttp drops the
-                # connection after this answer, so say so rather than let a keep-alive client send its
-                # next request into a closed socket
-                response.force_close()
         except web.HTTPException as exc:
             response = render_http(family_of(request.path), exc, app[SETTINGS].max_body_bytes)
         except asyncio.CancelledError:
@@ -103,8 +98,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "status": status, "duration_ms": round(elapsed * 1000, 3),
             "org": principal.org if principal else None,
         })
-        if drain.draining and not response.prepared:
-            response.force_close()  # a keep-alive client must take its next request elsewhere
+        # draining: a keep-alive client must take its next request elsewhere; a body stream that broke
+        # (an encoding it is not in, a bad chunk): aiohttp drops the connection after this answer, so
+        # say so rather than let the client send its next request into a closed socket
+        if (drain.draining or request.content.exception() is not None) and not response.prepared:
+            response.force_close()
         return response
     finally:
         drain.active -= 1

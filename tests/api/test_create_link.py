@@ -137,6 +137,31 @@ async def test_a_link_stored_before_integers_stayed_exact_still_replays_at_full_
     assert resp.status == 422
 
 
+async def test_a_link_under_the_current_hash_wins_over_one_under_the_legacy_hash(client, make_tenant, db,
+                                                                                  redis_url):
+    from service.core.mapping import canonical_mapping, legacy_mapping_hash, mapping_hash
+
+    tenant = await make_tenant()
+    survey = await create_survey(client, tenant.headers)
+    field = await create_metadata_field(client, tenant.headers, "order")
+    canonical = canonical_mapping([(field["id"], 2**53 + 1)])
+    rows = {}
+    for name, digest, value in (("legacy", legacy_mapping_hash(canonical), 9007199254740992.0),
+                                ("current", mapping_hash(canonical), 2**53 + 1)):
+        rows[name] = await db.fetchval(
+            "INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id", f"{name:0>16}", uuid.UUID(survey["id"]), digest, name,
+            json.dumps([{"metadata_id": field["id"], "value": value}]))
+    body = {"name": "again", "metadata_mapping": [{"metadata_id": field["id"], "value": 2**53 + 1}]}
+    for _ in range(2):  # from PostgreSQL, then again once the replay cache is emptied
+        resp = await post_link(client, tenant, survey["id"], body)
+        assert (resp.status, resp.headers["Idempotent-Replayed"]) == (200, "true")
+        assert (await resp.json())["id"] == rows["current"]
+        r = aioredis.Redis.from_url(redis_url)
+        await r.flushall()
+        await r.aclose()
+
+
 async def test_replay_from_postgres_when_cache_is_gone(client, tenant, campaign, db, redis_url):
     first = await post_link(client, tenant, campaign["id"], {"name": "a"})
     r = aioredis.Redis.from_url(redis_url)
