@@ -114,11 +114,16 @@ async def test_worker_killed_mid_requests_loses_nothing_and_retries_do_not_dupli
     assert answered, "the surviving worker answered its requests"
     assert len(failed) + len(answered) == len(values)
 
-    # nothing answered is lost, and the killed transactions left the quota counter exact
-    rows = dict(await db.fetch(
-        "SELECT (metadata_mapping->0->>'value')::int, id FROM survey_links WHERE survey_id = $1", uuid.UUID(survey_id)))
+    # nothing answered is lost, and the killed transactions left the quota counter exact. Both are
+    # read in one snapshot: a killed worker's statement that was waiting on the lock still runs and
+    # commits once the lock goes (PostgreSQL learns its client is gone only when it answers), so it
+    # may land between two separate reads
+    async with db.transaction(isolation="repeatable_read", readonly=True):
+        rows = dict(await db.fetch(
+            "SELECT (metadata_mapping->0->>'value')::int, id FROM survey_links WHERE survey_id = $1",
+            uuid.UUID(survey_id)))
+        counter = await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(survey_id))
     assert {v: rows.get(v) for v in answered} == answered
-    counter = await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(survey_id))
     assert counter == len(rows)
     # the master replaces the dead worker
     await wait_until(lambda: _two_new_workers(two_workers, victim), timeout=20)
