@@ -10,6 +10,7 @@ from .settings import SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .admin import DEFAULT_LINK_QUOTA
     from .core.auth import SCOPES
     from .core.ratepolicy import DEFAULT_POLICY
 
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     asub = admin.add_subparsers(dest="action", required=True)
     org = asub.add_parser("create-org", help="create an organisation")
     org.add_argument("--name", required=True)
-    org.add_argument("--link-quota", type=int, default=50)
+    org.add_argument("--link-quota", type=int, default=DEFAULT_LINK_QUOTA)
     org.add_argument("--rate-limit", default=DEFAULT_POLICY,
                      help="N/second;M/minute (second, minute, hour) or off")
     upd = asub.add_parser("update-org", help="change an organisation's link quota or rate limit")

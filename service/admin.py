@@ -14,6 +14,9 @@ from .db import orgs
 from .db.pool import apply_schema
 from .settings import Settings
 
+# an organisation's link quota when none is given (schema.sql's column default says the same)
+DEFAULT_LINK_QUOTA = 50
+
 
 class AdminError(Exception):
     """A command that cannot be carried out; its message is shown to the operator."""

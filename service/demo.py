@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .admin import new_tenant
+from .admin import DEFAULT_LINK_QUOTA, new_tenant
 from .core.links import LinkRequest, create_or_replay
 from .core.ratepolicy import DEFAULT_POLICY
 from .core.segments import validate_filters
@@ -65,7 +65,7 @@ async def create_demo(settings: Settings) -> Demo:
         async with pool.acquire() as conn:
             await apply_schema(conn)
             stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-            org, key = await new_tenant(conn, f"Demo {stamp}", 50, DEFAULT_POLICY, "demo")
+            org, key = await new_tenant(conn, f"Demo {stamp}", DEFAULT_LINK_QUOTA, DEFAULT_POLICY, "demo")
             survey = await survey_db.insert_survey(conn, org.id, "Demo survey", "inProgress", None, None)
             sku = await survey_db.insert_metadata_field(conn, org.id, "SKU Number", "sku")
             channel = await survey_db.insert_metadata_field(conn, org.id, "Channel", "channel")
