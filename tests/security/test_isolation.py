@@ -14,9 +14,8 @@ import redis.asyncio as aioredis
 
 from tests.contact_helpers import contact_link_path, segment_links_path
 from tests.helpers import create_metadata_field, create_survey, links_path, table_snapshot
-from tests.security.conftest import World
+from tests.security.conftest import M, World
 
-M = "/api/v2/management"
 MISSING_UUID = str(uuid.UUID(int=0x1234))
 MISSING_CONTACT = "9000000000000000000"
 

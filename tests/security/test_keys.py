@@ -17,8 +17,7 @@ from service.app import create_app
 from service.core import auth
 from service.settings import Settings, SettingsError, load_settings
 from tests.helpers import create_survey, links_path
-
-M = "/api/v2/management"
+from tests.security.conftest import M
 
 
 async def _everything_in_postgres(db) -> str:

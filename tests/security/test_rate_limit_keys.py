@@ -13,8 +13,8 @@ from service.app import create_app
 from service.core.auth import hash_secret, new_secret
 from service.db import orgs
 from tests.helpers import create_survey, links_path
+from tests.security.conftest import M
 
-M = "/api/v2/management"
 SPOOFS = [
     {"X-Forwarded-For": "203.0.113.7"},
     {"X-Forwarded-For": "198.51.100.1, 127.0.0.1"},

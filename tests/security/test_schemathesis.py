@@ -20,9 +20,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.faults.conftest import ServeProcess, new_tenant, signing_keys_env, start_serve, stop_serve
+from tests.security.conftest import M
 
 EXAMPLES_PER_MODE = 5
-M = "/api/v2/management"
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,7 @@ from service.core.auth import SCOPES, hash_secret, new_secret
 from service.db import orgs
 from service.embedded import free_port
 from tests.faults.conftest import REPO, SCRUBBED, start_serve, stop_serve
-
-M = "/api/v2/management"
+from tests.security.conftest import M
 
 
 @pytest.fixture
