@@ -28,7 +28,7 @@ from ..core.segments import INT64_MAX, compile_filters
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io
 from .contact_links import BASE, expiry, segment_link_context, validated_query
-from .fields import any_segment, path_uuid
+from .fields import path_uuid
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
 
 log = logging.getLogger("service.export")
@@ -109,7 +109,7 @@ class _Batches:
 EXPORT_QUERY = ("expirationDays", "attributeKeys")
 
 
-@routes.get(any_segment(f"{BASE}/segments/{{segmentId}}/export"))
+@routes.get(f"{BASE}/segments/{{segmentId}}/export")
 @guarded("links:read", reads_query=True)
 async def export_segment_links(request: web.Request) -> web.StreamResponse:
     """Every link of the segment as a CSV file."""
@@ -125,19 +125,18 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
                    "Content-Disposition": f'attachment; filename="segment-{segment_id}-links.csv"',
                    "X-Request-Id": request[REQUEST_ID], **(request.get(RATE_HEADERS) or {})}
         response = web.StreamResponse(headers=headers)
-        await response.prepare(request)
         try:
             with client_io(request):
+                await response.prepare(request)
                 await _stream(request, response, _Batches(conn, org_id, context.filters, keys), seq, keys,
                               query["expirationDays"])
-        except (asyncio.CancelledError, ClientGone):
+                await response.write_eof()
+        except ClientGone:
             raise
         except Exception:
             log.exception("export cut short", extra={"request_id": request[REQUEST_ID]})
             if request.transport is not None:
                 request.transport.abort()  # the client sees an incomplete body, never a wrong one
-            return response
-    await response.write_eof()
     return response
 
 
