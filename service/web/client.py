@@ -19,12 +19,17 @@ class ClientGone(Exception):
     """The client went away during its request: there is nobody left to answer."""
 
 
+def client_left(request: web.Request, exc: OSError) -> bool:
+    """Whether an I/O error on the request's connection is its client having left."""
+    return isinstance(exc, aiohttp.ClientConnectionResetError) or request.transport is None
+
+
 @contextlib.contextmanager
 def client_io(request: web.Request) -> Iterator[None]:
     """Reading the request's body or writing its stream: failures because the client left are ClientGone."""
     try:
         yield
     except OSError as exc:
-        if isinstance(exc, aiohttp.ClientConnectionResetError) or request.transport is None:
+        if client_left(request, exc):
             raise ClientGone() from None
         raise

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from ..core.errors import Issue, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from .client import client_io
+from .client import ClientGone, client_left
 
 JSON = "application/json"
 _UNREADABLE = "Invalid body: it does not decode as its Content-Encoding and Transfer-Encoding say"
@@ -33,12 +33,17 @@ async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes
     """The raw body of a JSON request; 415 for another content type, 413 past its limit, 422 undecodable."""
     if not _is_json(request):
         raise UnsupportedMediaType("Content-Type must be application/json")
-    with client_io(request):
-        try:
-            return await _read_body(request, max_bytes)
-        except web.RequestPayloadError:
-            # the bytes arrived but are not a body: a Content-Encoding they are not in, a broken chunk
-            raise ValidationFailed([Issue(("body",), _UNREADABLE, "value_error.jsondecode")]) from None
+    # a flat try, not client_io's context manager: this is every JSON request's path
+    try:
+        return await _read_body(request, max_bytes)
+    except web.RequestPayloadError:
+        # the bytes arrived but are not a body: a Content-Encoding they are not in (or, under aiohttp's
+        # pure-Python parser, a broken chunk; its C parser does not report that to the body's reader)
+        raise ValidationFailed([Issue(("body",), _UNREADABLE, "value_error.jsondecode")]) from None
+    except OSError as exc:
+        if client_left(request, exc):
+            raise ClientGone() from None
+        raise
 
 
 async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:

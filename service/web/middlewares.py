@@ -99,7 +99,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "org": principal.org if principal else None,
         })
         # draining: a keep-alive client must take its next request elsewhere; a body stream that broke
-        # (an encoding it is not in, a bad chunk): aiohttp drops the connection after this answer, so
+        # (bytes not in their Content-Encoding): aiohttp drops the connection after this answer, so
         # say so rather than let the client send its next request into a closed socket
         if (drain.draining or request.content.exception() is not None) and not response.prepared:
             response.force_close()
