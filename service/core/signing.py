@@ -22,6 +22,7 @@ import jwt
 import orjson
 
 from ..settings import SigningKey
+from .segments import INT64_MAX
 
 try:  # CPython's own SHA-256: for inputs this short it costs half of OpenSSL's per call (EVP set-up)
     from _sha256 import sha256 as _sha256
@@ -36,9 +37,6 @@ _LINK_DOMAIN = b"survey-link:"
 # issued-at further in the future than this is refused (clock skew between instances)
 _LEEWAY_SECONDS = 60
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
-# survey numbers and contact ids are positive bigints: a claim outside them names no row (and past
-# 2**63 - 1 would not even fit the query's parameter)
-_ID_MAX = 2**63 - 1
 
 
 def _b64(data: bytes) -> str:
@@ -84,7 +82,9 @@ def _accept(survey: object, contact: object, exp: object, iat: object, now: floa
     """The checks after the signature: integer claims, not issued in the future, not expired."""
     if type(survey) is not int or type(contact) is not int:
         raise InvalidLink("claims are not integers")
-    if not (1 <= survey <= _ID_MAX and 1 <= contact <= _ID_MAX):
+    # survey numbers and contact ids are positive bigints: a claim outside them names no row (and past
+    # INT64_MAX would not even fit the query's parameter)
+    if not (1 <= survey <= INT64_MAX and 1 <= contact <= INT64_MAX):
         raise InvalidLink("claims are not ids")
     if exp is not None and type(exp) is not int:
         raise InvalidLink("exp is not an integer")
