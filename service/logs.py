@@ -152,7 +152,7 @@ class MalformedRequests(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if record.levelno < logging.ERROR or not isinstance(exc, HttpProcessingError | RequestPayloadError):
             return True
-        if not logging.getLogger(record.name).isEnabledFor(logging.WARNING):
+        if not _SERVER.isEnabledFor(logging.WARNING):  # the one logger this filter sits on
             return False
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
@@ -164,6 +164,7 @@ class MalformedRequests(logging.Filter):
         return True
 
 
+_SERVER = logging.getLogger("aiohttp.server")
 _MALFORMED = MalformedRequests()
 
 
@@ -177,6 +178,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").disabled = True
-    server = logging.getLogger("aiohttp.server")
-    if _MALFORMED not in server.filters:
-        server.addFilter(_MALFORMED)
+    if _MALFORMED not in _SERVER.filters:
+        _SERVER.addFilter(_MALFORMED)
