@@ -31,14 +31,12 @@ class LinkRequest:
     hash: bytes
     # position of each metadata_id in the caller's list, to name it in errors
     positions: dict[int, int]
-    # the hash a link of this mapping may have been stored under before integers stayed exact
-    legacy_hash: bytes | None = None
 
     @classmethod
     def build(cls, survey_id: uuid.UUID, name: str, items: Sequence[dict[str, Any]]) -> LinkRequest:
         canonical = canonical_mapping([(i["metadata_id"], i.get("value")) for i in items])
         positions = {item["metadata_id"]: pos for pos, item in enumerate(items)}
-        return cls(survey_id, name, canonical, mapping_hash(canonical), positions, legacy_mapping_hash(canonical))
+        return cls(survey_id, name, canonical, mapping_hash(canonical), positions)
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
         known = await survey_db.survey_metadata_fields(conn, org_id, req.survey_id, ids)
         if known is None:
             raise NotFound("survey_campaign", field="survey_campaign_id")
-        # a mapping with an unknown field was never stored: 422 (an existing one is found by the insert below)
+        # a mapping with an unknown field was never stored: 422 (an existing one is found by the claim below)
         unknown = [mid for mid in ids if mid not in known]
         if unknown:
             raise ValidationFailed([
@@ -63,18 +61,17 @@ async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkReque
                       f"metadata field {mid} does not exist", "value_error.not_found")
                 for mid in sorted(unknown, key=req.positions.__getitem__)
             ])
-        if req.legacy_hash is not None:
-            # stored before integers past 2**53 stayed exact, perhaps: the current hash's link wins
-            stored = await link_db.find_link_either(conn, req.survey_id, req.hash, req.legacy_hash)
-            if stored is not None:
-                return LinkResult(stored, known, replayed=True)
         mapping = [{"metadata_id": mid, "value": value} for mid, value in req.canonical]
-        created = await link_db.claim_and_insert(
-            conn, req.survey_id, secrets.token_hex(8), req.hash, req.name, mapping
+        # computed here, past the replay cache, not in LinkRequest.build: a replay or a 429 never needs it
+        legacy_hash = legacy_mapping_hash(req.canonical)
+        claimed = await link_db.claim_or_find(
+            conn, req.survey_id, secrets.token_hex(8), req.hash,
+            [req.hash] if legacy_hash is None else [req.hash, legacy_hash], req.name, mapping,
         )
-        if created is not None:
-            return LinkResult(created, known, replayed=False)
-        # the mapping exists (stored before, or by a concurrent creator just now): a replay; else no room
+        if claimed is not None:
+            link, replayed = claimed
+            return LinkResult(link, known, replayed=replayed)
+        # stored by a concurrent creator after the statement began (ON CONFLICT): a replay; else no room
         existing = await link_db.find_link(conn, req.survey_id, req.hash)
         if existing is not None:
             return LinkResult(existing, known, replayed=True)

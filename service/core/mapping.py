@@ -67,17 +67,17 @@ def mapping_hash(canonical: Sequence[tuple[int, Value]]) -> bytes:
 _ROUNDED_FROM = 2**53
 
 
+def _big(value: Any) -> bool:
+    return type(value) is int and abs(value) >= _ROUNDED_FROM
+
+
+def _rounded(value: Any) -> Any:
+    return float(value) if _big(value) else value
+
+
 def legacy_mapping_hash(canonical: Sequence[tuple[int, Value]]) -> bytes | None:
     """The hash a mapping holding an integer past 2**53 was stored under before; None for the rest."""
-    changed = False
-
-    def rounded(value: Any) -> Any:
-        nonlocal changed
-        if type(value) is int and abs(value) >= _ROUNDED_FROM:
-            changed = True
-            return float(value)
-        return value
-
-    legacy = [(mid, [rounded(v) for v in value] if type(value) is list else rounded(value))
-              for mid, value in canonical]
-    return mapping_hash(legacy) if changed else None
+    if not any(_big(value) or (type(value) is list and any(map(_big, value))) for _, value in canonical):
+        return None
+    return mapping_hash([(mid, [_rounded(v) for v in value] if type(value) is list else _rounded(value))
+                         for mid, value in canonical])

@@ -23,17 +23,6 @@ class SurveyLink:
     updated_at: datetime
 
 
-async def find_link_either(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash: bytes,
-                           older_hash: bytes) -> SurveyLink | None:
-    """The link stored under `mapping_hash`, else the one stored under `older_hash`."""
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = any($2::bytea[])"
-        " ORDER BY mapping_hash = $3 DESC LIMIT 1",
-        survey_id, [mapping_hash, older_hash], mapping_hash,
-    )
-    return SurveyLink(**row) if row else None
-
-
 async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash: bytes) -> SurveyLink | None:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = $2",
@@ -43,18 +32,20 @@ async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash
 
 
 # One statement, so the survey row is locked only while PostgreSQL runs it and commits: no client
-# round trip (nor the worker's event loop) sits between taking the lock and releasing it. The row
-# is locked first (FOR UPDATE re-reads the newest count after any wait), the link is inserted if
-# there is room, and the count moves only if the insert happened (a conflicting mapping leaves it).
+# round trip (nor the worker's event loop) sits between taking the lock and releasing it. A link
+# already stored under one of the hashes (a replay the Redis cache no longer holds) is answered as
+# it is, without the lock, so replays never queue behind creators of the same survey. Otherwise the
+# row is locked (FOR UPDATE re-reads the newest count after any wait), the link is inserted if there
+# is room, and the count moves only if the insert happened; one committed by a concurrent creator
+# after this statement began is caught by ON CONFLICT (and the statement answers nothing).
 # `counted` is data-modifying, so PostgreSQL runs it even though the final SELECT never reads it.
-# A mapping already stored (a replay the Redis cache no longer holds) skips the lock altogether, so
-# replays never queue behind creators of the same survey; one committed meanwhile is still caught by
-# ON CONFLICT, as before.
-_CLAIM_AND_INSERT = f"""
-WITH quota AS (
+_CLAIM_OR_FIND = f"""
+WITH stored AS (
+    SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = any($6::bytea[])
+    ORDER BY mapping_hash = $3 DESC LIMIT 1
+), quota AS (
     SELECT s.id FROM surveys s JOIN organizations o ON o.id = s.org_id
-    WHERE s.id = $1 AND s.link_count < coalesce(s.link_quota, o.link_quota)
-      AND NOT EXISTS (SELECT 1 FROM survey_links l WHERE l.survey_id = $1 AND l.mapping_hash = $3)
+    WHERE s.id = $1 AND s.link_count < coalesce(s.link_quota, o.link_quota) AND NOT EXISTS (SELECT 1 FROM stored)
     FOR UPDATE OF s
 ), created AS (
     INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)
@@ -64,17 +55,24 @@ WITH quota AS (
 ), counted AS (
     UPDATE surveys SET link_count = link_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM created)
 )
-SELECT * FROM created
+SELECT false AS replayed, * FROM created
+UNION ALL
+SELECT true AS replayed, * FROM stored
 """
 
 
-async def claim_and_insert(
+async def claim_or_find(
     conn: asyncpg.Connection, survey_id: uuid.UUID, public_id: str, mapping_hash: bytes,
-    name: str, mapping: list[dict[str, Any]],
-) -> SurveyLink | None:
-    """The new link; None when the survey is full or the mapping exists already."""
-    row = await conn.fetchrow(_CLAIM_AND_INSERT, survey_id, public_id, mapping_hash, name, mapping)
-    return SurveyLink(**row) if row else None
+    stored_hashes: list[bytes], name: str, mapping: list[dict[str, Any]],
+) -> tuple[SurveyLink, bool] | None:
+    """The link stored under `stored_hashes` (the first preferred) and True, else a new one and False;
+    None when the survey is full or a concurrent creator stored the mapping meanwhile."""
+    row = await conn.fetchrow(_CLAIM_OR_FIND, survey_id, public_id, mapping_hash, name, mapping, stored_hashes)
+    if row is None:
+        return None
+    fields = dict(row)
+    replayed = fields.pop("replayed")
+    return SurveyLink(**fields), replayed
 
 
 async def effective_quota(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int:
