@@ -19,6 +19,7 @@ from .redis_client import connect_redis
 from .settings import Settings
 from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
 from .web.drain import Drain
+from .web.fields import any_segment
 from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
 from .web.middlewares import edge_middleware
 
@@ -87,5 +88,12 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(docs.build_openapi)
     for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
                   contact_links.routes, export.routes, opening.routes, docs.routes):
-        app.add_routes(table)
+        app.add_routes(_any_segment_ids(table))
     return app
+
+
+def _any_segment_ids(table: web.RouteTableDef) -> list[web.RouteDef]:
+    """The table's routes, each `{name}` matching any one path segment (see fields.any_segment)."""
+    # every entry is a RouteDef (no static routes here): a StaticDef would fail loudly, not vanish
+    return [web.RouteDef(route.method, any_segment(route.path), route.handler, route.kwargs)  # type: ignore[attr-defined]
+            for route in table]

@@ -23,7 +23,7 @@ from ..db import contacts as contact_db
 from ..db import segments as segment_db
 from .auth import guarded, principal_of, unknown_query_issues
 from .contact_schemas import load_link_query
-from .fields import MANAGEMENT, any_segment, path_uuid
+from .fields import MANAGEMENT, path_uuid
 from .jsonio import raw_json_response
 from .keys import POOL, REDIS, SETTINGS, SIGNER
 from .render import iso
@@ -86,7 +86,7 @@ def validated_query(request: web.Request, names: tuple[str, ...]) -> dict[str, A
     return query
 
 
-@routes.get(any_segment(f"{BASE}/segments/{{segmentId}}"))
+@routes.get(f"{BASE}/segments/{{segmentId}}")
 @guarded("links:read", reads_query=True)
 async def segment_links(request: web.Request) -> web.Response:
     """A page of the segment's contacts, newest first, each with its signed survey link."""
@@ -111,7 +111,7 @@ async def segment_links(request: web.Request) -> web.Response:
     return raw_json_response(orjson.dumps(body))
 
 
-@routes.get(any_segment(f"{BASE}/contacts/{{contactId}}"))
+@routes.get(f"{BASE}/contacts/{{contactId}}")
 @guarded("links:read", reads_query=True)
 async def contact_link(request: web.Request) -> web.Response:
     """The signed survey link of one contact."""

@@ -14,7 +14,7 @@ from ..core.links import LinkRequest, create_or_replay
 from ..core.ratelimit import org_key
 from .auth import identify, require_scope, spend, unknown_query_issues
 from .fastbody import fast_create_link
-from .fields import any_segment, issues_of, parse_uuid
+from .fields import issues_of, parse_uuid
 from .jsonio import parse_json, raw_json_response, read_body
 from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
 from .render import link_json
@@ -70,7 +70,7 @@ def _validate(segment: str, raw: bytes | None, issues: list[Issue]) -> tuple[Lin
     return validated
 
 
-@routes.post(any_segment("/external/survey-campaigns/{survey_campaign_id}/links"))
+@routes.post("/external/survey-campaigns/{survey_campaign_id}/links")
 async def create_survey_link(request: web.Request) -> web.Response:
     """Create (or replay) the survey link of a campaign and metadata mapping."""
     app = request.app

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..core.errors import Issue, NotFound, ValidationFailed
 from ..db import surveys as survey_db
 from .auth import guarded, principal_of
-from .fields import MANAGEMENT, any_segment, load, path_uuid
+from .fields import MANAGEMENT, load, path_uuid
 from .jsonio import json_response, read_json
 from .keys import POOL
 from .render import metadata_field_json, survey_json
@@ -34,7 +34,7 @@ async def create_survey(request: web.Request) -> web.Response:
     return json_response({"data": survey_json(survey)}, status=201)
 
 
-@routes.get(any_segment(f"{BASE}/surveys/{{surveyId}}"))
+@routes.get(f"{BASE}/surveys/{{surveyId}}")
 @guarded("manage")
 async def get_survey(request: web.Request) -> web.Response:
     """One survey with its link count."""
@@ -46,7 +46,7 @@ async def get_survey(request: web.Request) -> web.Response:
     return json_response({"data": survey_json(survey)})
 
 
-@routes.patch(any_segment(f"{BASE}/surveys/{{surveyId}}"))
+@routes.patch(f"{BASE}/surveys/{{surveyId}}")
 @guarded("manage")
 async def patch_survey(request: web.Request) -> web.Response:
     """Change a survey's name, status, link quota or redirect URL."""

@@ -19,7 +19,6 @@ from ..core.errors import Gone, NotFound
 from ..core.signing import ExpiredLink, InvalidLink
 from ..db import contacts as contact_db
 from ..db import links as link_db
-from .fields import any_segment
 from .jsonio import json_response
 from .keys import POOL, SIGNER
 
@@ -61,7 +60,7 @@ def answer(redirect_url: str | None, facts: dict[str, Any]) -> web.Response:
     return json_response({"data": facts}, headers=dict(_PRIVATE))
 
 
-@routes.get(any_segment("/c/{token}"))
+@routes.get("/c/{token}")
 async def open_contact_link(request: web.Request) -> web.Response:
     """A personal (contact) link: the survey id and the contact id."""
     try:
@@ -79,7 +78,7 @@ async def open_contact_link(request: web.Request) -> web.Response:
     return answer(target.redirect_url, {"surveyId": str(target.survey_id), "contactId": str(claims.contact_id)})
 
 
-@routes.get(any_segment("/l/{token}"))
+@routes.get("/l/{token}")
 async def open_created_link(request: web.Request) -> web.Response:
     """A created (Filum) link: the survey id, the public id, and each metadata field's variable."""
     try:

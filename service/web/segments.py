@@ -11,7 +11,7 @@ from ..core.segment_cache import segment_total
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
 from .contact_schemas import SegmentCreateSchema
-from .fields import MANAGEMENT, any_segment, load, path_uuid
+from .fields import MANAGEMENT, load, path_uuid
 from .jsonio import json_response, read_json
 from .keys import POOL, REDIS
 from .render import iso
@@ -39,7 +39,7 @@ async def create_segment(request: web.Request) -> web.Response:
     return json_response({"data": segment_json(segment, total)}, status=201)
 
 
-@routes.get(any_segment(f"{BASE}/segments/{{segmentId}}"))
+@routes.get(f"{BASE}/segments/{{segmentId}}")
 @guarded("manage")
 async def get_segment(request: web.Request) -> web.Response:
     """One segment with how many contacts it holds now."""
