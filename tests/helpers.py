@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any
 
 import asyncpg
@@ -41,3 +43,15 @@ async def table_snapshot(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
     return {t: tuple(await db.fetchrow(
         f"SELECT count(*), md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {t} r"))
         for t in TABLES}
+
+
+async def wait_until(check, timeout: float, interval: float = 0.1):
+    """Poll the async `check` until it answers something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"not reached within {timeout}s (last answer {last!r})")

@@ -12,7 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.auth import SCOPES
-from tests.helpers import JSON, create_metadata_field, create_survey, links_path
+from tests.helpers import JSON, create_metadata_field, create_survey, links_path, wait_until
+from tests.ops.metrics_text import parse_samples
+from tests.ops.metrics_text import value as sample
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -124,17 +126,25 @@ async def test_a_link_stored_before_integers_stayed_exact_still_replays_at_full_
         " VALUES ('0123456789abcdef', $1, $2, 'stored before', $3) RETURNING id",
         uuid.UUID(survey["id"]), legacy, json.dumps([{"metadata_id": field["id"], "value": 9007199254740992.0}]))
     await db.execute("UPDATE surveys SET link_count = 1 WHERE id = $1", uuid.UUID(survey["id"]))
-    for _ in range(2):  # from PostgreSQL, then from the replay cache
+    # from PostgreSQL, then from the replay cache; 2**53 rounds to the same double, so it is that link
+    # too, as it was when the link was stored (README: it stands for every integer that rounds to it)
+    for number in (2**53 + 1, 2**53 + 1, 2**53):
         resp = await post_link(client, tenant, survey["id"], {"name": "again", "metadata_mapping": [
-            {"metadata_id": field["id"], "value": 2**53 + 1}]})
+            {"metadata_id": field["id"], "value": number}]})
         assert resp.status == 200, await resp.text()
         assert resp.headers["Idempotent-Replayed"] == "true"
-        assert ((await resp.json())["id"], (await resp.json())["name"]) == (stored["id"], "stored before")
+        data = await resp.json()
+        assert (data["id"], data["name"], data["metadata_mapping"][0]["value"]) == (
+            stored["id"], "stored before", 9007199254740992.0)  # the double it stored
     assert await count_links(db, survey["id"]) == 1
+    metrics = parse_samples(await (await client.get("/metrics")).text())
+    assert sample(metrics, "sls_idempotent_replays_total", source="database") == 2  # 2**53 + 1, then 2**53
+    assert sample(metrics, "sls_idempotent_replays_total", source="cache") == 1
     # a mapping that was never stored is still held to the quota
     resp = await post_link(client, tenant, survey["id"], {"name": "new", "metadata_mapping": [
         {"metadata_id": field["id"], "value": 2**53 + 3}]})
-    assert resp.status == 422
+    assert (resp.status, await resp.json()) == (422, {"detail": {
+        "message": "threshold_exceeded", "params": {"model": "survey_link", "threshold": 1}}})
 
 
 async def test_a_link_under_the_current_hash_wins_over_one_under_the_legacy_hash(client, make_tenant, db,
@@ -179,8 +189,6 @@ async def test_replay_from_postgres_when_cache_is_gone(client, tenant, campaign,
 
 async def test_a_replay_from_postgres_does_not_wait_for_the_survey_lock(client, tenant, campaign, db, redis_url):
     """Creators of a survey queue on its row; a replay of a stored mapping does not join them."""
-    from tests.ops.metrics_text import parse_samples, value
-
     first = await post_link(client, tenant, campaign["id"], {"name": "a"})
     r = aioredis.Redis.from_url(redis_url)
     await r.flushall()
@@ -195,12 +203,8 @@ async def test_a_replay_from_postgres_does_not_wait_for_the_survey_lock(client, 
         # a new mapping does wait for the lock (the quota is counted under it): PostgreSQL says so
         creating = asyncio.ensure_future(post_link(client, tenant, campaign["id"], {"name": "c", "metadata_mapping": [
             {"metadata_id": campaign["sku"]["id"], "value": "new"}]}))
-        for _ in range(200):
-            blocked = await db.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", holder)
-            if blocked:
-                break
-            await asyncio.sleep(0.025)
+        blocked = await wait_until(lambda: db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", holder), 5, 0.025)
         assert blocked == 1
         assert not creating.done()
     created = await asyncio.wait_for(creating, 5)
@@ -209,8 +213,8 @@ async def test_a_replay_from_postgres_does_not_wait_for_the_survey_lock(client, 
     assert await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(campaign["id"])) == 2
     # the replay was answered from PostgreSQL, not from the (flushed) cache
     metrics = parse_samples(await (await client.get("/metrics")).text())
-    assert value(metrics, "sls_idempotent_replays_total", source="database") == 1
-    assert value(metrics, "sls_idempotent_replays_total", source="cache") == 0
+    assert sample(metrics, "sls_idempotent_replays_total", source="database") == 1
+    assert sample(metrics, "sls_idempotent_replays_total", source="cache") == 0
 
 
 async def test_replays_after_a_key_rotation_carry_the_new_kid(client, aiohttp_client, settings, tenant, campaign,

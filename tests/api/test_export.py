@@ -14,7 +14,7 @@ import pytest
 from service.web import export
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import all_members, bulk, create_segment, error, segment_links_path
-from tests.helpers import create_survey
+from tests.helpers import create_survey, wait_until
 
 KEY = TEST_KEYS[0]
 TRICKY = 'says "hi", then\nleaves'
@@ -194,13 +194,11 @@ async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings,
             resp.connection.transport.abort()  # the client leaves mid-file
             resp.release()
             client_left.set()
-        for _ in range(100):
-            if any(getattr(r, "request_id", None) == "gone-export" and r.name == "service.access"
-                   for r in caplog.records):
-                break
-            await asyncio.sleep(0.05)
-        line = next(r for r in caplog.records
-                    if r.name == "service.access" and getattr(r, "request_id", None) == "gone-export")
+        async def access_line():
+            return next((r for r in caplog.records
+                         if r.name == "service.access" and getattr(r, "request_id", None) == "gone-export"), None)
+
+        line = await wait_until(access_line, 5, 0.05)
         assert line.status == 499
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
         app[METRICS].flush()

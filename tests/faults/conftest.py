@@ -7,7 +7,6 @@ reaped) at teardown whatever the test did.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -143,18 +142,6 @@ async def new_tenant(database_url: str, link_quota: int = 50, rate_limit: str = 
     finally:
         await conn.close()
     return Tenant(org.id, secret, key_id)
-
-
-async def wait_until(check, timeout: float, interval: float = 0.1):
-    """Poll the async `check` until it answers something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"not reached within {timeout}s (last answer {last!r})")
 
 
 def signing_keys_env() -> str:

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from service.app import create_app
-from tests.faults.conftest import OwnPostgres, new_tenant, wait_until
-from tests.helpers import links_path
+from tests.faults.conftest import OwnPostgres, new_tenant
+from tests.helpers import links_path, wait_until
 
 PG_DETAIL = "Service temporarily unavailable: postgresql is not answering, retry shortly"
 FILUM_503 = {"detail": PG_DETAIL}

@@ -26,8 +26,8 @@ from service.core.ratepolicy import parse_policy
 from service.core.redis_pipe import PipelinedRedis
 from service.redis_client import SINGLE_SERVER_RETRY
 from tests.conftest import Tenant
-from tests.faults.conftest import OwnRedis, wait_until
-from tests.helpers import create_metadata_field, create_survey, links_path
+from tests.faults.conftest import OwnRedis
+from tests.helpers import create_metadata_field, create_survey, links_path, wait_until
 
 FILUM_503 = {"detail": "Service temporarily unavailable: redis is not answering, retry shortly"}
 FORMBRICKS_503 = {"error": {"code": 503, "message": FILUM_503["detail"], "details": []}}

@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from tests.conftest import Tenant
-from tests.faults.conftest import new_tenant, signing_keys_env, wait_until
-from tests.helpers import links_path
+from tests.faults.conftest import new_tenant, signing_keys_env
+from tests.helpers import links_path, wait_until
 
 BASE = "/api/v2/management"
 
