@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import NamedTuple
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import ClusterDownError, RedisError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -46,6 +46,21 @@ class Breaker:
     def trip(self) -> None:
         """Note a failure: skip Redis from now until the breaker's time has passed."""
         self._down_until = time.monotonic() + _BREAKER_SECONDS
+
+    async def cache_write(self, what: str, write: Callable[[], Awaitable[object]]) -> None:
+        """A best-effort write to a cache that PostgreSQL backs: never fails the request."""
+        if self.resting():
+            return
+        try:
+            await write()
+        except REDIS_DOWN:
+            self.trip()
+            log.warning("%s unavailable; nothing remembered", what)
+        except RedisError as exc:
+            # a server that answers but refuses writes (out of memory, a replica turned read-only):
+            # the answer is already computed and reads still work, so neither the request nor the
+            # breaker fails
+            log.warning("%s refused a write: %s", what, str(exc)[:120])
 
 
 class Decision(NamedTuple):
@@ -119,16 +134,11 @@ class Gate(Breaker):
 
     async def remember(self, key: str, value: bytes, ttl_seconds: int) -> None:
         """Cache an answer; best effort, since PostgreSQL stays the truth."""
-        if self.resting():
-            return
-        try:
-            if self._pipe is not None:
-                await self._pipe.execute("SET", key, value, "EX", ttl_seconds)
-            else:
-                await self._redis.set(key, value, ex=ttl_seconds)
-        except REDIS_DOWN as exc:
-            self.trip()
-            log.warning("redis unavailable for the replay cache: %s", type(exc).__name__)
+        if self._pipe is not None:
+            pipe = self._pipe
+            await self.cache_write("replay cache", lambda: pipe.execute("SET", key, value, "EX", ttl_seconds))
+        else:
+            await self.cache_write("replay cache", lambda: self._redis.set(key, value, ex=ttl_seconds))
 
     async def aclose(self) -> None:
         """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""

@@ -25,7 +25,6 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ..db import segments as segment_db
 from ..db.segments import PageRow
@@ -64,19 +63,8 @@ async def _read(redis: Redis, key: str, *fields: str) -> list[bytes | None]:
 
 
 async def _write(redis: Redis, key: str, fields: dict[str, Any]) -> None:
-    breaker = _breaker(redis)
-    if breaker.resting():
-        return
     pairs = [item for field, value in fields.items() for item in (field, value)]
-    try:
-        await redis.eval(_REMEMBER, 1, key, CACHE_TTL_SECONDS, *pairs)
-    except REDIS_DOWN:
-        breaker.trip()
-        log.warning("segment cache unavailable; nothing remembered")
-    except RedisError as exc:
-        # a server that answers but refuses writes (out of memory, a replica turned read-only): the
-        # page is already computed, and reads still work, so neither the request nor the breaker fails
-        log.warning("segment cache refused a write: %s", str(exc)[:120])
+    await _breaker(redis).cache_write("segment cache", lambda: redis.eval(_REMEMBER, 1, key, CACHE_TTL_SECONDS, *pairs))
 
 
 async def _count(redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,

@@ -534,3 +534,24 @@ async def test_the_campaigns_own_quota_comes_before_the_organisations(client, ma
     resp = await post_link(client, tenant, closed["id"], body(0))
     assert (resp.status, await resp.json()) == (422, refused(0))
     assert await count_links(db, closed["id"]) == 0
+
+
+async def test_a_link_is_answered_when_redis_refuses_to_cache_it(client, tenant, campaign, db, redis_url, caplog):
+    """Redis out of memory refuses the replay cache's write: the link, committed, is answered all the same
+    (it was a 503 after the commit), and the replay comes from PostgreSQL."""
+    r = aioredis.Redis.from_url(redis_url)
+    await r.config_set("maxmemory", 1)  # with the default noeviction policy, every write is refused (OOM)
+    try:
+        created = await post_link(client, tenant, campaign["id"], {"name": "x"})
+        assert created.status == 200, await created.text()
+        replay = await post_link(client, tenant, campaign["id"], {"name": "y"})
+        assert (replay.status, replay.headers["Idempotent-Replayed"]) == (200, "true")
+        assert await replay.json() == await created.json()
+    finally:
+        await r.config_set("maxmemory", 0)
+    assert await r.dbsize() == 0
+    await r.aclose()
+    assert await count_links(db, campaign["id"]) == 1
+    assert caplog.text.count("replay cache refused a write") == 2
+    metrics = parse_samples(await (await client.get("/metrics")).text())
+    assert sample(metrics, "sls_idempotent_replays_total", source="database") == 1
