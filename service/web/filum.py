@@ -9,7 +9,15 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from ..core.errors import Forbidden, Issue, Unauthorized, ValidationFailed
+from ..core.errors import (
+    DomainError,
+    Forbidden,
+    Issue,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from ..core.links import LinkRequest, create_or_replay
 from ..core.ratelimit import org_key
 from .auth import identify, require_scope, spend, unknown_query_issues
@@ -77,12 +85,17 @@ async def create_survey_link(request: web.Request) -> web.Response:
     principal = await identify(request)
     segment = request.match_info["survey_campaign_id"]
     issues = unknown_query_issues(request, ())
+    # the body's own errors are answered after the key, rate-limit and scope checks, like bad JSON:
+    # every authenticated request spends a token, and a key without the scope is a 403 whatever it sends
+    body_error: DomainError | None = None
     try:
         raw: bytes | None = await read_body(request)
-    except ValidationFailed as exc:  # a body that does not decode: a 422 like bad JSON, after the key's checks
+    except ValidationFailed as exc:  # a body that does not decode: one more 422 issue
         issues += exc.issues
         raw = None
-    validated = None if issues else _recent.get((segment, raw))
+    except (PayloadTooLarge, UnsupportedMediaType) as exc:
+        body_error, raw = exc, None
+    validated = None if issues or raw is None else _recent.get((segment, raw))
     if validated is None:
         validated = _validate(segment, raw, issues)
     link_request = cache_key = None
@@ -96,7 +109,9 @@ async def create_survey_link(request: web.Request) -> web.Response:
     spend(request, principal, decision)
     require_scope(principal, "links:write")
     _check_filum_headers(request, principal.org)
-    if issues or link_request is None:
+    if body_error is not None:
+        raise body_error
+    if link_request is None:
         raise ValidationFailed(issues)
     if decision.cached is not None:
         app[METRICS].replay("cache")

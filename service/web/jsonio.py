@@ -58,7 +58,10 @@ async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:
             if limit and len(raw) > limit:
                 raise PayloadTooLarge(limit)
             return raw
-        return await request.read()  # aiohttp enforces client_max_size (413)
+        try:
+            return await request.read()  # aiohttp enforces client_max_size
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(request.client_max_size) from None  # a domain error, like the one above
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(max_bytes)
     chunks, size = [], 0

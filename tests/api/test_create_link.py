@@ -311,22 +311,45 @@ async def test_scope_and_foreign_organisation_header_are_403(client, make_tenant
     assert resp.status == 403 and await resp.json() == {"detail": "Permission denied"}
 
 
-async def test_a_body_that_does_not_decode_is_422_only_after_the_key_rate_and_scope_checks(
-        client, make_tenant, campaign):
-    """Like bad JSON: an undecodable body (plain JSON sent as gzip) is named after 429 and 403."""
-    undecodable = {"data": b'{"name": "x"}', "headers": {"Content-Type": "application/json",
-                                                        "Content-Encoding": "gzip"}}
+BODY_ERRORS = {  # name: (body, headers, the answer once the key, rate limit and scope have passed)
+    "not in its Content-Encoding": (b'{"name": "x"}', {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                                    422),
+    "another content type": (b"name=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    "past the size limit, declared": (b'{"name": "' + b"x" * (2 << 20) + b'"}', {"Content-Type": "application/json"},
+                                      413),
+}
+
+
+@pytest.mark.parametrize("case", list(BODY_ERRORS))
+async def test_a_body_error_comes_only_after_the_key_rate_and_scope_checks(client, make_tenant, campaign, case):
+    """Like bad JSON, the body's own errors (413, 415, an undecodable body's 422) are answered after
+    429 and 403: every authenticated request spends a token, and a key without the scope is a 403."""
+    data, headers, status = BODY_ERRORS[case]
     reader = await make_tenant(scopes=("links:read",))
-    resp = await client.post(links_path(campaign["id"]), data=undecodable["data"],
-                             headers={**reader.headers, **undecodable["headers"]})
+    resp = await client.post(links_path(campaign["id"]), data=io.BytesIO(data), headers={**reader.headers, **headers})
     assert (resp.status, await resp.json()) == (403, {"detail": "Permission denied"})
     limited = await make_tenant(rate_limit="1/minute")
     statuses = []
     for _ in range(2):  # the first spends the minute's token although its body is refused
-        resp = await client.post(links_path(campaign["id"]), data=undecodable["data"],
-                                 headers={**limited.headers, **undecodable["headers"]})
+        resp = await client.post(links_path(campaign["id"]), data=io.BytesIO(data),
+                                 headers={**limited.headers, **headers})
         statuses.append(resp.status)
-    assert statuses == [422, 429]
+    assert statuses == [status, 429]
+
+
+async def test_a_chunked_body_past_the_size_limit_is_413_after_the_scope_check(client, make_tenant, campaign):
+    reader = await make_tenant(scopes=("links:read",))
+
+    async def chunks():
+        for _ in range(8):
+            yield b"x" * (256 << 10)
+
+    resp = await client.post(links_path(campaign["id"]), data=chunks(),
+                             headers={**reader.headers, "Content-Type": "application/json"})
+    assert (resp.status, await resp.json()) == (403, {"detail": "Permission denied"})
+    resp = await client.post(links_path(campaign["id"]), data=chunks(),
+                             headers={**(await make_tenant()).headers, "Content-Type": "application/json"})
+    assert (resp.status, await resp.json()) == (413, {"detail": "Request body too large (limit 1048576 bytes)"})
 
 
 async def test_unknown_and_foreign_campaigns_are_404(client, make_tenant, campaign, db):
