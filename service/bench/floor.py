@@ -20,7 +20,6 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
 import uvloop
@@ -32,6 +31,7 @@ from ..core.signing import InvalidLink, LinkSigner
 from ..embedded import free_port
 from ..settings import SigningKey
 from ..web.errors import render_formbricks
+from ..web.middlewares import route_name
 from .refs import build
 from .seed_contacts import forged
 from .wrk import Load, WrkMissing, find_wrk, run_wrk
@@ -64,7 +64,7 @@ async def _lean(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = os.urandom(16).hex()
     response = await handler(request)
     response.headers["X-Request-Id"] = request_id
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    route = route_name(request)
     key = (request.method, route, response.status)
     _tally[key] = _tally.get(key, 0) + 1
     _lines.append(orjson.dumps({"ts": time.time(), "request_id": request_id, "method": request.method,
@@ -78,9 +78,7 @@ async def _lean(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _app(kind: str) -> tuple[web.Application, str]:
     if kind == "fixed":
         return build("fixed", None), "/"  # the bench's own reference, as `bench` measures it
-    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = {"route": [], "nop": [_nop],
-                                                                       "lean": [_lean]}[kind]
-    app = web.Application(middlewares=middlewares)
+    app = web.Application(middlewares={"route": (), "nop": (_nop,), "lean": (_lean,)}[kind])
     app.router.add_get("/c/{token}", _refuse)
     return app, FORGED
 
