@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -25,8 +24,21 @@ from .jsonio import json_response
 
 FILUM = "filum"
 FORMBRICKS = "formbricks"
-# a status's reason phrase without an enum lookup per error (a 404 is the forged link's hot path)
-_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+# Each status's message as both references write it (RFC 9110's names before Python 3.13 renamed
+# 413 and 422 in HTTPStatus): fixed here so that no Python version changes an error body.
+PHRASES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict",
+    410: "Gone", 411: "Length Required", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 417: "Expectation Failed", 422: "Unprocessable Entity",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+
+def phrase(status: int) -> str:
+    """The fixed message of a status (`Error` for one the service never answers)."""
+    return PHRASES.get(status, "Error")
 
 
 def family_of(path: str) -> str:
@@ -50,7 +62,7 @@ def _plain_message(error: DomainError) -> str:
         return f"Service temporarily unavailable: {error.what} is not answering, retry shortly"
     if isinstance(error, Gone):
         return error.reason
-    return _PHRASES[error.status]
+    return phrase(error.status)
 
 
 def render_filum(error: DomainError) -> web.Response:
@@ -96,7 +108,7 @@ def render_formbricks(error: DomainError) -> web.Response:
         details = [{"field": "x-api-key", "issue": "missing, unknown or revoked API key"}]
     elif isinstance(error, Gone):
         details = [{"field": "link", "issue": error.reason}]
-    message = _PHRASES[error.status]
+    message = phrase(error.status)
     if isinstance(error, PayloadTooLarge | UnsupportedMediaType | Unavailable):
         message = _plain_message(error)
     body = {"error": {"code": error.status, "message": message, "details": details}}
@@ -109,7 +121,7 @@ def render(family: str, error: DomainError) -> web.Response:
 
 class _HttpError(DomainError):
     def __init__(self, status: int) -> None:
-        super().__init__(HTTPStatus(status).phrase)
+        super().__init__(phrase(status))
         self.status = status
 
 
