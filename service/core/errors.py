@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Issue:
-    """One validation problem: where (`loc`), what (`msg`), and its machine-readable `type`."""
+    """One validation problem: where (`loc`), what (`msg`), its machine-readable `type`, and the
+    limit or detail it names (`ctx`, pydantic's `{"limit_value": 255}`), when it has one."""
 
     loc: tuple[str | int, ...]
     msg: str
     type: str
+    ctx: Mapping[str, Any] | None = None
 
 
 class DomainError(Exception):

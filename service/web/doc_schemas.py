@@ -15,6 +15,8 @@ class FilumValidationIssue(Schema):
     loc = fields.List(fields.Raw(), metadata={"example": ["body", "name"]})
     msg = fields.String(metadata={"example": "field required"})
     type = fields.String(metadata={"example": "value_error.missing"})
+    ctx = fields.Dict(metadata={"description": "pydantic's context of the error, when it has one",
+                                "example": {"limit_value": 255}})
 
 
 class FilumError(Schema):

@@ -79,10 +79,18 @@ def render_filum(error: DomainError) -> web.Response:
     elif isinstance(error, QuotaExceeded):
         detail = {"message": "threshold_exceeded", "params": {"model": "survey_link", "threshold": error.threshold}}
     elif isinstance(error, ValidationFailed):
-        detail = [{"loc": list(i.loc), "msg": i.msg, "type": i.type} for i in error.issues]
+        detail = [_filum_issue(i) for i in error.issues]
     else:
         detail = _plain_message(error)
     return json_response({"detail": detail}, error.status, _headers(error))
+
+
+def _filum_issue(issue: Issue) -> dict[str, Any]:
+    """pydantic v1's error dict: `ctx` only when the error has one (`{"limit_value": 255}`)."""
+    item: dict[str, Any] = {"loc": list(issue.loc), "msg": issue.msg, "type": issue.type}
+    if issue.ctx is not None:
+        item["ctx"] = issue.ctx
+    return item
 
 
 def _field(issue: Issue) -> str:

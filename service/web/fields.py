@@ -1,15 +1,18 @@
-"""marshmallow fields whose errors read like the reference's (pydantic-style `msg` and `type`).
+"""marshmallow fields whose errors read like the reference's (pydantic-style `msg`, `type`, `ctx`).
 
-A field's error message is written `type::msg`; `issues_from()` splits it into an Issue.
+A field's error message is written `type::msg` (and `::ctx::` + the ctx as JSON when it has one);
+`issues_from()` splits it into an Issue.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -30,55 +33,111 @@ REQUIRED = "value_error.missing::field required"
 NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
 
 
-def error(type_: str, msg: str) -> ValidationError:
-    return ValidationError(f"{type_}::{msg}")
+CTX = "::ctx::"
+
+
+def error(type_: str, msg: str, ctx: dict[str, Any] | None = None) -> ValidationError:
+    text = f"{type_}::{msg}"
+    return ValidationError(text if ctx is None else text + CTX + orjson.dumps(ctx).decode())
+
+
+def too_short(limit: int) -> ValidationError:
+    return error("value_error.any_str.min_length", f"ensure this value has at least {limit} characters",
+                 {"limit_value": limit})
+
+
+def too_long(limit: int) -> ValidationError:
+    return error("value_error.any_str.max_length", f"ensure this value has at most {limit} characters",
+                 {"limit_value": limit})
+
+
+def too_many(limit: int) -> ValidationError:
+    return error("value_error.list.max_items", f"ensure this value has at most {limit} items", {"limit_value": limit})
 
 
 class Messages:
     default_error_messages = {"required": REQUIRED, "null": NOT_NULL}
 
 
+# past 2**63 a JSON number may be an integer our parser (orjson) read as a double: its digits are lost
+_EXACT_FLOAT_TEXT = 2.0**63
+
+
+def number_text(value: Any) -> str | None:
+    """A JSON number as pydantic v1 writes it into a string field (`str(v)`), where that loses nothing:
+    not a boolean (pydantic's `True`), not NaN or an infinity, not a double that may stand for longer digits."""
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and math.isfinite(value) and abs(value) < _EXACT_FLOAT_TEXT:
+        return str(value)
+    return None
+
+
+def integer_of(value: Any) -> int | None:
+    """A value as pydantic v1 reads it into an int (`int(v)`), where that loses nothing: an integer,
+    an integral double that is exact (|v| <= 2**53), or a string int() reads; never a boolean
+    (`true` is not the id 1), a fraction (int(1.5) is 1), NaN or an infinity."""
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is float:
+        return int(value) if value.is_integer() and abs(value) <= 2**53 else None
+    if kind is str and len(value) <= 4300:  # pydantic's (and CPython's) limit on digits read from a string
+        try:
+            return int(value)  # as pydantic: surrounding whitespace, a sign, `_` between digits
+        except ValueError:
+            return None
+    return None
+
+
 class Str(Messages, fields.String):
-    """A string, trimmed, within [min_length, max_length] characters after trimming."""
+    """A string, trimmed, within [min_length, max_length] characters after trimming; with
+    `numbers=True`, a JSON number is read as its text, as pydantic v1 does (see number_text)."""
 
     default_error_messages = {"invalid": "type_error.str::str type expected",
                               "invalid_utf8": "value_error.str::not valid unicode"}
 
-    def __init__(self, *, min_length: int = 0, max_length: int | None = None, trim: bool = True, **kw: Any):
+    def __init__(self, *, min_length: int = 0, max_length: int | None = None, trim: bool = True,
+                 numbers: bool = False, **kw: Any):
         super().__init__(**kw)
-        self.min_length, self.max_length, self.trim = min_length, max_length, trim
+        self.min_length, self.max_length, self.trim, self.numbers = min_length, max_length, trim, numbers
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
         if not isinstance(value, str):
-            raise self.make_error("invalid")
+            value = number_text(value) if self.numbers else None
+            if value is None:
+                raise self.make_error("invalid")
         text = value.strip() if self.trim else value
         if len(text) < self.min_length:
-            raise error("value_error.any_str.min_length",
-                        f"ensure this value has at least {self.min_length} characters")
+            raise too_short(self.min_length)
         if self.max_length is not None and len(text) > self.max_length:
-            raise error("value_error.any_str.max_length",
-                        f"ensure this value has at most {self.max_length} characters")
+            raise too_long(self.max_length)
         if "\x00" in text:
             raise error("value_error.str.nul", "NUL characters are not allowed")
         return text
 
 
 class Int(Messages, fields.Integer):
-    """A JSON integer (never a bool, a float or a numeric string) within [minimum, maximum]."""
+    """A JSON integer (never a bool, a float or a numeric string) within [minimum, maximum]; with
+    `coerce=True`, also what pydantic v1 reads as an int without loss (see integer_of)."""
 
     default_error_messages = {"invalid": "type_error.integer::value is not a valid integer"}
 
-    def __init__(self, *, minimum: int = -INT64_MAX, maximum: int = INT64_MAX, **kw: Any):
+    def __init__(self, *, minimum: int = -INT64_MAX, maximum: int = INT64_MAX, coerce: bool = False, **kw: Any):
         super().__init__(strict=True, **kw)
-        self.minimum, self.maximum = minimum, maximum
+        self.minimum, self.maximum, self.coerce = minimum, maximum, coerce
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.make_error("invalid")
+            value = integer_of(value) if self.coerce else None
+            if value is None:
+                raise self.make_error("invalid")
         if value < self.minimum:
-            raise error("value_error.number.not_ge", f"ensure this value is greater than or equal to {self.minimum}")
+            raise error("value_error.number.not_ge", f"ensure this value is greater than or equal to {self.minimum}",
+                        {"limit_value": self.minimum})
         if value > self.maximum:
-            raise error("value_error.number.not_le", f"ensure this value is less than or equal to {self.maximum}")
+            raise error("value_error.number.not_le", f"ensure this value is less than or equal to {self.maximum}",
+                        {"limit_value": self.maximum})
         return value
 
 
@@ -111,7 +170,7 @@ class ItemList(Messages, fields.List):
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list:
         if isinstance(value, list) and len(value) > self.max_items:
-            raise error("value_error.list.max_items", f"ensure this value has at most {self.max_items} items")
+            raise too_many(self.max_items)
         return super()._deserialize(value, attr, data, **kw)
 
 
@@ -159,8 +218,9 @@ def issues_from(messages: Any, prefix: tuple[str | int, ...]) -> list[Issue]:
         elif text == "Invalid input type.":
             issues.append(Issue(prefix, "value is not a valid dict", "type_error.dict"))
         elif "::" in text:
+            text, _, ctx = text.partition(CTX)
             type_, _, msg = text.partition("::")
-            issues.append(Issue(prefix, msg, type_))
+            issues.append(Issue(prefix, msg, type_, orjson.loads(ctx) if ctx else None))
         else:
             issues.append(Issue(prefix, text, "value_error"))
     return issues

@@ -15,15 +15,15 @@ from ..core.errors import (
     Issue,
     PayloadTooLarge,
     Unauthorized,
-    UnsupportedMediaType,
     ValidationFailed,
 )
 from ..core.links import LinkRequest, create_or_replay
 from ..core.ratelimit import org_key
-from .auth import identify, require_scope, spend, unknown_query_issues
+from .auth import identify, require_scope, spend
 from .fastbody import fast_create_link
-from .fields import issues_of, parse_uuid
-from .jsonio import parse_json, raw_json_response, read_body
+from .fields import issues_of
+from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
+from .jsonio import is_json, parse_json, raw_json_response, read_body
 from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
 from .render import link_json
 from .schemas import CreateLinkSchema
@@ -50,23 +50,32 @@ _RECENT_MAX, _RECENT_BODY_MAX = 4096, 2048
 _recent: dict[tuple[str, bytes], tuple[LinkRequest, str]] = {}  # and its replay-cache key's tail
 
 
-def _validate(segment: str, raw: bytes | None, issues: list[Issue]) -> tuple[LinkRequest, str] | None:
+def _validate(segment: str, raw: bytes | None, json_typed: bool,
+              issues: list[Issue]) -> tuple[LinkRequest, str] | None:
     """The LinkRequest of a valid request and its replay-cache key's tail, or None with every
-    problem added to `issues` (the path's first, then the query's, already there, then the body's)."""
-    survey_id = parse_uuid(segment)
+    problem in `issues` (the path's first, then the body's), as FastAPI 0.99 would list them."""
+    survey_id = campaign_uuid(segment)
     if survey_id is None:
-        issues.insert(0, Issue(("path", "survey_campaign_id"), "value is not a valid uuid", "type_error.uuid"))
+        issues.insert(0, NOT_A_UUID)
     if raw is None:  # the body's problem is in `issues` already
+        return None
+    if not raw or not json_typed:  # FastAPI hands an empty body to its model as none, another type as bytes
+        issues.append(MISSING if not raw else NOT_A_DICT)
         return None
     try:
         body = parse_json(raw)
-        # the plainly valid body skips marshmallow; anything else gets the schema's own answer
-        data = fast_create_link(body)
-        if data is None:
-            data, body_issues = issues_of(_schema, body)
-            issues += body_issues
     except ValidationFailed as exc:
-        issues += exc.issues
+        # FastAPI parses the body before it looks at anything else: not JSON is the whole answer
+        issues[:] = [decode_issue(raw) or exc.issues[0]]
+        return None
+    if body is None:  # JSON null: FastAPI reads it as no body
+        issues.append(MISSING)
+        return None
+    # the plainly valid body skips marshmallow; anything else gets the schema's own answer
+    data = fast_create_link(body)
+    if data is None:
+        data, body_issues = issues_of(_schema, body)
+        issues += body_issues
     if issues or survey_id is None:
         return None
     link_request = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
@@ -84,20 +93,22 @@ async def create_survey_link(request: web.Request) -> web.Response:
     app = request.app
     principal = await identify(request)
     segment = request.match_info["survey_campaign_id"]
-    issues = unknown_query_issues(request, ())
+    issues: list[Issue] = []  # the path takes no query parameters: others are ignored, as FastAPI does
     # the body's own errors are answered after the key, rate-limit and scope checks, like bad JSON:
     # every authenticated request spends a token, and a key without the scope is a 403 whatever it sends
     body_error: DomainError | None = None
     try:
-        raw: bytes | None = await read_body(request)
+        # any content type is read: FastAPI answers another one with a 422 (body not a dict), not a 415
+        raw: bytes | None = await read_body(request, any_type=True)
     except ValidationFailed as exc:  # a body that does not decode: one more 422 issue
         issues += exc.issues
         raw = None
-    except (PayloadTooLarge, UnsupportedMediaType) as exc:
+    except PayloadTooLarge as exc:
         body_error, raw = exc, None
-    validated = None if issues or raw is None else _recent.get((segment, raw))
+    json_typed = is_json(request)
+    validated = None if issues or raw is None or not json_typed else _recent.get((segment, raw))
     if validated is None:
-        validated = _validate(segment, raw, issues)
+        validated = _validate(segment, raw, json_typed, issues)
     link_request = cache_key = None
     if validated is not None:
         link_request, key_tail = validated

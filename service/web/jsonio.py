@@ -22,16 +22,18 @@ def raw_json_response(body: bytes, status: int = 200, headers: dict[str, str] | 
     return web.Response(body=body, status=status, content_type=JSON, headers=headers)
 
 
-def _is_json(request: web.Request) -> bool:
+def is_json(request: web.Request) -> bool:
+    """No Content-Type, `application/json` or `application/*+json`."""
     if "Content-Type" not in request.headers:
         return True
     ctype = request.content_type
     return ctype == JSON or (ctype.startswith("application/") and ctype.endswith("+json"))
 
 
-async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
-    """The raw body of a JSON request; 415 for another content type, 413 past its limit, 422 undecodable."""
-    if not _is_json(request):
+async def read_body(request: web.Request, max_bytes: int | None = None, any_type: bool = False) -> bytes:
+    """The raw body of a JSON request; 415 for another content type (unless `any_type`: the caller
+    answers it), 413 past its limit, 422 undecodable."""
+    if not any_type and not is_json(request):
         raise UnsupportedMediaType("Content-Type must be application/json")
     # a flat try, not client_io's context manager: this is every JSON request's path
     try:

@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validates_schema
 
 from ..core.segments import INT64_MAX, is_number
-from .fields import Choice, HttpUrl, Int, ItemList, Object, Str, error
+from .fields import Choice, HttpUrl, Int, ItemList, Object, Str, error, too_long, too_many
 
 MAX_METADATA_ITEMS = 200
 MAX_VALUE_CHARS = 2000
@@ -26,8 +26,7 @@ class MetadataValue(fields.Field):
     def _scalar(value: Any) -> Any:
         if isinstance(value, str):
             if len(value) > MAX_VALUE_CHARS:
-                raise error("value_error.any_str.max_length",
-                            f"ensure this value has at most {MAX_VALUE_CHARS} characters")
+                raise too_long(MAX_VALUE_CHARS)
             if "\x00" in value:  # PostgreSQL's jsonb cannot hold U+0000
                 raise error("value_error.str.nul", "NUL characters are not allowed")
             return value
@@ -38,7 +37,7 @@ class MetadataValue(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> Any:
         if isinstance(value, list):
             if len(value) > MAX_LIST_ITEMS:
-                raise error("value_error.list.max_items", f"ensure this value has at most {MAX_LIST_ITEMS} items")
+                raise too_many(MAX_LIST_ITEMS)
             errors: dict[int, list[str]] = {}
             for i, item in enumerate(value):
                 if item is None:
@@ -57,7 +56,8 @@ class MetadataAssociationSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    metadata_id = Int(required=True, minimum=1, maximum=INT64_MAX)
+    # Filum reads its body with pydantic v1: an id written "12" (read from a CSV) is 12, as there
+    metadata_id = Int(required=True, minimum=1, maximum=INT64_MAX, coerce=True)
     value = MetadataValue()
 
 
@@ -67,7 +67,7 @@ class CreateLinkSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    name = Str(required=True, min_length=1, max_length=255)
+    name = Str(required=True, min_length=1, max_length=255, numbers=True)  # `"name": 123` is "123", as there
     metadata_mapping = ItemList(Object(MetadataAssociationSchema), max_items=MAX_METADATA_ITEMS,
                                 load_default=list, allow_none=True)
 

@@ -1,0 +1,49 @@
+"""The Filum path's input as FastAPI 0.99 reads it (Filum runs FastAPI on pydantic v1).
+
+What FastAPI answers before its model sees a body: no body (or JSON `null`) is `["body"]`
+`field required`, a body of another content type is `["body"]` `value is not a valid dict`, and a
+body that is not JSON is the standard library's JSONDecodeError with pydantic's `ctx`. The model's
+own coercions are the fields' (`Str(numbers=True)`, `Int(coerce=True)` in fields.py).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import uuid
+
+from ..core.errors import Issue
+
+MISSING = Issue(("body",), "field required", "value_error.missing")
+NOT_A_DICT = Issue(("body",), "value is not a valid dict", "type_error.dict")
+NOT_A_UUID = Issue(("path", "survey_campaign_id"), "value is not a valid uuid", "type_error.uuid")
+_HEX = frozenset(string.hexdigits)
+
+
+def campaign_uuid(segment: str) -> uuid.UUID | None:
+    """The path's UUID in any spelling pydantic reads without loss: any case, hyphens or not, in
+    braces, `urn:uuid:`; not what int(hex, 16) would also read (a sign, `_`, spaces), which is not 32 digits."""
+    try:
+        parsed = uuid.UUID(segment)
+    except ValueError:
+        return None
+    digits = segment.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
+    return parsed if len(digits) == 32 and _HEX.issuperset(digits) else None
+
+
+def decode_issue(raw: bytes) -> Issue | None:
+    """FastAPI's 422 for a body that is not JSON (json.loads' error, its fields as `ctx`); None where
+    the standard library reads what orjson refuses (NaN, 1e400, a BOM, UTF-16, lone surrogates) or
+    refuses it otherwise (not UTF-8/16/32: FastAPI's 400; nested past Python's stack)."""
+    try:
+        json.loads(raw)
+    except json.JSONDecodeError as exc:
+        try:
+            exc.doc.encode()  # decoded with surrogatepass: a lone surrogate cannot be answered in JSON
+        except UnicodeEncodeError:
+            return None
+        ctx = {"msg": exc.msg, "doc": exc.doc, "pos": exc.pos, "lineno": exc.lineno, "colno": exc.colno}
+        return Issue(("body", exc.pos), str(exc), "value_error.jsondecode", ctx)
+    except (ValueError, RecursionError):
+        return None
+    return None
