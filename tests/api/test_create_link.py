@@ -314,7 +314,7 @@ async def test_scope_and_foreign_organisation_header_are_403(client, make_tenant
 BODY_ERRORS = {  # name: (body, headers, the answer once the key, rate limit and scope have passed)
     "not in its Content-Encoding": (b'{"name": "x"}', {"Content-Type": "application/json", "Content-Encoding": "gzip"},
                                     422),
-    "another content type": (b"name=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    "another content type": (b"name=x", {"Content-Type": "application/x-www-form-urlencoded"}, 422),
     "past the size limit, declared": (b'{"name": "' + b"x" * (2 << 20) + b'"}', {"Content-Type": "application/json"},
                                       413),
 }
@@ -322,7 +322,7 @@ BODY_ERRORS = {  # name: (body, headers, the answer once the key, rate limit and
 
 @pytest.mark.parametrize("case", list(BODY_ERRORS))
 async def test_a_body_error_comes_only_after_the_key_rate_and_scope_checks(client, make_tenant, campaign, case):
-    """Like bad JSON, the body's own errors (413, 415, an undecodable body's 422) are answered after
+    """Like bad JSON, the body's own errors (413, another type's or an undecodable body's 422) are answered after
     429 and 403: every authenticated request spends a token, and a key without the scope is a 403."""
     data, headers, status = BODY_ERRORS[case]
     reader = await make_tenant(scopes=("links:read",))
@@ -361,8 +361,8 @@ async def test_unknown_and_foreign_campaigns_are_404(client, make_tenant, campai
     assert await count_links(db, campaign["id"]) == 0
 
 
-def issue(loc, msg, type_):
-    return {"loc": loc, "msg": msg, "type": type_}
+def issue(loc, msg, type_, ctx=None):
+    return {"loc": loc, "msg": msg, "type": type_, **({} if ctx is None else {"ctx": ctx})}
 
 
 async def test_validation_errors_list_every_problem(client, tenant, campaign, db):
@@ -370,35 +370,45 @@ async def test_validation_errors_list_every_problem(client, tenant, campaign, db
     cases = [
         ({}, [issue(["body", "name"], "field required", "value_error.missing")]),
         ({"name": "   "}, [issue(["body", "name"], "ensure this value has at least 1 characters",
-                                 "value_error.any_str.min_length")]),
+                                 "value_error.any_str.min_length", {"limit_value": 1})]),
         ({"name": "x" * 256}, [issue(["body", "name"], "ensure this value has at most 255 characters",
-                                     "value_error.any_str.max_length")]),
-        ({"name": 5}, [issue(["body", "name"], "str type expected", "type_error.str")]),
+                                     "value_error.any_str.max_length", {"limit_value": 255})]),
+        ({"name": ["x"]}, [issue(["body", "name"], "str type expected", "type_error.str")]),
+        ({"name": True}, [issue(["body", "name"], "str type expected", "type_error.str")]),  # not pydantic's "True"
         ({"name": None}, [issue(["body", "name"], "none is not an allowed value", "type_error.none.not_allowed")]),
         ({"name": "x", "metadata_mapping": {}}, [issue(["body", "metadata_mapping"], "value is not a valid list",
                                                        "type_error.list")]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": 1}] * 201},
          [issue(["body", "metadata_mapping"], "ensure this value has at most 200 items",
-                "value_error.list.max_items")]),
+                "value_error.list.max_items", {"limit_value": 200})]),
         ({"name": "x", "metadata_mapping": [{"value": 1}]},
          [issue(["body", "metadata_mapping", 0, "metadata_id"], "field required", "value_error.missing")]),
-        ({"name": "x", "metadata_mapping": [{"metadata_id": "1"}]},
+        ({"name": "x", "metadata_mapping": [{"metadata_id": "1.0"}]},
          [issue(["body", "metadata_mapping", 0, "metadata_id"], "value is not a valid integer", "type_error.integer")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": 1.5}]},  # int(1.5) is 1 in pydantic: lossy, refused
+         [issue(["body", "metadata_mapping", 0, "metadata_id"], "value is not a valid integer", "type_error.integer")]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": 0}]},
+         [issue(["body", "metadata_mapping", 0, "metadata_id"], "ensure this value is greater than or equal to 1",
+                "value_error.number.not_ge", {"limit_value": 1})]),
+        ({"name": "x", "metadata_mapping": [{"metadata_id": "9223372036854775808"}]},
+         [issue(["body", "metadata_mapping", 0, "metadata_id"],
+                "ensure this value is less than or equal to 9223372036854775807", "value_error.number.not_le",
+                {"limit_value": 9223372036854775807})]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": True}]},
          [issue(["body", "metadata_mapping", 0, "metadata_id"], "value is not a valid integer", "type_error.integer")]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": "v" * 2001}]},
          [issue(["body", "metadata_mapping", 0, "value"], "ensure this value has at most 2000 characters",
-                "value_error.any_str.max_length")]),
+                "value_error.any_str.max_length", {"limit_value": 2000})]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": [1] * 201}]},
          [issue(["body", "metadata_mapping", 0, "value"], "ensure this value has at most 200 items",
-                "value_error.list.max_items")]),
+                "value_error.list.max_items", {"limit_value": 200})]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": True}]},
          [issue(["body", "metadata_mapping", 0, "value"],
                 "value must be a string, a finite number, a list of those, or null", "type_error")]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": sku, "value": [[1]]}]},
          [issue(["body", "metadata_mapping", 0, "value", 0],
                 "value must be a string, a finite number, a list of those, or null", "type_error")]),
-        ({"name": "x", "metadata_mapping": [{"metadata_id": sku}, {"metadata_id": sku, "value": 2}]},
+        ({"name": "x", "metadata_mapping": [{"metadata_id": sku}, {"metadata_id": str(sku), "value": 2}]},
          [issue(["body", "metadata_mapping", 1, "metadata_id"], "metadata_id appears more than once",
                 "value_error.duplicate")]),
         ({"name": "x", "metadata_mapping": [{"metadata_id": 987654}]},
@@ -406,7 +416,8 @@ async def test_validation_errors_list_every_problem(client, tenant, campaign, db
                 "value_error.not_found")]),
         ([1, 2], [issue(["body"], "value is not a valid dict", "type_error.dict")]),
         ({"metadata_mapping": [5], "name": ""},
-         [issue(["body", "name"], "ensure this value has at least 1 characters", "value_error.any_str.min_length"),
+         [issue(["body", "name"], "ensure this value has at least 1 characters", "value_error.any_str.min_length",
+                {"limit_value": 1}),
           issue(["body", "metadata_mapping", 0], "value is not a valid dict", "type_error.dict")]),
     ]
     for body, expected in cases:
@@ -425,29 +436,71 @@ async def test_foreign_metadata_field_is_unknown(client, tenant, make_tenant, ca
     assert (await resp.json())["detail"][0]["type"] == "value_error.not_found"
 
 
-async def test_bad_path_id_and_bad_json(client, tenant, campaign):
-    resp = await client.post(links_path("not-a-uuid"), data=b"{", headers={**tenant.headers, **JSON})
-    assert resp.status == 422
-    detail = (await resp.json())["detail"]
-    assert detail[0] == issue(["path", "survey_campaign_id"], "value is not a valid uuid", "type_error.uuid")
-    assert detail[1]["loc"][0] == "body" and detail[1]["type"] == "value_error.jsondecode"
-    resp = await client.post(links_path(campaign["id"]), data=b"", headers={**tenant.headers, **JSON})
-    assert resp.status == 422
-    assert await resp.json() == {"detail": [issue(["body", 0], "Expecting value", "value_error.jsondecode")]}
-    for raw in (b'{"name": NaN}', b'{"name": "x", "metadata_mapping": [{"metadata_id": 1, "value": 1e400}]}'):
+async def test_bad_path_id_and_bad_json(client, tenant, campaign, db):
+    # as FastAPI: the body is parsed before anything else, so JSON that does not parse is the whole answer,
+    # in the standard library's words with pydantic's ctx (the document, where and why)
+    resp = await client.post(links_path("not-a-uuid"), data=b'{"name": "x",}', headers={**tenant.headers, **JSON})
+    assert (resp.status, await resp.json()) == (422, {"detail": [issue(
+        ["body", 13], "Expecting property name enclosed in double quotes: line 1 column 14 (char 13)",
+        "value_error.jsondecode", {"msg": "Expecting property name enclosed in double quotes",
+                                   "doc": '{"name": "x",}', "pos": 13, "lineno": 1, "colno": 14})]})
+    # a body that parses is validated along with the path
+    resp = await client.post(links_path("not-a-uuid"), data=b"{}", headers={**tenant.headers, **JSON})
+    assert (resp.status, await resp.json()) == (422, {"detail": [
+        issue(["path", "survey_campaign_id"], "value is not a valid uuid", "type_error.uuid"),
+        issue(["body", "name"], "field required", "value_error.missing")]})
+    # no body, or JSON null, is a missing body (whatever the content type)
+    for raw, ctype in ((b"", "application/json"), (b"null", "application/json"), (b"", "text/plain")):
+        headers = {**tenant.headers, "Content-Type": ctype}
+        resp = await client.post(links_path(campaign["id"]), data=raw, headers=headers)
+        assert (resp.status, await resp.json()) == (422, {"detail": [
+            issue(["body"], "field required", "value_error.missing")]}), (raw, ctype)
+    # what the standard library reads and orjson refuses (not JSON, or past a double) stays a 422 of ours
+    for raw in (b'{"name": NaN}', b'{"name": "x", "metadata_mapping": [{"metadata_id": 1, "value": 1e400}]}',
+                b'{"name": "\\ud800"}', b'\xef\xbb\xbf{"name": "x"}'):
         resp = await client.post(links_path(campaign["id"]), data=raw, headers={**tenant.headers, **JSON})
-        assert resp.status == 422, raw
+        detail = (await resp.json())["detail"]
+        assert (resp.status, len(detail), detail[0]["type"]) == (422, 1, "value_error.jsondecode"), raw
+        assert detail[0]["msg"].startswith("Invalid JSON: ") and "ctx" not in detail[0], raw
+    assert await count_links(db, campaign["id"]) == 0
 
 
-async def test_wrong_content_type_and_huge_body(client, tenant, campaign):
-    resp = await client.post(links_path(campaign["id"]), data=b"name=x",
-                             headers={**tenant.headers, "Content-Type": "application/x-www-form-urlencoded"})
-    assert resp.status == 415
-    assert await resp.json() == {"detail": "Content-Type must be application/json"}
+async def test_lossless_coercions_are_read_as_pydantic_reads_them(client, tenant, campaign, db):
+    sku, date = campaign["sku"]["id"], campaign["date"]["id"]
+    body = {"name": 123, "metadata_mapping": [{"metadata_id": f" {sku} ", "value": "A"},
+                                              {"metadata_id": float(date), "value": "B"}]}
+    resp = await post_link(client, tenant, campaign["id"], body)
+    assert resp.status == 200, await resp.text()
+    created = await resp.json()
+    assert created["name"] == "123"
+    assert [(m["metadata"]["id"], m["value"]) for m in created["metadata_mapping"]] == [(sku, "A"), (date, "B")]
+    # the same mapping written with plain integers is the same link
+    replay = await post_link(client, tenant, campaign["id"], {"name": "n", "metadata_mapping": [
+        {"metadata_id": date, "value": "B"}, {"metadata_id": sku, "value": "A"}]})
+    assert (replay.status, replay.headers["Idempotent-Replayed"]) == (200, "true")
+    assert (await replay.json())["id"] == created["id"]
+    assert await db.fetchval("SELECT name FROM survey_links WHERE id = $1", created["id"]) == "123"
+    assert await count_links(db, campaign["id"]) == 1
+
+
+async def test_wrong_content_type_and_huge_body(client, tenant, campaign, db):
+    # FastAPI hands a body of another type to its model as bytes: 422 "not a valid dict", never 415;
+    # the same bytes as JSON (remembered as valid) do not make it valid
+    valid = b'{"name": "x"}'
+    assert (await client.post(links_path(campaign["id"]), data=valid, headers={**tenant.headers, **JSON})).status == 200
+    for raw, ctype in ((b"name=x", "application/x-www-form-urlencoded"), (valid, "text/plain")):
+        headers = {**tenant.headers, "Content-Type": ctype}
+        resp = await client.post(links_path(campaign["id"]), data=raw, headers=headers)
+        assert (resp.status, await resp.json()) == (422, {"detail": [
+            issue(["body"], "value is not a valid dict", "type_error.dict")]}), ctype
     resp = await client.post(links_path(campaign["id"]), data=io.BytesIO(b"{" + b" " * (2 * 1024 * 1024) + b"}"),
                              headers={**tenant.headers, **JSON})
     assert resp.status == 413
     assert await resp.json() == {"detail": "Request body too large (limit 1048576 bytes)"}
+    resp = await client.post(links_path(campaign["id"]), data=io.BytesIO(b"x" * (2 * 1024 * 1024)),
+                             headers={**tenant.headers, "Content-Type": "text/plain"})
+    assert (resp.status, await resp.json()) == (413, {"detail": "Request body too large (limit 1048576 bytes)"})
+    assert await count_links(db, campaign["id"]) == 1
 
 
 def test_scopes_constant_matches_spec():
@@ -484,18 +537,20 @@ def test_remembered_requests_are_bounded(monkeypatch):
     monkeypatch.setattr(filum, "_RECENT_MAX", 3)
     survey = str(uuid.uuid4())
     for n in range(5):
-        assert filum._validate(survey, b'{"name": "n%d"}' % n, []) is not None
+        assert filum._validate(survey, b'{"name": "n%d"}' % n, True, []) is not None
     assert [raw for _, raw in filum._recent] == [b'{"name": "n2"}', b'{"name": "n3"}', b'{"name": "n4"}']
-    assert filum._validate(survey, b'{"name": "%s"}' % (b"x" * 3000), []) is None  # too long a name: issues
-    validated = filum._validate(survey, b'{"name": "n9"}', [])
+    assert filum._validate(survey, b'{"name": "%s"}' % (b"x" * 3000), True, []) is None  # too long a name: issues
+    validated = filum._validate(survey, b'{"name": "n9"}', True, [])
     assert validated[1] == f"{survey}:{validated[0].hash.hex()}"
     assert filum._validate(survey, b'{"name": "n", "metadata_mapping": [%s]}' % b",".join(
-        b'{"metadata_id": %d, "value": "%s"}' % (i, b"v" * 40) for i in range(1, 40)), []) is not None
+        b'{"metadata_id": %d, "value": "%s"}' % (i, b"v" * 40) for i in range(1, 40)), True, []) is not None
     assert len(filum._recent) == 3 and all(len(raw) <= filum._RECENT_BODY_MAX for _, raw in filum._recent)
     assert [raw for _, raw in filum._recent][-1] == b'{"name": "n9"}'
+    assert filum._validate(survey, b'{"name": "n8"}', False, []) is None  # not sent as JSON: not remembered
+    assert [raw for _, raw in filum._recent][-1] == b'{"name": "n9"}'
     issues = []
-    assert filum._validate("not-a-uuid", b"{", issues) is None
-    assert [i.loc for i in issues] == [("path", "survey_campaign_id"), ("body", 1)]
+    assert filum._validate("not-a-uuid", b"{", True, issues) is None
+    assert [i.loc for i in issues] == [("body", 1)]  # not JSON is the whole answer, as in FastAPI
 
 
 async def test_max_body_bytes_is_the_limit_of_a_small_body(aiohttp_client, settings, tenant, campaign, db):
