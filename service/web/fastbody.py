@@ -4,8 +4,10 @@
 producer of errors. `fast_create_link` accepts a subset of what the schema accepts (plain dicts,
 lists, strings and numbers inside every limit, no duplicate ids) and answers exactly what
 `CreateLinkSchema().load` would; for anything else it answers None and the caller asks the schema,
-which either accepts the body or names every problem. tests/unit/test_fast_body.py checks this on
-many generated bodies. Marshmallow's machinery costs ~30x more than these checks on the replay path.
+which either accepts the body or names every problem. What the schema coerces as pydantic v1 does
+(an id written "12" or 12.0, a name written as a number) is rare, and left to it.
+tests/unit/test_fast_body.py checks this on many generated bodies. Marshmallow's machinery costs
+~30x more than these checks on the replay path.
 """
 
 from __future__ import annotations

@@ -139,10 +139,11 @@ def _ops() -> dict[tuple[str, str], Operation]:
             "create_survey_link", "Create a survey link (idempotent on the metadata mapping)", "links",
             {**ok(SurveyLinkOut, "The link: new, or the existing one for this mapping "
                                  "(`Idempotent-Replayed: true`)", headers=("Idempotent-Replayed",)),
-             **errors(FILUM, 401, 403, 404, 413, 415, 422, 429, 503,
+             **errors(FILUM, 401, 403, 404, 413, 422, 429, 503,
                       e404="Unknown campaign: `{\"detail\": {\"message\": \"not_found\", ...}}`",
-                      e422="Invalid input (one item per problem), or the campaign's link quota is reached "
-                           "(`threshold_exceeded`)",
+                      e422="Invalid input in pydantic v1's shapes (one item per problem; a body of another "
+                           "content type is `type_error.dict`, as FastAPI answers it), or the campaign's link "
+                           "quota is reached (`threshold_exceeded`)",
                       e403="`organization-id` is not the key's organisation, or the key lacks `links:write`")},
             description="The same campaign and metadata mapping (compared as a set of (metadata_id, value) "
                         "pairs) always answer the same link, whatever `name` says, also when identical requests "
