@@ -18,6 +18,10 @@ MISSING = Issue(("body",), "field required", "value_error.missing")
 NOT_A_DICT = Issue(("body",), "value is not a valid dict", "type_error.dict")
 NOT_A_UUID = Issue(("path", "survey_campaign_id"), "value is not a valid uuid", "type_error.uuid")
 _HEX = frozenset(string.hexdigits)
+# Python 3.13 names a trailing comma where 3.11 and 3.12 (and the recorded reference) say what they
+# expected after it: the answer must not depend on the Python the service runs on
+_TRAILING_COMMA = {"Illegal trailing comma before end of object": "Expecting property name enclosed in double quotes",
+                   "Illegal trailing comma before end of array": "Expecting value"}
 
 
 def campaign_uuid(segment: str) -> uuid.UUID | None:
@@ -37,7 +41,11 @@ def decode_issue(raw: bytes) -> Issue | None:
     refuses it otherwise (not UTF-8/16/32: FastAPI's 400; nested past Python's stack)."""
     try:
         json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except json.JSONDecodeError as error:
+        exc = error
+        if exc.msg in _TRAILING_COMMA:  # 3.11 stops after the comma and the JSON whitespace after it
+            after = len(exc.doc) - len(exc.doc[exc.pos + 1:].lstrip(" \t\n\r"))
+            exc = json.JSONDecodeError(_TRAILING_COMMA[exc.msg], exc.doc, after)
         try:
             exc.doc.encode()  # decoded with surrogatepass: a lone surrogate cannot be answered in JSON
         except UnicodeEncodeError:
