@@ -8,6 +8,7 @@ from aiohttp import web
 from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
 from ..core.signing import LinkSigner
+from ..core.unauth import UnauthLimiter
 from ..metrics import Metrics
 from ..redis_client import RedisClient
 from ..settings import Settings
@@ -18,6 +19,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster
 GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
+UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain

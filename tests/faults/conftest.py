@@ -24,7 +24,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.core.auth import SCOPES, hash_secret, new_secret
+from service.core.auth import SCOPES, hash_secret, issue_key
 from service.db import orgs
 from service.db.pool import apply_schema
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -137,8 +137,8 @@ async def new_tenant(database_url: str, link_quota: int = 50, rate_limit: str = 
     try:
         await apply_schema(conn)
         org = await orgs.insert_org(conn, f"org-{uuid.uuid4().hex[:6]}", link_quota, rate_limit)
-        secret = new_secret()
-        key_id = await orgs.insert_key(conn, org.id, "fault", hash_secret(secret), list(SCOPES))
+        key_id, secret = issue_key()
+        await orgs.insert_key(conn, org.id, "fault", hash_secret(secret), list(SCOPES), key_id)
     finally:
         await conn.close()
     return Tenant(org.id, secret, key_id)
