@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .connections import ConnectionGuard
 from .core.auth import KeyResolver
 from .core.ratelimit import Gate
 from .core.ratepolicy import parse_policy
@@ -23,7 +24,7 @@ from .web import contact_links, contacts, docs, export, filum, management, openi
 from .web.drain import Drain
 from .web.expect import defer_continue
 from .web.fields import any_segment
-from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER, UNAUTH
+from .web.keys import CONNECTIONS, DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER, UNAUTH
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = LinkSigner(settings.signing_keys)
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
+    app[CONNECTIONS] = ConnectionGuard()
     app[UNAUTH] = UnauthLimiter(parse_policy(settings.unauth_rate_limit))
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(postgres_ctx)

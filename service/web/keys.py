@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
 from ..core.signing import LinkSigner
@@ -22,6 +23,7 @@ KEYS = web.AppKey("keys", KeyResolver)
 UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
+CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
 OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 
