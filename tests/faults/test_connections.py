@@ -84,12 +84,15 @@ async def test_half_sent_requests_are_cut_within_the_header_timeout_and_fresh_cl
             started = time.monotonic()
             async with session.get(f"{server.base_url}/health") as resp:
                 assert resp.status == 200
-            assert time.monotonic() - started < 1.0
+            fresh = time.monotonic() - started
+            assert fresh < 1.0
         # and every half-sent one is cut within the header timeout (counted from when it was opened)
         # plus the sweep interval and this loaded machine's slack
         deadline = HEADER_TIMEOUT + 3.0 - (time.monotonic() - opened)
         closed = await asyncio.gather(*(_closed_within(r, max(deadline, 0.1)) for r, _ in conns))
         assert sum(closed) == HALF_SENT
+        print(f"fresh client answered in {fresh * 1000:.1f} ms; {HALF_SENT} half-sent requests cut "
+              f"{time.monotonic() - opened:.2f} s after the first was opened")
     finally:
         for _, writer in conns:
             writer.close()

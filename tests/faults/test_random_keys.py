@@ -17,7 +17,7 @@ from tests.faults.conftest import new_tenant, signing_keys_env, stop_serve
 from tests.helpers import links_path
 
 FLOOD = 3000
-RATE = 400  # random keys a second, from 8 connections
+RATE = 250  # random keys a second, from 4 connections
 # the flood runs in its own process, so that sending it does not slow the valid caller's timing
 FLOOD_SCRIPT = r"""
 import asyncio, json, random, secrets, string, sys
@@ -87,7 +87,7 @@ async def test_random_keys_cost_no_transactions_and_a_valid_caller_keeps_its_lat
 
         before = await _transactions(database_url)
         flood = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", FLOOD_SCRIPT, server.base_url, str(FLOOD), "8", str(RATE), stdout=subprocess.PIPE)
+            sys.executable, "-c", FLOOD_SCRIPT, server.base_url, str(FLOOD), "4", str(RATE), stdout=subprocess.PIPE)
         assert await asyncio.wait_for(flood.stdout.readline(), 30) == b"ready\n"
         busy: list[float] = []
         while flood.returncode is None and len(busy) < 2000:
