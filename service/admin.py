@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from .core.auth import SCOPES, hash_secret, new_secret
+from .core.auth import SCOPES, hash_secret, issue_key
 from .core.ratepolicy import DEFAULT_POLICY, parse_policy
 from .db import orgs
 from .db.pool import apply_schema
@@ -47,8 +47,8 @@ async def new_tenant(
 ) -> tuple[orgs.Organization, str]:
     """A new organisation and one API key with every scope; the key's secret is known only here."""
     org = await orgs.insert_org(conn, name, link_quota, rate_limit)
-    secret = new_secret()
-    await orgs.insert_key(conn, org.id, key_name, hash_secret(secret), list(SCOPES))
+    key_id, secret = issue_key()
+    await orgs.insert_key(conn, org.id, key_name, hash_secret(secret), list(SCOPES), key_id)
     return org, secret
 
 
@@ -78,14 +78,14 @@ def create_key(settings: Settings, org_id: str, name: str, scopes: str) -> dict[
     bad = [s for s in wanted if s not in SCOPES]
     if bad or not wanted:
         raise AdminError(f"--scopes must be a comma-separated subset of {','.join(SCOPES)}")
-    secret = new_secret()
+    key_id, secret = issue_key()
 
     async def action(conn: asyncpg.Connection) -> uuid.UUID:
         if not await orgs.org_exists(conn, oid):
             raise AdminError(f"no organisation {org_id}")
-        return await orgs.insert_key(conn, oid, name, hash_secret(secret), wanted)
+        return await orgs.insert_key(conn, oid, name, hash_secret(secret), wanted, key_id)
 
-    key_id = asyncio.run(_with_conn(settings, action))
+    asyncio.run(_with_conn(settings, action))
     return {"id": str(key_id), "key": secret, "scopes": wanted}
 
 

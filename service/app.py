@@ -9,18 +9,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .connections import ConnectionGuard
 from .core.auth import KeyResolver
 from .core.ratelimit import Gate
+from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
 from .core.signing import LinkSigner
+from .core.unauth import UnauthLimiter
 from .db.pool import apply_schema, create_pool
 from .metrics import FLUSH_SECONDS, Metrics
 from .redis_client import connect_redis
 from .settings import Settings
 from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
 from .web.drain import Drain
+from .web.expect import defer_continue
 from .web.fields import any_segment
-from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
+from .web.keys import CONNECTIONS, DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER, UNAUTH
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
@@ -82,6 +86,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = LinkSigner(settings.signing_keys)
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
+    app[CONNECTIONS] = ConnectionGuard()
+    app[UNAUTH] = UnauthLimiter(parse_policy(settings.unauth_rate_limit))
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)
@@ -94,6 +100,8 @@ def create_app(settings: Settings) -> web.Application:
 
 def _any_segment_ids(table: web.RouteTableDef) -> list[web.RouteDef]:
     """The table's routes, each `{name}` matching any one path segment (see fields.any_segment)."""
-    # every entry is a RouteDef (no static routes here): a StaticDef would fail loudly, not vanish
-    return [web.RouteDef(route.method, any_segment(route.path), route.handler, route.kwargs)  # type: ignore[attr-defined]
+    # every entry is a RouteDef (no static routes here): a StaticDef would fail loudly, not vanish;
+    # a 100 Continue waits until the body is read, after the key checks (web/expect.py)
+    return [web.RouteDef(route.method, any_segment(route.path), route.handler,  # type: ignore[attr-defined]
+                         {"expect_handler": defer_continue, **route.kwargs})  # type: ignore[attr-defined]
             for route in table]

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from .app import create_app
+from .connections import raise_open_files_limit, runner_options, watch_connections
 from .logs import configure_logging
 from .runtime import servers
 from .settings import Settings
-from .web.keys import DRAIN
+from .web.keys import CONNECTIONS, DRAIN, SETTINGS
 
 log = logging.getLogger("service.server")
 # seconds SIGTERM leaves in-flight requests to finish
@@ -57,8 +58,12 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool, m
     for signum in (signal.SIGTERM,) if master_pid else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)  # a repeated signal changes nothing
     drain = app[DRAIN]
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    settings = app[SETTINGS]
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
+                           **runner_options(settings))
     await runner.setup()
+    watcher = asyncio.create_task(watch_connections(runner, app[CONNECTIONS], settings.header_timeout_seconds,
+                                                    raise_open_files_limit()))
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
         await site.start()
@@ -73,6 +78,7 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool, m
         if not await drain.wait(SHUTDOWN_GRACE):
             log.warning("requests still in flight at the end of the grace period", extra={"in_flight": drain.active})
     finally:
+        watcher.cancel()
         await runner.cleanup()  # closes idle connections, then the pools (cleanup contexts)
 
 

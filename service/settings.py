@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from .core.ratepolicy import PolicyError, parse_policy
 
 
 class SettingsError(ValueError):
@@ -58,7 +61,16 @@ class Settings:
     # seconds a created link's answer stays in the Redis replay cache
     link_cache_seconds: int = 24 * 3600
     pg_pool_max: int = 10
+    # proxy addresses or networks whose X-Forwarded-For names the client (for the unauthenticated limit)
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
+    # requests without a valid key, per client address (a rate-limit policy)
+    unauth_rate_limit: str = "20/second;600/minute"
+    # a new connection's first request headers must arrive within this
+    header_timeout_seconds: float = 10.0
+    # a request body must arrive whole within this once its handler reads it
+    body_timeout_seconds: float = 60.0
+    # an idle keep-alive connection (or one whose next request's headers are incomplete) is closed after this
+    keepalive_timeout_seconds: float = 75.0
 
     @property
     def embedded(self) -> bool:
@@ -110,6 +122,38 @@ def _key_cache_seconds(env: Mapping[str, str]) -> float:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, high: float = 3600.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= high:  # NaN and infinity fail this too
+        raise SettingsError(f"{name} must be a number of seconds above 0 and at most {high:g}")
+    return value
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> frozenset[str]:
+    """Addresses or networks (`10.0.0.0/8`), normalised; anything else stops the start."""
+    found = set()
+    for part in env.get("TRUSTED_PROXIES", "").split(","):
+        if part.strip():
+            try:
+                found.add(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise SettingsError(f"TRUSTED_PROXIES: {part.strip()!r} is not an IP address or network") from None
+    return frozenset(found)
+
+
+def _unauth_rate_limit(env: Mapping[str, str]) -> str:
+    try:
+        return parse_policy(env.get("UNAUTH_RATE_LIMIT") or Settings.unauth_rate_limit).text
+    except PolicyError as exc:
+        raise SettingsError(f"UNAUTH_RATE_LIMIT: {exc}") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from the environment once."""
     env = os.environ if env is None else env
@@ -138,7 +182,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         key_cache_seconds=_key_cache_seconds(env),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", Settings.max_body_bytes),
         pg_pool_max=_int(env, "PG_POOL_MAX", Settings.pg_pool_max),
-        trusted_proxies=frozenset(p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
+        trusted_proxies=_trusted_proxies(env),
+        unauth_rate_limit=_unauth_rate_limit(env),
+        header_timeout_seconds=_seconds(env, "HEADER_TIMEOUT_SECONDS", Settings.header_timeout_seconds),
+        body_timeout_seconds=_seconds(env, "BODY_TIMEOUT_SECONDS", Settings.body_timeout_seconds),
+        keepalive_timeout_seconds=_seconds(env, "KEEPALIVE_TIMEOUT_SECONDS", Settings.keepalive_timeout_seconds),
     )
     if settings.database_url and not settings.signing_keys:
         raise SettingsError("SIGNING_KEYS is required with an external DATABASE_URL")

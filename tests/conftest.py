@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from service.app import create_app
-from service.core.auth import SCOPES, hash_secret, new_secret
+from service.core.auth import SCOPES, hash_secret, issue_key
 from service.db import orgs
 from service.db.pool import apply_schema
 from service.embedded import EmbeddedServers, EmbeddedUrls
@@ -75,6 +75,8 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url, redis_url=redis_url, data_dir=tmp_path,
         public_base_url="http://links.test", signing_keys=TEST_KEYS, key_cache_seconds=0.5,
+        # every test client is 127.0.0.1: the tests of that limit set it themselves
+        unauth_rate_limit="off",
     )
 
 
@@ -117,8 +119,8 @@ def make_tenant(db: asyncpg.Connection) -> TenantFactory:
     async def make(link_quota: int = 50, rate_limit: str = "off", scopes: tuple[str, ...] = SCOPES,
                    name: str = "org") -> Tenant:
         org = await orgs.insert_org(db, name, link_quota, rate_limit)
-        secret = new_secret()
-        key_id = await orgs.insert_key(db, org.id, "test", hash_secret(secret), list(scopes))
+        key_id, secret = issue_key()
+        await orgs.insert_key(db, org.id, "test", hash_secret(secret), list(scopes), key_id)
         return Tenant(org.id, secret, key_id)
 
     return make

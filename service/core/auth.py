@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 
 import asyncpg
@@ -34,9 +36,57 @@ class Principal:
         return str(self.org_id)
 
 
-def new_secret() -> str:
-    """A new API key: 256 random bits."""
-    return "slk_" + secrets.token_urlsafe(32)
+# New keys: `sls_` + the key's id (22) + 256 random bits (43) + a CRC32 of all that (6), in base62,
+# so a mistyped or made-up key is refused without a query (the checksum is not a secret: a forged
+# well-formed key is one query, and counts against the unauthenticated rate limit)
+KEY_PREFIX = "sls_"
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_NEW_KEY = re.compile(r"sls_[0-9A-Za-z]{71}")
+# every key issued before: `slk_` + token_urlsafe(32), whose shape is as fixed
+_LEGACY_KEY = re.compile(r"slk_[A-Za-z0-9_-]{43}")
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(_B62[digit])
+    assert number == 0, "does not fit"
+    return "".join(reversed(digits))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode("ascii")), 6)
+
+
+def new_secret(key_id: uuid.UUID | None = None) -> str:
+    """A new API key for `key_id` (its row's id): prefix, id, 256 random bits, checksum."""
+    key_id = key_id or uuid.uuid4()
+    body = KEY_PREFIX + _base62(key_id.int, 22) + _base62(int.from_bytes(secrets.token_bytes(32), "big"), 43)
+    return body + _checksum(body)
+
+
+def issue_key() -> tuple[uuid.UUID, str]:
+    """A new key's id and secret: insert the row under this id (orgs.insert_key's key_id)."""
+    key_id = uuid.uuid4()
+    return key_id, new_secret(key_id)
+
+
+def key_id_of(secret: str) -> uuid.UUID | None:
+    """The key id a well-formed new key carries (its api_keys row's id), else None."""
+    if not (_NEW_KEY.fullmatch(secret) and could_be_ours(secret)):
+        return None
+    number = 0
+    for char in secret[4:26]:
+        number = number * 62 + _B62.index(char)
+    return uuid.UUID(int=number) if number < 1 << 128 else None
+
+
+def could_be_ours(secret: str) -> bool:
+    """Whether `secret` has the shape of a key this service issued (new: checksum included; or the old one)."""
+    if _NEW_KEY.fullmatch(secret):
+        return hmac.compare_digest(_checksum(secret[:-6]), secret[-6:])
+    return _LEGACY_KEY.fullmatch(secret) is not None
 
 
 def hash_secret(secret: str) -> bytes:
@@ -48,7 +98,8 @@ class KeyResolver:
     """Resolves a presented key to a Principal.
 
     Answers (including "no such key") are cached in-process for `ttl` seconds, so the hot path
-    makes no database query; a revocation therefore takes effect within `ttl` seconds.
+    makes no database query; a revocation therefore takes effect within `ttl` seconds. A key that
+    cannot be ours (could_be_ours) is refused without a query.
     """
 
     def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
@@ -56,8 +107,15 @@ class KeyResolver:
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
 
-    async def resolve(self, secret: str) -> Principal | None:
+    def cached(self, secret: str) -> Principal | None:
+        """The principal of a key resolved within the cache time, else None (no query)."""
         if not secret or len(secret) > 256:
+            return None
+        hit = self._cache.get(hash_secret(secret))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    async def resolve(self, secret: str) -> Principal | None:
+        if not secret or len(secret) > 256 or not could_be_ours(secret):
             return None
         digest = hash_secret(secret)
         now = time.monotonic()

@@ -96,3 +96,9 @@ class Unavailable(DomainError):
     def __init__(self, what: str) -> None:
         super().__init__(what)
         self.what = what
+
+
+class BodyTimeout(DomainError):
+    """The request body did not arrive whole within BODY_TIMEOUT_SECONDS."""
+
+    status = 408

@@ -50,11 +50,13 @@ async def org_exists(conn: asyncpg.Connection, org_id: uuid.UUID) -> bool:
 
 
 async def insert_key(
-    conn: asyncpg.Connection, org_id: uuid.UUID, name: str, key_hash: bytes, scopes: list[str]
+    conn: asyncpg.Connection, org_id: uuid.UUID, name: str, key_hash: bytes, scopes: list[str],
+    key_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
+    """A new key row; `key_id` is the id its secret carries (a new one when not given)."""
     return await conn.fetchval(
         "INSERT INTO api_keys (id, org_id, name, key_hash, scopes) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        uuid.uuid4(), org_id, name, key_hash, scopes,
+        key_id or uuid.uuid4(), org_id, name, key_hash, scopes,
     )
 
 

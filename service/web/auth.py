@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..core.auth import Principal
-from ..core.errors import Forbidden, Issue, RateLimited, Unauthorized, ValidationFailed
+from ..core.errors import Forbidden, Issue, RateLimited, ValidationFailed
 from ..core.ratelimit import Decision
-from .keys import GATE, KEYS, METRICS, PRINCIPAL, RATE_HEADERS
+from .callers import client_address
+from .keys import GATE, KEYS, METRICS, PRINCIPAL, RATE_HEADERS, SETTINGS, UNAUTH
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -27,11 +28,30 @@ def presented_key(request: web.Request) -> str:
 
 
 async def identify(request: web.Request) -> Principal:
-    """The caller's principal, or 401."""
-    principal = await request.app[KEYS].resolve(presented_key(request))
+    """The caller's principal, or 401 (429 past the unauthenticated limit of the client's address)."""
+    principal = request.get(PRINCIPAL)  # the 100-continue check may have found it already
+    if principal is not None:
+        return principal
+    app = request.app
+    secret = presented_key(request)
+    principal = app[KEYS].cached(secret)
     if principal is None:
-        raise Unauthorized()
+        # an address over its limit is refused before its key costs a query
+        address = client_address(request, app[SETTINGS].trusted_proxies)
+        app[UNAUTH].check_blocked(address)
+        principal = await app[KEYS].resolve(secret)
+        if principal is None:
+            await app[UNAUTH].refuse(app[GATE], address)
+    assert principal is not None
     request[PRINCIPAL] = principal
+    return principal
+
+
+async def admit(request: web.Request) -> Principal:
+    """401 (key), then 429 (rate limit): once per request, whoever asks first."""
+    principal = await identify(request)
+    if RATE_HEADERS not in request:
+        spend(request, principal, await request.app[GATE].check(principal.org, principal.policy))
     return principal
 
 
@@ -74,8 +94,7 @@ def guarded(scope: str, *, reads_query: bool = False) -> Callable[[Handler], Han
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded_handler(request: web.Request) -> web.StreamResponse:
-            principal = await identify(request)
-            spend(request, principal, await request.app[GATE].check(principal.org, principal.policy))
+            principal = await admit(request)
             require_scope(principal, scope)
             if not reads_query:
                 unknown = unknown_query_issues(request, ())

@@ -19,18 +19,21 @@ from ..core.errors import (
 )
 from ..core.links import LinkRequest, create_or_replay
 from ..core.ratelimit import org_key
-from .auth import identify, require_scope, spend
+from ..core.ratepolicy import parse_policy
+from .auth import admit, identify, require_scope, spend
+from .expect import expects_continue
 from .fastbody import fast_create_link
 from .fields import issues_of
 from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
 from .jsonio import is_json, parse_json, raw_json_response, read_body
-from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
+from .keys import GATE, METRICS, POOL, RATE_HEADERS, SETTINGS, SIGNER
 from .render import link_json
 from .schemas import CreateLinkSchema
 
 routes = web.RouteTableDef()
 _schema = CreateLinkSchema()
 REPLAYED = {"Idempotent-Replayed": "true"}
+NO_LIMIT = parse_policy("off")  # the gate script's replay-cache lookup alone
 
 
 def _check_filum_headers(request: web.Request, org: str) -> None:
@@ -92,6 +95,11 @@ async def create_survey_link(request: web.Request) -> web.Response:
     """Create (or replay) the survey link of a campaign and metadata mapping."""
     app = request.app
     principal = await identify(request)
+    if expects_continue(request):
+        # the key, the rate limit and the scope before the 100 Continue (read_body sends it)
+        await admit(request)
+        require_scope(principal, "links:write")
+        _check_filum_headers(request, principal.org)
     segment = request.match_info["survey_campaign_id"]
     issues: list[Issue] = []  # the path takes no query parameters: others are ignored, as FastAPI does
     # the body's own errors are answered after the key, rate-limit and scope checks, like bad JSON:
@@ -116,8 +124,11 @@ async def create_survey_link(request: web.Request) -> web.Response:
         cache_key = org_key(principal.org, f"lk:{app[SIGNER].kid}:{key_tail}")
 
     gate = app[GATE]
-    decision = await gate.check(principal.org, principal.policy, cache_key)
-    spend(request, principal, decision)
+    if RATE_HEADERS in request:  # admitted before the body was read: only the replay-cache lookup is left
+        decision = await gate.check(principal.org, NO_LIMIT, cache_key)
+    else:
+        decision = await gate.check(principal.org, principal.policy, cache_key)
+        spend(request, principal, decision)
     require_scope(principal, "links:write")
     _check_filum_headers(request, principal.org)
     if body_error is not None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from ..core.errors import Issue, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from ..core.errors import BodyTimeout, Issue, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from .client import ClientGone, client_left
+from .expect import send_continue
+from .keys import SETTINGS
 
 JSON = "application/json"
 _UNREADABLE = "Invalid body: it does not decode as its Content-Encoding and Transfer-Encoding say"
@@ -49,17 +52,29 @@ async def read_body(request: web.Request, max_bytes: int | None = None, any_type
 
 
 async def _read_body(request: web.Request, max_bytes: int | None) -> bytes:
+    content = request.content
+    if max_bytes is None and content.is_eof():
+        # the whole (small) body has arrived with the headers: take it as it is, without
+        # request.read()'s chunk loop; the same size limit (0: none), the same 413 (the app's
+        # client_max_size is MAX_BODY_BYTES)
+        raw = content.read_nowait()
+        limit = request.client_max_size
+        if limit and len(raw) > limit:
+            raise PayloadTooLarge(limit)
+        return raw
+    await send_continue(request)
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout_seconds):
+            return await _read_slow_body(request, max_bytes)
+    except TimeoutError:
+        # the rest of the body may still come: the connection cannot carry another request (the
+        # edge closes it after the 408, as after any broken body stream)
+        content.set_exception(BodyTimeout())
+        raise BodyTimeout() from None
+
+
+async def _read_slow_body(request: web.Request, max_bytes: int | None) -> bytes:
     if max_bytes is None:
-        content = request.content
-        if content.is_eof():
-            # the whole (small) body has arrived with the headers: take it as it is, without
-            # request.read()'s chunk loop; the same size limit (0: none), the same 413 (the app's
-            # client_max_size is MAX_BODY_BYTES)
-            raw = content.read_nowait()
-            limit = request.client_max_size
-            if limit and len(raw) > limit:
-                raise PayloadTooLarge(limit)
-            return raw
         try:
             return await request.read()  # aiohttp enforces client_max_size
         except web.HTTPRequestEntityTooLarge:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
 from ..core.signing import LinkSigner
+from ..core.unauth import UnauthLimiter
 from ..metrics import Metrics
 from ..redis_client import RedisClient
 from ..settings import Settings
@@ -18,8 +20,10 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster
 GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
+UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
+CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
 OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 

@@ -17,7 +17,7 @@ from ..core.errors import DomainError, Unavailable
 from ..logs import log_access
 from .client import ClientGone
 from .errors import family_of, render, render_http, render_unexpected
-from .keys import DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID, SETTINGS
+from .keys import CONNECTIONS, DRAIN, METRICS, PRINCIPAL, RATE_HEADERS, REQUEST_ID, SETTINGS
 
 log = logging.getLogger("service.http")
 
@@ -56,6 +56,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     app = request.app
     drain = app[DRAIN]
     drain.active += 1
+    guard = app.get(CONNECTIONS)  # absent from the tests' bare apps
+    if guard is not None:
+        guard.started(request)  # its headers came in time (service/connections.py)
     try:
         started = time.perf_counter()
         given = request.headers.get("X-Request-Id")

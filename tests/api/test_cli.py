@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from service.core.auth import key_id_of
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 
@@ -72,7 +73,7 @@ def test_admin_commands_work_while_the_server_runs(tmp_path):
         assert (org["name"], org["linkQuota"], org["rateLimit"]) == ("Acme", 7, "10/second")
         key = json.loads(cli(data_dir, "admin", "create-key", "--org", org["id"], "--scopes", "manage").stdout)
         assert set(key) == {"id", "key", "scopes"} and key["scopes"] == ["manage"]
-        assert key["key"].startswith("slk_") and len(key["key"]) >= 47
+        assert key["key"].startswith("sls_") and len(key["key"]) == 75 and str(key_id_of(key["key"])) == key["id"]
 
         status, body = http("POST", f"http://127.0.0.1:{port}/api/v2/management/surveys", {"name": "S"},
                             {"x-api-key": key["key"]})

@@ -24,7 +24,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.core.auth import SCOPES, hash_secret, new_secret
+from service.core.auth import SCOPES, hash_secret, issue_key
 from service.db import orgs
 from service.db.pool import apply_schema
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -33,7 +33,8 @@ from tests.ops.serving import alive as _running
 
 REPO = Path(__file__).resolve().parents[2]
 SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS_MULTIPROC_DIR", "KEY_CACHE_SECONDS",
-            "RATE_LIMIT_FAILURE_MODE", "TRUSTED_PROXIES")
+            "RATE_LIMIT_FAILURE_MODE", "TRUSTED_PROXIES", "UNAUTH_RATE_LIMIT", "HEADER_TIMEOUT_SECONDS",
+            "BODY_TIMEOUT_SECONDS", "KEEPALIVE_TIMEOUT_SECONDS")
 
 
 def _signal_and_wait(pid: int, signum: int, timeout: float = 10.0) -> None:
@@ -137,8 +138,8 @@ async def new_tenant(database_url: str, link_quota: int = 50, rate_limit: str = 
     try:
         await apply_schema(conn)
         org = await orgs.insert_org(conn, f"org-{uuid.uuid4().hex[:6]}", link_quota, rate_limit)
-        secret = new_secret()
-        key_id = await orgs.insert_key(conn, org.id, "fault", hash_secret(secret), list(SCOPES))
+        key_id, secret = issue_key()
+        await orgs.insert_key(conn, org.id, "fault", hash_secret(secret), list(SCOPES), key_id)
     finally:
         await conn.close()
     return Tenant(org.id, secret, key_id)

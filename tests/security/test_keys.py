@@ -4,8 +4,8 @@ within seconds even though every process caches resolved keys."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
+import re
 import time
 from dataclasses import replace
 
@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from service import admin
 from service.app import create_app
 from service.core import auth
+from service.core.auth import key_id_of
 from service.settings import Settings, SettingsError, load_settings
 from tests.helpers import create_survey, links_path
 from tests.security.conftest import M
@@ -58,8 +59,11 @@ async def test_keys_are_random_and_stored_only_as_hashes(client, make_tenant, se
     org = await make_tenant()
     created = await asyncio.to_thread(admin.create_key, settings, org.org, "ci", "links:write,manage")
     secret = created["key"]
-    assert secret.startswith("slk_")
-    assert len(base64.urlsafe_b64decode(secret[4:] + "=")) == 32  # 256 random bits
+    # sls_, the key's id, 256 random bits and a checksum, in base62 (README "API keys")
+    assert re.fullmatch(r"sls_[0-9A-Za-z]{71}", secret)
+    assert str(key_id_of(secret)) == created["id"]
+    again = auth.new_secret(key_id_of(secret))  # same id: only the 43 random digits and the checksum differ
+    assert again[:26] == secret[:26] and again[26:69] != secret[26:69] and auth.could_be_ours(again)
     # the key is used (cached in-process, rate-limited and replay-cached in Redis) ...
     headers = {"x-api-key": secret}
     survey = await create_survey(client, headers)

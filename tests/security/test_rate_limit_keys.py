@@ -1,6 +1,7 @@
-"""Rate limits are keyed by organisation, never by anything a caller controls: not X-Forwarded-For
-(also with a trusted proxy configured, since nothing uses the client address), not the key used,
-not the Filum `organization-id` header."""
+"""Rate limits of authenticated requests are keyed by organisation, never by anything a caller
+controls: not X-Forwarded-For (also from a trusted proxy: the client address only keys the limit on
+requests without a valid key, tests/security/test_unauthenticated_limit.py), not the key used, not
+the Filum `organization-id` header."""
 
 from __future__ import annotations
 

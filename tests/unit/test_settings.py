@@ -49,6 +49,16 @@ def test_bad_signing_keys(raw):
     {"KEY_CACHE_SECONDS": "inf"},
     {"KEY_CACHE_SECONDS": "-1"},
     {"KEY_CACHE_SECONDS": "soon"},
+    {"TRUSTED_PROXIES": "10.0.0.1, proxy.internal"},
+    {"TRUSTED_PROXIES": "10.0.0.0/33"},
+    {"UNAUTH_RATE_LIMIT": "20/fortnight"},
+    {"UNAUTH_RATE_LIMIT": "0/second"},
+    {"HEADER_TIMEOUT_SECONDS": "0"},
+    {"HEADER_TIMEOUT_SECONDS": "nan"},
+    {"BODY_TIMEOUT_SECONDS": "-1"},
+    {"BODY_TIMEOUT_SECONDS": "3601"},
+    {"KEEPALIVE_TIMEOUT_SECONDS": "inf"},
+    {"KEEPALIVE_TIMEOUT_SECONDS": "long"},
 ])
 def test_bad_settings(env):
     with pytest.raises(SettingsError, match=next(iter(env))):
@@ -65,6 +75,21 @@ def test_numbers_within_bounds_are_parsed():
     assert settings.pg_pool_max == 3 and settings.max_body_bytes == 1
     assert load_settings({"KEY_CACHE_SECONDS": "0"}).key_cache_seconds == 0
     assert load_settings({"KEY_CACHE_SECONDS": "60"}).key_cache_seconds == 60
+
+
+def test_connection_and_unauthenticated_settings():
+    defaults = load_settings({})
+    assert (defaults.header_timeout_seconds, defaults.body_timeout_seconds, defaults.keepalive_timeout_seconds) \
+        == (10, 60, 75)
+    assert defaults.unauth_rate_limit == "20/second;600/minute" and defaults.trusted_proxies == frozenset()
+    settings = load_settings({"HEADER_TIMEOUT_SECONDS": "0.5", "BODY_TIMEOUT_SECONDS": "3600",
+                              "KEEPALIVE_TIMEOUT_SECONDS": "5", "UNAUTH_RATE_LIMIT": " 100/minute ; 5/second ",
+                              "TRUSTED_PROXIES": "10.0.0.7, 10.1.0.0/16,::1"})
+    assert (settings.header_timeout_seconds, settings.body_timeout_seconds, settings.keepalive_timeout_seconds) \
+        == (0.5, 3600, 5)
+    assert settings.unauth_rate_limit == "5/second;100/minute"
+    assert settings.trusted_proxies == frozenset({"10.0.0.7/32", "10.1.0.0/16", "::1/128"})
+    assert load_settings({"UNAUTH_RATE_LIMIT": "off"}).unauth_rate_limit == "off"
 
 
 def test_log_level_refused_at_start_not_in_a_traceback():
