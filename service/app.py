@@ -36,8 +36,12 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url
     pool = await create_pool(settings.database_url, settings.pg_pool_max)
-    async with pool.acquire() as conn:
-        await check_current(conn)
+    try:
+        async with pool.acquire() as conn:
+            await check_current(conn)
+    except BaseException:
+        await pool.close()  # a refused start leaves no pool reconnecting behind it
+        raise
     app[POOL] = pool
     app[KEYS] = KeyResolver(pool, settings.key_cache_seconds)
     yield

@@ -19,6 +19,7 @@ recorded, and the data stays.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -83,10 +84,13 @@ def load_migrations(directory: Traversable | Path | None = None) -> tuple[Migrat
             raise MigrationError(f"migration file {entry.name} is not named NNNN_name.sql")
         sql = entry.read_text(encoding="utf-8")
         found.append(Migration(int(match[1]), match[2], sql, checksum(sql)))
-    found.sort(key=lambda m: m.version)
+    found.sort(key=lambda m: (m.version, m.name))
+    for before, after in itertools.pairwise(found):
+        if before.version == after.version:
+            raise MigrationError(f"two migrations are numbered {before.version:04d}: {before.label}, {after.label}")
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise MigrationError(f"migrations must be numbered 1, 2, 3... without gaps or repeats: "
+            raise MigrationError(f"migrations must be numbered 1, 2, 3... without gaps: "
                                  f"{migration.label} where {expected:04d} was expected")
     if not found:
         raise MigrationError("no migrations found")
@@ -149,9 +153,8 @@ async def check_current(conn: asyncpg.Connection, migrations: tuple[Migration, .
     rows = await recorded(conn)
     _verify(rows, known)
     if len(rows) < len(known):
-        at = f"{rows[-1]['version']:04d}" if rows else "no migration"
-        raise MigrationError(f"the database is at {at}, this code needs {known[-1].label}: "
-                             "run `python -m service migrate`")
+        at = f"is at migration {known[len(rows) - 1].label}" if rows else "has no recorded migrations"
+        raise MigrationError(f"the database {at}, this code needs {known[-1].label}: run `python -m service migrate`")
     return known[-1]
 
 
