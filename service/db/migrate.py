@@ -134,9 +134,9 @@ async def migrate(conn: asyncpg.Connection, migrations: tuple[Migration, ...] | 
             # read under the lock: another instance may have applied some meanwhile
             rows = await recorded(conn)
             _verify(rows, known)
-            if len(rows) == len(known):
+            migration = _first_missing(rows, known)
+            if migration is None:
                 return Report(tuple(applied), known[-1])
-            migration = known[len(rows)]
             try:
                 await conn.execute(migration.sql)
             except asyncpg.PostgresError as exc:
@@ -152,10 +152,16 @@ async def check_current(conn: asyncpg.Connection, migrations: tuple[Migration, .
     known = migrations if migrations is not None else load_migrations()
     rows = await recorded(conn)
     _verify(rows, known)
-    if len(rows) < len(known):
-        at = f"is at migration {known[len(rows) - 1].label}" if rows else "has no recorded migrations"
+    missing = _first_missing(rows, known)
+    if missing is not None:
+        at = f"lacks migration {missing.label}" if rows else "has no recorded migrations"
         raise MigrationError(f"the database {at}, this code needs {known[-1].label}: run `python -m service migrate`")
     return known[-1]
+
+
+def _first_missing(rows: list[asyncpg.Record], known: tuple[Migration, ...]) -> Migration | None:
+    done = {row["version"] for row in rows}
+    return next((m for m in known if m.version not in done), None)
 
 
 async def migrate_url(database_url: str, migrations: tuple[Migration, ...] | None = None) -> Report:

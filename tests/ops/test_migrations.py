@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.db.migrate import MigrationError, check_current, load_migrations, migrate
+from service.db.migrate import LOCK_KEY, MigrationError, check_current, load_migrations, migrate
 from service.embedded import free_port
 from service.settings import Settings
 from tests.ops.databases import PREVIOUS_RELEASE_SCHEMA, REPO, catalog, cli, fresh_database, run_sql_file
@@ -203,6 +203,48 @@ async def test_the_app_refuses_a_database_that_was_not_migrated(servers, setting
             await start_app(replace(settings, database_url=url))
         assert str(caught.value) == ("the database has no recorded migrations, this code needs 0001_initial: "
                                      "run `python -m service migrate`")
+
+
+async def test_a_database_behind_the_code_is_refused_until_migrated(servers, tmp_path):
+    newer_code = load_migrations(directory(tmp_path, **{"0002_slow": SLOW}))
+    async with fresh_database(servers.database_url) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn, newer_code[:1])
+            with pytest.raises(MigrationError) as caught:
+                await check_current(conn, newer_code)
+            assert str(caught.value) == ("the database lacks migration 0002_slow, this code needs 0002_slow: "
+                                         "run `python -m service migrate`")
+            assert [m.label for m in (await migrate(conn, newer_code)).applied] == ["0002_slow"]
+            assert (await check_current(conn, newer_code)).label == "0002_slow"
+        finally:
+            await conn.close()
+
+
+async def test_waiting_for_another_instance_s_lock_is_bounded(servers, monkeypatch):
+    monkeypatch.setattr("service.db.migrate.LOCK_WAIT_SECONDS", 1)
+    async with fresh_database(servers.database_url) as url:
+        holder, waiter = await asyncpg.connect(url), await asyncpg.connect(url)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+                with pytest.raises(MigrationError) as caught:
+                    await migrate(waiter)
+            assert str(caught.value) == ("another instance held the migration lock for over 1 s; "
+                                         "retry when its migrations are done")
+            assert await waiter.fetchval("SELECT to_regclass('schema_migrations')") is None
+            assert [m.label for m in (await migrate(waiter)).applied] == ["0001_initial"]  # once it is free
+        finally:
+            await holder.close()
+            await waiter.close()
+
+
+async def test_an_unreachable_postgresql_is_one_line(servers):
+    code, out, err = await cli("migrate", database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                               redis_url=servers.redis_url)
+    assert (code, out) == (1, "")
+    assert len(err.splitlines()) == 1
+    assert err.startswith("migration error: cannot connect to PostgreSQL to migrate: ConnectionRefusedError")
 
 
 async def test_schema_sql_is_what_the_migrations_make(servers):
