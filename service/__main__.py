@@ -1,4 +1,4 @@
-"""Command line: `serve`, `admin ...`, `demo`, `bench`."""
+"""Command line: `serve`, `migrate`, `admin ...`, `demo`, `bench`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
+
+    sub.add_parser("migrate", help="apply the schema migrations the database lacks (serve does it too)")
 
     admin = sub.add_parser("admin", help="organisations and API keys")
     asub = admin.add_subparsers(dest="action", required=True)
@@ -54,11 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    from .db.migrate import MigrationError
+
+    try:
+        return _run(settings, args)
+    except MigrationError as exc:  # one line, no traceback: the operator's to fix
+        print(f"migration error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(settings, args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .server import serve
 
         serve(settings, args.host, args.port, args.workers)
         return 0
+    if args.command == "migrate":
+        return _migrate(settings)
     if args.command == "admin":
         return _admin(settings, args)
     if args.command == "demo":
@@ -72,13 +86,28 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _migrate(settings) -> int:
+    from .runtime import migrate_database, servers
+
+    if settings.database_url:  # only PostgreSQL is needed: no Redis, embedded or not
+        report = migrate_database(settings)
+    else:
+        with servers(settings) as ready:
+            report = migrate_database(ready)
+    for migration in report.applied:
+        print(f"applied {migration.label}")
+    if not report.applied:
+        print(f"up to date at {report.current.label}")
+    return 0
+
+
 def _admin(settings, args: argparse.Namespace) -> int:
     from . import admin
     from .core.ratepolicy import PolicyError
     from .runtime import servers
 
     try:
-        with servers(settings) as ready:
+        with servers(settings, migrate=True) as ready:
             if args.action == "create-org":
                 out = admin.create_org(ready, args.name, args.link_quota, args.rate_limit)
             elif args.action == "update-org":

@@ -11,10 +11,9 @@ import asyncpg
 from .core.auth import SCOPES, hash_secret, issue_key
 from .core.ratepolicy import DEFAULT_POLICY, parse_policy
 from .db import orgs
-from .db.pool import apply_schema
 from .settings import Settings
 
-# an organisation's link quota when none is given (schema.sql's column default says the same)
+# an organisation's link quota when none is given (the column default in 0001_initial.sql says the same)
 DEFAULT_LINK_QUOTA = 50
 
 
@@ -34,9 +33,9 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 
 async def _with_conn(settings: Settings, action):
+    """`action` on a connection of its own (the database is migrated: see runtime.servers)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await apply_schema(conn)
         return await action(conn)
     finally:
         await conn.close()

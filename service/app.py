@@ -16,7 +16,8 @@ from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
 from .core.signing import LinkSigner
 from .core.unauth import UnauthLimiter
-from .db.pool import apply_schema, create_pool
+from .db.migrate import check_current
+from .db.pool import create_pool
 from .metrics import FLUSH_SECONDS, Metrics
 from .redis_client import connect_redis
 from .settings import Settings
@@ -31,13 +32,20 @@ log = logging.getLogger("service.app")
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The PostgreSQL pool, checked with SELECT 1, schema applied."""
+    """The PostgreSQL pool, checked: the database must have exactly this code's migrations.
+
+    The app never migrates: `serve` (its master, once) and `python -m service migrate` do. A
+    database another instance migrated past this code is refused here too.
+    """
     settings = app[SETTINGS]
     assert settings.database_url
     pool = await create_pool(settings.database_url, settings.pg_pool_max)
-    async with pool.acquire() as conn:
-        await conn.fetchval("SELECT 1")
-        await apply_schema(conn)
+    try:
+        async with pool.acquire() as conn:
+            await check_current(conn)
+    except BaseException:
+        await pool.close()  # a refused start leaves no pool reconnecting behind it
+        raise
     app[POOL] = pool
     app[KEYS] = KeyResolver(pool, settings.key_cache_seconds)
     yield

@@ -24,7 +24,7 @@ from .core.signing import LinkSigner
 from .db import contacts as contact_db
 from .db import segments as segment_db
 from .db import surveys as survey_db
-from .db.pool import apply_schema, create_pool
+from .db.pool import create_pool
 from .settings import Settings
 from .web.render import link_json
 
@@ -63,7 +63,6 @@ async def create_demo(settings: Settings) -> Demo:
     pool = await create_pool(settings.database_url, 2)
     try:
         async with pool.acquire() as conn:
-            await apply_schema(conn)
             stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
             org, key = await new_tenant(conn, f"Demo {stamp}", DEFAULT_LINK_QUOTA, DEFAULT_POLICY, "demo")
             survey = await survey_db.insert_survey(conn, org.id, "Demo survey", "inProgress", None, None)
@@ -135,7 +134,7 @@ def run_demo(settings: Settings) -> int:
     from .runtime import servers
 
     try:
-        with servers(settings) as ready:
+        with servers(settings, migrate=True) as ready:
             demo = asyncio.run(create_demo(ready))
     except Exception as exc:
         print(json.dumps({"error": f"demo failed: {type(exc).__name__}: {exc}"}), file=sys.stderr)

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 
+from .db.migrate import Report, migrate_url
 from .embedded import EmbeddedServers
 from .settings import Settings
 
+log = logging.getLogger("service.runtime")
+
+
+def migrate_database(settings: Settings) -> Report:
+    """Bring the database to this code's schema (before any event loop runs); MigrationError if it cannot."""
+    assert settings.database_url
+    report = asyncio.run(migrate_url(settings.database_url))
+    for migration in report.applied:
+        log.info("migration applied", extra={"migration": migration.label})
+    return report
+
 
 @contextlib.contextmanager
-def servers(settings: Settings) -> Iterator[Settings]:
+def servers(settings: Settings, *, migrate: bool = False) -> Iterator[Settings]:
     """Settings with database_url, redis_url and signing keys filled in, for as long as needed.
 
     For each of DATABASE_URL and REDIS_URL that is not set, this attaches to (or starts) that
     embedded server of DATA_DIR and leaves it on exit; the last process to leave stops them.
+    With `migrate`, the database is migrated first (serve, admin, demo), and a MigrationError
+    leaves the embedded servers as any other error does.
     """
     if not settings.embedded:
+        if migrate:
+            migrate_database(settings)
         yield settings
         return
     embedded = EmbeddedServers(settings.data_dir)
@@ -25,6 +43,9 @@ def servers(settings: Settings) -> Iterator[Settings]:
         database_url = settings.database_url or urls.database_url
         redis_url = settings.redis_url or urls.redis_url
         assert database_url and redis_url
-        yield settings.with_servers(database_url, redis_url, settings.signing_keys or urls.signing_keys)
+        ready = settings.with_servers(database_url, redis_url, settings.signing_keys or urls.signing_keys)
+        if migrate:
+            migrate_database(ready)
+        yield ready
     finally:
         embedded.close()

@@ -179,9 +179,9 @@ class Supervisor:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Start the servers (embedded ones once, for every worker), then serve."""
+    """Start the servers (embedded ones once, for every worker), migrate the database, then serve."""
     configure_logging(settings.log_level, settings.log_format)
-    with servers(settings) as ready:
+    with servers(settings, migrate=True) as ready:
         log.info("serving", extra={"host": host, "port": port, "workers": workers})
         if workers <= 1:
             run_worker(ready, host, port, reuse_port=False)

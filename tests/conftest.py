@@ -17,7 +17,7 @@ import redis
 from service.app import create_app
 from service.core.auth import SCOPES, hash_secret, issue_key
 from service.db import orgs
-from service.db.pool import apply_schema
+from service.db.migrate import migrate
 from service.embedded import EmbeddedServers, EmbeddedUrls
 from service.settings import Settings, SigningKey
 
@@ -37,7 +37,7 @@ def servers() -> Iterator[EmbeddedUrls]:
 
 @pytest.fixture(scope="module")
 def database_url(servers: EmbeddedUrls) -> Iterator[str]:
-    """A fresh database for this test module, with the schema applied."""
+    """A fresh database for this test module, migrated."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin_url = servers.database_url
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
@@ -47,7 +47,7 @@ def database_url(servers: EmbeddedUrls) -> Iterator[str]:
         await conn.execute(f'CREATE DATABASE "{name}"')
         await conn.close()
         conn = await asyncpg.connect(url)
-        await apply_schema(conn)
+        await migrate(conn)
         await conn.close()
 
     async def drop() -> None:

@@ -53,7 +53,7 @@ def link_body(field_ids: tuple[int, ...], values: list[object], name: str = "Ben
 
 async def seed(database_url: str, base_url: str) -> Seed:
     """Create the tenants and the survey; create the replayed link through the API itself."""
-    # no apply_schema: the service applied it before it answered /health
+    # no migrate: the service migrated the database before it answered /health
     conn = await asyncpg.connect(database_url)
     try:
         run = secrets.token_hex(3)

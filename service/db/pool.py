@@ -1,19 +1,13 @@
-"""The PostgreSQL pool and the schema."""
+"""The PostgreSQL pool (the schema is service/db/migrate.py's)."""
 
 from __future__ import annotations
 
 import asyncio
-from importlib import resources
 from typing import Any
 
 import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
-
-
-def schema_sql() -> str:
-    """The schema, service/db/schema.sql, read from the installed package (editable or not)."""
-    return resources.files("service.db").joinpath("schema.sql").read_text()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -76,9 +70,3 @@ async def create_pool(dsn: str, max_size: int = 10) -> asyncpg.Pool:
     )
     return await pool
 
-
-async def apply_schema(conn: asyncpg.Connection) -> None:
-    """Apply schema.sql; every statement is idempotent, and a lock keeps concurrent starters apart."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(7243001)")
-        await conn.execute(schema_sql())

@@ -7,6 +7,7 @@ reaped) at teardown whatever the test did.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -26,7 +27,7 @@ import pytest
 
 from service.core.auth import SCOPES, hash_secret, issue_key
 from service.db import orgs
-from service.db.pool import apply_schema
+from service.db.migrate import migrate, migrate_url
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import TEST_KEYS, Tenant
 from tests.ops.serving import alive as _running
@@ -109,6 +110,7 @@ class OwnPostgres:
         self.server = EmbeddedPostgres(root)
         self.port = self.server.start()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        asyncio.run(migrate_url(self.url))  # the app starts only on a migrated database
 
     def stop(self) -> None:
         self.server.stop()
@@ -136,7 +138,7 @@ async def new_tenant(database_url: str, link_quota: int = 50, rate_limit: str = 
     """An organisation and a key with every scope, written straight to the database."""
     conn = await asyncpg.connect(database_url)
     try:
-        await apply_schema(conn)
+        await migrate(conn)
         org = await orgs.insert_org(conn, f"org-{uuid.uuid4().hex[:6]}", link_quota, rate_limit)
         key_id, secret = issue_key()
         await orgs.insert_key(conn, org.id, "fault", hash_secret(secret), list(SCOPES), key_id)

@@ -74,20 +74,33 @@ def test_settings_read_these_names():
 
 def test_compose_services_images_and_health_checks(compose):
     services = compose["services"]
-    assert set(services) == {"app", "postgres", "redis"}
+    assert set(services) == {"app", "migrate", "postgres", "redis"}
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
     assert services["app"]["build"] == "." and (REPO / "Dockerfile").is_file()
     for name, service in services.items():
+        if name == "migrate":  # one-shot: it exits, it is never healthy
+            continue
         check = service["healthcheck"]
         assert check["test"][0] in ("CMD", "CMD-SHELL") and len(check["test"]) >= 2, name
         assert check["interval"] and check["retries"] >= 3, name
     assert services["app"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                             "redis": {"condition": "service_healthy"}}
+                                             "redis": {"condition": "service_healthy"},
+                                             "migrate": {"condition": "service_completed_successfully"}}
     assert "127.0.0.1:8080/ready" in " ".join(services["app"]["healthcheck"]["test"])
     assert services["app"]["ports"] == ["8080:8080"]
     # longer than the server's drain, so SIGTERM finishes before SIGKILL
     assert int(services["app"]["stop_grace_period"].rstrip("s")) > 15
+
+
+def test_compose_migrates_once_before_the_app_starts(compose):
+    """A one-shot `python -m service migrate` on the app's image and configuration; the app waits for it."""
+    app, migrate = compose["services"]["app"], compose["services"]["migrate"]
+    assert migrate["command"] == ["python", "-m", "service", "migrate"]
+    assert migrate["image"] == app["image"] and "build" not in migrate and migrate["pull_policy"] == "never"
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate["environment"] == app["environment"]
+    assert migrate["restart"] == "no" and "ports" not in migrate
 
 
 def test_compose_environment_is_what_the_app_reads(compose):
@@ -169,16 +182,20 @@ def test_readme_configuration_table_lists_every_setting():
     assert documented == settings_env_names() | {"PROMETHEUS_MULTIPROC_DIR"}
 
 
-def test_the_schema_beside_the_package_is_the_packaged_one():
-    """SPEC's layout has schema.sql beside service/: it is a link to the one file the package carries."""
+def test_the_schema_beside_the_package_is_for_reading_only():
+    """SPEC's layout has schema.sql beside service/: the current schema in full (tests/ops/test_migrations.py
+    checks it makes what the migrations make), not a file the package carries or applies."""
     beside = REPO / "schema.sql"
-    assert beside.is_symlink() and beside.resolve() == (REPO / "service" / "db" / "schema.sql").resolve()
+    assert beside.is_file() and not beside.is_symlink()
+    assert "schema.sql" not in (REPO / "pyproject.toml").read_text()
+    assert not (REPO / "service" / "db" / "schema.sql").exists()
 
 
-def test_a_wheel_install_outside_the_checkout_reads_its_packaged_schema(tmp_path):
-    """A non-editable install (a wheel, as in the image) carries service/db/schema.sql, and schema_sql()
-    reads it with the checkout out of reach."""
-    schema = REPO / "service" / "db" / "schema.sql"
+def test_a_wheel_install_outside_the_checkout_reads_its_packaged_migrations(tmp_path):
+    """A non-editable install (a wheel, as in the image) carries service/db/migrations, and load_migrations()
+    reads them with the checkout out of reach."""
+    migrations = sorted((REPO / "service" / "db" / "migrations").glob("*.sql"))
+    assert migrations
     # build from a copy of what the Dockerfile copies, so no stale build/ or egg-info in the checkout counts
     src = tmp_path / "src"
     src.mkdir()
@@ -191,8 +208,8 @@ def test_a_wheel_install_outside_the_checkout_reads_its_packaged_schema(tmp_path
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = dist.glob("survey_link_service-*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        assert "service/db/schema.sql" in archive.namelist()
-        assert archive.read("service/db/schema.sql") == schema.read_bytes()
+        for path in migrations:
+            assert archive.read(f"service/db/migrations/{path.name}") == path.read_bytes()
 
     site = tmp_path / "site"
     installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
@@ -202,12 +219,12 @@ def test_a_wheel_install_outside_the_checkout_reads_its_packaged_schema(tmp_path
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"PYTHONPATH": str(site)}
     code = ("import json, service\n"
-            "from service.db.pool import schema_sql\n"
-            "print(json.dumps({'file': service.__file__, 'schema': schema_sql()}))\n")
+            "from service.db.migrate import load_migrations\n"
+            "found = [[m.label, m.sql] for m in load_migrations()]\n"
+            "print(json.dumps({'file': service.__file__, 'migrations': found}))\n")
     ran = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
                          timeout=60)
     assert ran.returncode == 0, ran.stderr
     answer = json.loads(ran.stdout)
     assert Path(answer["file"]).resolve().is_relative_to(site.resolve())  # the installed copy, not the checkout
-    assert len(answer["schema"]) == len(schema.read_text())
-    assert answer["schema"] == schema.read_text()
+    assert answer["migrations"] == [[path.stem, path.read_text()] for path in migrations]
