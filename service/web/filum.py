@@ -23,14 +23,14 @@ from ..core.ratelimit import org_key
 from .auth import identify, require_scope, spend, unknown_query_issues
 from .fastbody import fast_create_link
 from .fields import issues_of, parse_uuid
-from .jsonio import parse_json, raw_json_response, read_body
+from .jsonio import PERSONAL, parse_json, raw_json_response, read_body
 from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
 from .render import link_json
 from .schemas import CreateLinkSchema
 
 routes = web.RouteTableDef()
 _schema = CreateLinkSchema()
-REPLAYED = {"Idempotent-Replayed": "true"}
+REPLAYED = {"Idempotent-Replayed": "true", **PERSONAL}
 
 
 def _check_filum_headers(request: web.Request, org: str) -> None:
@@ -124,4 +124,4 @@ async def create_survey_link(request: web.Request) -> web.Response:
     await gate.remember(cache_key, body, settings.link_cache_seconds)
     if result.replayed:
         app[METRICS].replay("database")
-    return raw_json_response(body, headers=REPLAYED if result.replayed else None)
+    return raw_json_response(body, headers=REPLAYED if result.replayed else PERSONAL)

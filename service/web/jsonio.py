@@ -11,6 +11,9 @@ from ..core.errors import Issue, PayloadTooLarge, UnsupportedMediaType, Validati
 from .client import ClientGone, client_left
 
 JSON = "application/json"
+# answers that carry survey links are personal: no shared cache may keep them, no cache may store them
+# (Formbricks answers every API call so)
+PERSONAL = {"Cache-Control": "private, no-store"}
 _UNREADABLE = "Invalid body: it does not decode as its Content-Encoding and Transfer-Encoding say"
 
 
