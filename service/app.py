@@ -29,6 +29,7 @@ from .web.keys import CONNECTIONS, DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETT
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
+API_PREFIXES = ("/api/", "/external/")
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -100,9 +101,12 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.on_startup.append(docs.build_openapi)
-    for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
-                  contact_links.routes, export.routes, opening.routes, docs.routes):
-        app.add_routes(_any_segment_ids(table))
+    routes = [route for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
+                                  contact_links.routes, export.routes, opening.routes, docs.routes)
+              for route in _any_segment_ids(table)]
+    app.add_routes(routes)
+    # after every route, so that a path without the slash finds its route first and pays nothing for these
+    app.add_routes(slash_twins(routes))
     return app
 
 
@@ -113,3 +117,14 @@ def _any_segment_ids(table: web.RouteTableDef) -> list[web.RouteDef]:
     return [web.RouteDef(route.method, any_segment(route.path), route.handler,  # type: ignore[attr-defined]
                          {"expect_handler": defer_continue, **route.kwargs})  # type: ignore[attr-defined]
             for route in table]
+
+
+def slash_twins(routes: list[web.RouteDef]) -> list[web.RouteDef]:
+    """Each API route again with one trailing slash, the same handler: answered the same, not redirected.
+
+    Formbricks publishes an operation with the slash (`.../contact-links/contacts/{contactId}/`) and
+    FastAPI (Filum) redirects one that clients follow, so a generated client works either way. Only the
+    APIs: link tokens (`/c/`, `/l/`), the docs and the operational paths keep one spelling.
+    """
+    return [web.RouteDef(route.method, route.path + "/", route.handler, route.kwargs)
+            for route in routes if route.path.startswith(API_PREFIXES)]

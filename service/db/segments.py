@@ -114,9 +114,11 @@ def _page_sql(condition: str, key_count: int, seek: bool) -> str:
     if key_count == 0:
         return f"SELECT id, NULL::text AS attrs, {_VERSION} FROM contacts WHERE {where} {order}"
     first = 5 if seek else 4
-    pairs = ", ".join(f"${first + i}::text, c.attributes->(${first + i}::text)" for i in range(key_count))
-    # only the page's rows are joined back for their attributes; the skipped ones are never read for them.
-    # Stored values are never null, so stripping nulls leaves exactly the keys the contact has.
+    # `->>`: each value as text, as Formbricks' schema answers attributes (a number in its JSON text, `42`,
+    # a boolean as `true`); only the page's rows are joined back for their attributes, the skipped ones
+    # are never read for them. Stored values are never null, so stripping nulls leaves exactly the keys
+    # the contact has.
+    pairs = ", ".join(f"${first + i}::text, c.attributes->>(${first + i}::text)" for i in range(key_count))
     return (
         f"SELECT p.id, jsonb_strip_nulls(jsonb_build_object({pairs}))::text AS attrs, {_VERSION}"
         f" FROM (SELECT id, created_at FROM contacts WHERE {where} {order}) AS p"

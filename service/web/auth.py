@@ -73,8 +73,9 @@ def require_scope(principal: Principal, scope: str) -> None:
 def unknown_query_issues(request: web.Request, accepted: tuple[str, ...]) -> list[Issue]:
     """One issue per query parameter the route does not take.
 
-    Refused rather than ignored: a misspelt `expirationDays` would otherwise silently give links
-    that never expire. (Opening links, `/c/` and `/l/`, do ignore extras: mail clients add some.)
+    Refused rather than ignored on the management and Filum paths: a misspelt parameter would
+    otherwise go unnoticed. (The contact-links operations ignore extras, as Formbricks does, so that
+    its clients work unchanged; opening links, `/c/` and `/l/`, too: mail clients add some.)
     """
     if not request.query_string:
         return []
@@ -88,8 +89,8 @@ def unknown_query_issues(request: web.Request, accepted: tuple[str, ...]) -> lis
 
 def guarded(scope: str, *, reads_query: bool = False) -> Callable[[Handler], Handler]:
     """Authenticate (401), spend a rate-limit token (429), check the scope (403), refuse every query
-    parameter (422), then handle. A handler that takes query parameters (`reads_query`) checks them
-    itself, so that unknown and invalid ones are named in the same 422."""
+    parameter (422), then handle. A handler that takes query parameters (`reads_query`) reads them
+    itself (the contact-links operations name each invalid one in one 422 and ignore unknown ones)."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)

@@ -21,10 +21,10 @@ from ..core.segment_cache import read_page
 from ..core.segments import parse_contact_id
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
-from .auth import guarded, principal_of, unknown_query_issues
+from .auth import guarded, principal_of
 from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, path_uuid
-from .jsonio import raw_json_response
+from .jsonio import PERSONAL, raw_json_response
 from .keys import POOL, REDIS, SETTINGS, SIGNER
 from .render import iso
 
@@ -78,9 +78,12 @@ def path_contact_id(request: web.Request) -> int:
 
 
 def validated_query(request: web.Request, names: tuple[str, ...]) -> dict[str, Any]:
-    """The contact-links query parameters in `names`, or one 422 naming each unknown and each invalid one."""
+    """The contact-links query parameters in `names`, or one 422 naming each invalid one.
+
+    Other parameters are ignored, as Formbricks ignores them: its generated clients and their
+    callers may send more than the operation takes (see load_link_query for how values are read).
+    """
     query, issues = load_link_query(request.query, names)
-    issues = unknown_query_issues(request, names) + issues
     if issues:
         raise ValidationFailed(issues)
     return query
@@ -108,7 +111,7 @@ async def segment_links(request: web.Request) -> web.Response:
         for row, token in zip(page.rows, tokens, strict=True)
     ]
     body = {"data": data, "meta": {"total": page.total, "limit": limit, "offset": skip}}
-    return raw_json_response(orjson.dumps(body))
+    return raw_json_response(orjson.dumps(body), headers=PERSONAL)
 
 
 @routes.get(f"{BASE}/contacts/{{contactId}}")
@@ -127,4 +130,4 @@ async def contact_link(request: web.Request) -> web.Response:
     exp, expires_at = expiry(query["expirationDays"])
     token = request.app[SIGNER].contact_token(seq, contact_id, exp)
     url = f"{request.app[SETTINGS].public_base_url}/c/{token}"
-    return raw_json_response(orjson.dumps({"data": {"surveyUrl": url, "expiresAt": expires_at}}))
+    return raw_json_response(orjson.dumps({"data": {"surveyUrl": url, "expiresAt": expires_at}}), headers=PERSONAL)

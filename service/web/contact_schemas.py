@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields
@@ -163,19 +164,26 @@ class SegmentCreateSchema(Schema):
     filters = FilterTree(required=True)
 
 
-_INTEGER = re.compile(r"^[+-]?[0-9]{1,20}$")
+# a decimal number as JSON or a client's float writes it: `50`, `+50`, `50.0`, `5e1`, `1e+16` (a generated
+# client sends `limit=50.0`); no spaces, no hex, no NaN or Infinity, and an exponent of at most 4 digits
+# (Decimal refuses to hold some longer ones, and no count needs them)
+_NUMBER = re.compile(r"^[+-]?(?:[0-9]+(?:[.][0-9]*)?|[.][0-9]+)(?:[eE][+-]?[0-9]{1,4})?$")
 
 
 def _query_int(raw: str, name: str, low: int, high: int) -> tuple[int | None, Issue | None]:
+    """An integral number within [low, high], read exactly (Decimal, never a float: 2^63-1 stays itself)."""
     loc = ("query", name)
-    if not _INTEGER.match(raw):
+    if not _NUMBER.match(raw):
         return None, Issue(loc, "value is not a valid integer", "type_error.integer")
-    value = int(raw)
-    if value < low:
+    number = Decimal(raw)
+    # compared before it is made an int: `1e9999` must not become a 10,000-digit integer
+    if number != number.to_integral_value():
+        return None, Issue(loc, "value is not a valid integer", "type_error.integer")
+    if number < low:
         return None, Issue(loc, f"ensure this value is greater than or equal to {low}", "value_error.number.not_ge")
-    if value > high:
+    if number > high:
         return None, Issue(loc, f"ensure this value is less than or equal to {high}", "value_error.number.not_le")
-    return value, None
+    return int(number), None
 
 
 # name -> (lowest, highest, default); expirationDays has no default: absent means no expiry
@@ -187,16 +195,18 @@ QUERY_INTEGERS: dict[str, tuple[int, int, int | None]] = {
 
 
 def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[dict[str, Any], list[Issue]]:
-    """The contact-links query parameters in `names`, each invalid one an Issue of its own."""
+    """The contact-links query parameters in `names`, each invalid one an Issue of its own.
+
+    Read as Formbricks reads them (its published document and route code): the last of a repeated
+    parameter wins, an empty value is the default, and other parameters are not looked at.
+    """
     values: dict[str, Any] = {}
     issues: list[Issue] = []
     for name in names:
         given = query.getall(name, [])
-        if len(given) > 1:
-            issues.append(Issue(("query", name), "give this parameter at most once", "value_error.duplicate"))
-            continue
+        raw = given[-1] if given else ""
         if name == "attributeKeys":
-            keys = list(dict.fromkeys(k.strip() for k in given[0].split(",") if k.strip())) if given else []
+            keys = list(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
             if len(keys) > MAX_LINK_ATTRIBUTE_KEYS:
                 issues.append(Issue(("query", name), f"ensure this value has at most {MAX_LINK_ATTRIBUTE_KEYS} keys",
                                     "value_error.list.max_items"))
@@ -204,10 +214,10 @@ def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[d
             values[name] = [k for k in keys if valid_attribute_key(k)]
             continue
         low, high, default = QUERY_INTEGERS[name]
-        if not given:
+        if not raw:
             values[name] = default
             continue
-        value, issue = _query_int(given[0], name, low, high)
+        value, issue = _query_int(raw, name, low, high)
         if issue is not None:
             issues.append(issue)
         values[name] = value

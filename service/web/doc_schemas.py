@@ -169,7 +169,11 @@ class ContactLinkItem(Schema):
     surveyUrl = fields.String(metadata={"format": "uri", "description": "`PUBLIC_BASE_URL/c/<HS256 JWT>`"})
     expiresAt = fields.String(allow_none=True, metadata={"format": "date-time",
                                                          "description": "the token's `exp`; null: no expiry"})
-    attributes = fields.Dict(metadata={**_ATTRIBUTES, "description": "the values of the `attributeKeys` asked for"})
+    attributes = fields.Dict(metadata={
+        "type": "object", "additionalProperties": {"type": "string"},
+        "example": {"email": "ann@example.com", "age": "42"},
+        "description": "the values of the `attributeKeys` asked for, as text (as Formbricks' schema has them): "
+                       'a number in its JSON form (`"42"`, `"1.5"`), a boolean as `"true"` or `"false"`'})
 
 
 class PageMeta(Schema):

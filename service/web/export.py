@@ -29,6 +29,7 @@ from .auth import guarded, principal_of
 from .client import ClientGone, client_io
 from .contact_links import BASE, expiry, segment_link_context, validated_query
 from .fields import path_uuid
+from .jsonio import PERSONAL
 from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
 
 log = logging.getLogger("service.export")
@@ -121,7 +122,7 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
     async with request.app[POOL].acquire() as conn:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
         # what the edge middleware would add, sent now because the headers leave with the first byte
-        headers = {"Content-Type": CSV_TYPE, "Cache-Control": "no-store",
+        headers = {"Content-Type": CSV_TYPE, **PERSONAL,
                    "Content-Disposition": f'attachment; filename="segment-{segment_id}-links.csv"',
                    "X-Request-Id": request[REQUEST_ID], **(request.get(RATE_HEADERS) or {})}
         response = web.StreamResponse(headers=headers)

@@ -25,14 +25,14 @@ from .expect import expects_continue
 from .fastbody import fast_create_link
 from .fields import issues_of
 from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
-from .jsonio import is_json, parse_json, raw_json_response, read_body
+from .jsonio import PERSONAL, is_json, parse_json, raw_json_response, read_body
 from .keys import GATE, METRICS, POOL, RATE_HEADERS, SETTINGS, SIGNER
 from .render import link_json
 from .schemas import CreateLinkSchema
 
 routes = web.RouteTableDef()
 _schema = CreateLinkSchema()
-REPLAYED = {"Idempotent-Replayed": "true"}
+REPLAYED = {"Idempotent-Replayed": "true", **PERSONAL}
 NO_LIMIT = parse_policy("off")  # the gate script's replay-cache lookup alone
 
 
@@ -146,4 +146,4 @@ async def create_survey_link(request: web.Request) -> web.Response:
     await gate.remember(cache_key, body, settings.link_cache_seconds)
     if result.replayed:
         app[METRICS].replay("database")
-    return raw_json_response(body, headers=REPLAYED if result.replayed else None)
+    return raw_json_response(body, headers=REPLAYED if result.replayed else PERSONAL)

@@ -14,6 +14,9 @@ from .expect import send_continue
 from .keys import SETTINGS
 
 JSON = "application/json"
+# answers that carry survey links are personal: no shared cache may keep them, no cache may store them
+# (Formbricks answers every API call so)
+PERSONAL = {"Cache-Control": "private, no-store"}
 _UNREADABLE = "Invalid body: it does not decode as its Content-Encoding and Transfer-Encoding say"
 
 

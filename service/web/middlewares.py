@@ -44,9 +44,13 @@ def pg_unavailable(exc: BaseException) -> bool:
 
 
 def route_name(request: web.Request) -> str:
-    """The route's pattern (never the raw path, which holds ids and tokens)."""
+    """The route's pattern (never the raw path, which holds ids and tokens); an API route's trailing-slash
+    twin (app.slash_twins) is named as the route itself, so that one operation is one metric series."""
     info = request.match_info.route.resource
-    return info.canonical if info is not None else "unmatched"
+    if info is None:
+        return "unmatched"
+    canonical = info.canonical
+    return canonical[:-1] if len(canonical) > 1 and canonical.endswith("/") else canonical
 
 
 @web.middleware

@@ -46,6 +46,8 @@ Formbricks contract, `/api/v2/management/...`).
 **Rate limits.** Every authenticated request spends one token of its organisation's buckets;
 answers carry `RateLimit-Policy` and `RateLimit`, and a 429 carries `Retry-After`.
 
+**Paths.** Every API path (`/api/...`, `/external/...`) answers the same with one trailing slash.
+
 **Tracing.** Every answer carries `X-Request-Id` (the caller's, when it sends a sane one).
 """
 
@@ -57,6 +59,8 @@ HEADERS = {
     "RateLimit": {"description": 'Tokens left and seconds to a full bucket per window, e.g. `"second";r=4;t=1`',
                   "schema": {"type": "string"}},
     "Retry-After": {"description": "Whole seconds until a retry can succeed", "schema": {"type": "integer"}},
+    "Cache-Control": {"description": "`private, no-store` on every answer that carries survey links: they are personal",
+                      "schema": {"type": "string", "enum": ["private, no-store"]}},
     "Idempotent-Replayed": {"description": "`true` when the link already existed for this mapping",
                             "schema": {"type": "string", "enum": ["true"]}},
 }
@@ -156,13 +160,16 @@ def _with_headers(operation: dict[str, Any]) -> dict[str, Any]:
 
 
 def routes_of(app: web.Application) -> list[tuple[str, str]]:
-    """(method, path pattern) of every route; HEAD is implied by GET."""
+    """(method, path pattern) of every route; HEAD is implied by GET, and the trailing-slash twin of an
+    API route (app.slash_twins) is the same operation, documented once, without the slash."""
     found = []
     for route in app.router.routes():
         resource = route.resource
         if resource is not None and route.method != "HEAD":
             found.append((route.method, resource.canonical))
-    return found
+    every = set(found)
+    return [(method, path) for method, path in found
+            if not (path.endswith("/") and (method, path[:-1]) in every)]
 
 
 def build_document(app: web.Application) -> dict[str, Any]:

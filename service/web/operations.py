@@ -51,6 +51,7 @@ ERROR_TEXT = {
     503: "PostgreSQL or Redis not answering (Redis only with RATE_LIMIT_FAILURE_MODE=closed); retry shortly",
 }
 RETRY_AFTER = (429, 503)
+PERSONAL = ("Cache-Control",)  # answers that carry survey links
 LINKS_FORBIDDEN = "The key lacks `links:read`, or the survey is not in progress"
 NOTHING_TO_OPEN = "Signature does not verify, unknown key, or nothing to open"
 
@@ -94,12 +95,15 @@ def query_int(name: str, description: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
     if default is not None:
         schema["default"] = default
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": f"{description}. An integral number (`7.0` is 7, as generated clients send it); "
+                           "empty: the default; repeated: the last one"}
 
 
 SURVEY_ID = path("surveyId", "The survey's id (a survey campaign on the Filum path)", type="string", format="uuid")
 SEGMENT_ID = path("segmentId", "The segment's id", type="string", format="uuid")
 EXPIRATION = query_int("expirationDays", "Days until the link expires; absent: it never does")
+LINKS_QUERY = "Query parameters the operation does not take are ignored, as Formbricks ignores them."
 ATTRIBUTE_KEYS = {
     "name": "attributeKeys", "in": "query", "required": False, "style": "form", "explode": False,
     "description": f"Comma-separated attribute keys (at most {MAX_LINK_ATTRIBUTE_KEYS}, trimmed) whose values are "
@@ -138,7 +142,7 @@ def _ops() -> dict[tuple[str, str], Operation]:
         ("POST", "/external/survey-campaigns/{survey_campaign_id}/links"): op(
             "create_survey_link", "Create a survey link (idempotent on the metadata mapping)", "links",
             {**ok(SurveyLinkOut, "The link: new, or the existing one for this mapping "
-                                 "(`Idempotent-Replayed: true`)", headers=("Idempotent-Replayed",)),
+                                 "(`Idempotent-Replayed: true`)", headers=("Idempotent-Replayed", "Cache-Control")),
              **errors(FILUM, 401, 403, 404, 413, 422, 429, 503,
                       e404="Unknown campaign: `{\"detail\": {\"message\": \"not_found\", ...}}`",
                       e422="Invalid input in pydantic v1's shapes (one item per problem; a body of another "
@@ -204,26 +208,29 @@ def _ops() -> dict[tuple[str, str], Operation]:
         # Formbricks contract
         ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}"): op(
             "segment_links", "Signed survey links for a page of a segment's contacts", "links",
-            {**ok(ContactLinksPage, "A page, newest contact first (ties by id), so pages never overlap"),
+            {**ok(ContactLinksPage, "A page, newest contact first (ties by id), so pages never overlap",
+                  headers=PERSONAL),
              **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or segment not found",
                       e422="Each invalid query parameter named in `details`")},
             description="Every link is an HS256 JWT signed on the fly (its header names the key, `kid`); "
-                        "nothing is stored per link.",
+                        "nothing is stored per link. " + LINKS_QUERY,
             parameters=[SURVEY_ID, SEGMENT_ID, query_int("limit", "Contacts per page"),
                         query_int("skip", "Contacts to skip"), EXPIRATION, ATTRIBUTE_KEYS]),
         ("GET", f"{CONTACT_LINKS}/contacts/{{contactId}}"): op(
             "contact_link", "The signed survey link of one contact", "links",
-            {**ok(ContactLinkData, "The link"),
+            {**ok(ContactLinkData, "The link", headers=PERSONAL),
              **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or contact not found")},
+            description=LINKS_QUERY,
             parameters=[SURVEY_ID, path("contactId", "The contact's id (a positive 64-bit integer)",
                                         type="string", pattern="^[0-9]{1,19}$"), EXPIRATION]),
         ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}/export"): op(
             "export_segment_links", "Every link of a segment as one CSV file, streamed", "links",
             {**ok({"type": "string"}, "`contactId,surveyUrl,expiresAt` and one column per attribute key, newest "
-                                      "contact first; a failure mid-stream cuts the connection", media="text/csv"),
+                                      "contact first; a failure mid-stream cuts the connection", media="text/csv",
+                headers=PERSONAL),
              **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or segment not found")},
             description="Read in keyset batches and signed on the fly: memory stays flat whatever the segment's "
-                        "size.",
+                        "size. " + LINKS_QUERY,
             parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS]),
         # the respondent's side
         ("GET", "/c/{token}"): op(

@@ -43,6 +43,7 @@ async def test_creates_link_with_reference_shape(client, tenant, campaign, db):
     resp = await post_link(client, tenant, campaign["id"], body)
     assert resp.status == 200
     assert "Idempotent-Replayed" not in resp.headers
+    assert resp.headers["Cache-Control"] == "private, no-store"  # a personal link
     data = await resp.json()
     assert set(data) == {"id", "public_id", "name", "metadata_mapping", "survey_url", "created", "updated"}
     assert isinstance(data["id"], int)
@@ -133,6 +134,7 @@ async def test_a_link_stored_before_integers_stayed_exact_still_replays_at_full_
             {"metadata_id": field["id"], "value": number}]})
         assert resp.status == 200, await resp.text()
         assert resp.headers["Idempotent-Replayed"] == "true"
+        assert resp.headers["Cache-Control"] == "private, no-store"  # from either source
         data = await resp.json()
         assert (data["id"], data["name"], data["metadata_mapping"][0]["value"]) == (
             stored["id"], "stored before", 9007199254740992.0)  # the double it stored

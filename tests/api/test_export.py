@@ -53,6 +53,7 @@ async def read_csv(client, tenant, survey_id, segment_id, **params) -> list[list
     assert resp.status == 200, await resp.text()
     assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert resp.headers["X-Request-Id"]
+    assert resp.headers["Cache-Control"] == "private, no-store"  # personal links
     body = await resp.read()
     rows = list(csv.reader(io.StringIO(body.decode(), newline="")))
     assert body.endswith(b"\r\n") and body.count(b"\r\n") == len(rows)  # RFC 4180's CRLF ends each record
@@ -82,6 +83,8 @@ async def test_every_member_once_in_page_order_with_verifying_tokens(client, ten
         assert email == attrs["email"] and note == attrs.get("note", "") and unknown == ""
         assert seats == (str(attrs["seats"]) if "seats" in attrs else "")
         assert vip == ("true" if attrs.get("vip") else "")
+        # the same text as the page's attributes (Formbricks' strings): `5`, `true`
+        assert [email, seats, vip] == [item["attributes"].get(k, "") for k in ("email", "seats", "vip")]
     assert TRICKY in [r[4] for r in records]
 
 

@@ -109,6 +109,19 @@ def test_contact_links_query_parameters_follow_the_validation_table():
     assert params["surveyId"]["in"] == "path" and params["surveyId"]["schema"]["format"] == "uuid"
 
 
+def test_link_answers_are_documented_as_formbricks_has_them():
+    """Attribute values as text, and `Cache-Control` on every answer that carries links."""
+    document = build_document(_app())
+    attributes = document["components"]["schemas"]["ContactLinkItem"]["properties"]["attributes"]
+    assert attributes["additionalProperties"] == {"type": "string"}
+    assert document["components"]["headers"]["Cache-Control"]["schema"]["enum"] == ["private, no-store"]
+    carrying = [(LINKS, "get"), (LINKS.replace("segments/{segmentId}", "contacts/{contactId}"), "get"),
+                (LINKS + "/export", "get"), ("/external/survey-campaigns/{survey_campaign_id}/links", "post")]
+    for path, method in carrying:
+        assert document["paths"][path][method]["responses"]["200"]["headers"]["Cache-Control"] == {
+            "$ref": "#/components/headers/Cache-Control"}, path
+
+
 async def test_openapi_json_is_served(client):
     resp = await client.get("/openapi.json")
     assert resp.status == 200

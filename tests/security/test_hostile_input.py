@@ -79,9 +79,6 @@ async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, worl
             assert answer["error"]["details"] == [{"field": field, "issue": "not found"}], (raw, path)
         resp = await client.post(links_path(bad), json={"name": "x"}, headers=h)
         status, answer = await family_error(resp)
-        if raw.startswith("{0000"):  # a uuid in braces, as pydantic reads it (SPEC): an unknown campaign
-            assert (status, answer["detail"]) == (404, {"message": "not_found", "params": {"model": "survey_campaign"}})
-            continue
         assert status == 422, (raw, answer)
         assert answer["detail"] == [{"loc": ["path", "survey_campaign_id"], "msg": "value is not a valid uuid",
                                      "type": "type_error.uuid"}]
@@ -92,36 +89,32 @@ async def test_sql_looking_and_invalid_path_ids_are_clean_not_found(client, worl
 
 
 async def test_an_id_has_one_spelling(client, world):
-    """uuid.UUID reads braces and hyphens anywhere; only the canonical form (any case) names A's survey.
-    The Filum path reads its id as FastAPI (pydantic v1) does: every spelling of the 32 hex digits is the
-    campaign, and what int(hex, 16) also reads (a sign, `_`, spaces) is not a uuid."""
+    """uuid.UUID reads braces and hyphens anywhere; only the canonical form (any case) names A's survey."""
     h, plain = world.tenant.headers, world.survey_id.replace("-", "")
     assert (await client.get(f"{M}/surveys/{world.survey_id.upper()}", headers=h)).status == 200
-    canonical = await client.post(links_path(world.survey_id), json={"name": "x"}, headers=h)
-    assert canonical.status == 200
-    for other in ("{{" + plain + "}}", plain + "----", "-" + plain + "---", plain[:8] + "--" + plain[8:] + "--",
-                  plain, "urn:uuid:" + plain.upper()):
+    for other in ("{{" + plain + "}}", plain + "----", "-" + plain + "---", plain[:8] + "--" + plain[8:] + "--"):
+        assert len(other) == 36
         resp = await client.get(f"{M}/surveys/{quote(other, safe='')}", headers=h)
         assert (resp.status, (await resp.json())["error"]["details"]) == (
             404, [{"field": "surveyId", "issue": "not found"}]), other
-        resp = await client.post(links_path(quote(other, safe="")), json={"name": "x"}, headers=h)
-        assert (resp.status, await resp.json()) == (200, await canonical.json()), other
-    for other in ("+" + plain[1:], plain[:16] + "_" + plain[17:], " " + plain[1:], plain[:31]):
         resp = await client.post(links_path(quote(other, safe="")), json={"name": "x"}, headers=h)
         assert (resp.status, await resp.json()) == (422, {"detail": [{
             "loc": ["path", "survey_campaign_id"], "msg": "value is not a valid uuid", "type": "type_error.uuid"}]})
 
 
 async def test_unknown_query_parameters_are_422_on_the_api_and_ignored_when_opening(client, world, db):
-    """The API refuses parameters it does not take (a misspelt `expirationDays` must not silently mean
-    "never expires"), naming each; opening links and /health ignore them (mail clients add some), and so
-    does the Filum path, which takes none (as FastAPI)."""
+    """The management paths refuse parameters they do not take, naming each; the contact-links
+    operations ignore them, as Formbricks does, and so does the Filum path, as FastAPI does; opening
+    links and /health ignore them (mail clients add some)."""
     h = world.tenant.headers
     extras = ["foo=bar", "__proto__=1", "%00=%00", "limit2=x", "select=*", "id=1%27%20OR%201%3D1",
               "%FF%FE=%ED%A0%80", "%ZZ", "=", "a=" + "b" * 5000, "expirationDay=7"]
     api_gets = [
         f"{M}/surveys/{world.survey_id}", f"{M}/metadata-fields", f"{M}/contact-attribute-keys",
-        f"{M}/segments/{world.segment_id}", segment_links_path(world.survey_id, world.segment_id),
+        f"{M}/segments/{world.segment_id}",
+    ]
+    link_gets = [  # no expiry asked for: the same links, byte for byte, whatever else is sent
+        segment_links_path(world.survey_id, world.segment_id),
         segment_links_path(world.survey_id, world.segment_id) + "/export",
         contact_link_path(world.survey_id, world.contact_id),
     ]
@@ -139,7 +132,7 @@ async def test_unknown_query_parameters_are_422_on_the_api_and_ignored_when_open
             name = extra.split("=")[0][:64]
             if "%" not in name:  # an escaped name is decoded by aiohttp; the others come back as sent
                 assert details[0]["field"] == (name or "query"), (path, extra, details)
-    for path in (f"/c/{world.contact_token}", f"/l/{world.created_token}", "/health"):
+    for path in (*link_gets, f"/c/{world.contact_token}", f"/l/{world.created_token}", "/health"):
         plain = await client.get(path, headers=h, allow_redirects=False)
         expected = (plain.status, await plain.read())
         assert plain.status == 200, (path, expected)
@@ -161,7 +154,7 @@ async def test_invalid_known_query_parameters_are_422(client, world):
     for query, field in [("limit=%FF", "limit"), ("limit=%00", "limit"), ("limit=1e3", "limit"),
                          ("limit=" + "9" * 5000, "limit"), ("skip=-1", "skip"), ("skip=" + "9" * 30, "skip"),
                          ("expirationDays=NaN", "expirationDays"), ("expirationDays=%ED%A0%80", "expirationDays"),
-                         ("limit=1&limit=2", "limit")]:
+                         ("limit=1&limit=2.5", "limit"), ("limit=&limit=1.5", "limit")]:
         resp = await client.get(f"{path}?{query}", headers=h)
         status, answer = await family_error(resp)
         assert status == 422, (query, answer)
