@@ -64,7 +64,9 @@ def test_admin_commands_work_while_the_server_runs(tmp_path):
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
+            if server.poll() is not None:
+                pytest.fail(f"server exited {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
 
         org = json.loads(cli(data_dir, "admin", "create-org", "--name", "Acme", "--link-quota", "7",

@@ -25,7 +25,7 @@ import yaml
 
 from service.core.auth import hash_secret, new_secret
 from service.db import orgs
-from service.db.pool import apply_schema
+from service.db.migrate import migrate
 from tests.faults.conftest import ServeProcess, new_tenant, signing_keys_env, start_serve, stop_serve
 
 HERE = Path(__file__).parent
@@ -151,7 +151,7 @@ async def _create_database(admin_url: str, name: str) -> str:
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     conn = await asyncpg.connect(url)
     try:
-        await apply_schema(conn)
+        await migrate(conn)
     finally:
         await conn.close()
     return url
