@@ -35,7 +35,10 @@ CREATE TABLE surveys (
     -- links created so far; moved in the same transaction as the insert, so it is exact
     link_count    integer NOT NULL DEFAULT 0,
     created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- contact links carry their survey's generation; revoking them all moves it on
+    link_generation           integer NOT NULL DEFAULT 1,
+    contact_links_revoked_at  timestamptz
 );
 CREATE INDEX surveys_org_idx ON surveys (org_id);
 
@@ -58,8 +61,10 @@ CREATE TABLE survey_links (
     metadata_mapping  jsonb NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
+    revoked_at        timestamptz,
     UNIQUE (survey_id, mapping_hash)
 );
+CREATE INDEX survey_links_page_idx ON survey_links (survey_id, id DESC);
 
 -- Contacts (Formbricks contract). Attribute values are JSON strings, numbers or booleans; a null
 -- in a write removes the attribute, so a stored key always has a value (`?` means "is set").
@@ -99,3 +104,23 @@ CREATE TABLE segments (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX segments_org_idx ON segments (org_id);
+
+-- Opens, written in batches by the workers: per created link, and per (survey, contact).
+CREATE TABLE link_opens (
+    link_id   bigint PRIMARY KEY REFERENCES survey_links (id) ON DELETE CASCADE,
+    org_id    uuid NOT NULL REFERENCES organizations (id),
+    count     bigint NOT NULL CHECK (count > 0),
+    first_at  timestamptz NOT NULL,
+    last_at   timestamptz NOT NULL
+);
+
+CREATE TABLE contact_opens (
+    survey_id   uuid NOT NULL REFERENCES surveys (id) ON DELETE CASCADE,
+    contact_id  bigint NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    count       bigint NOT NULL CHECK (count > 0),
+    first_at    timestamptz NOT NULL,
+    last_at     timestamptz NOT NULL,
+    PRIMARY KEY (survey_id, contact_id)
+);
+CREATE INDEX contact_opens_contact_idx ON contact_opens (contact_id);

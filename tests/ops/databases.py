@@ -76,6 +76,13 @@ def tables_of(sql: str) -> list[str]:
     return re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql)
 
 
+def columns_of(sql: str) -> dict[str, list[str]]:
+    """Each table's columns, in order, as a CREATE TABLE statement of `sql` lists them."""
+    tables = re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+) \((.*?)\n\);", sql, re.S)
+    # a column's line is indented by four spaces; constraints are upper case, continuations indented more
+    return {name: [m for m in re.findall(r"^    ([a-z_]+) ", body, re.M)] for name, body in tables}
+
+
 async def cli(*args: str, database_url: str, redis_url: str, timeout: float = 60) -> tuple[int, str, str]:
     """`python -m service ARGS` against these servers: (exit code, stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED} | {

@@ -24,8 +24,10 @@ SLOW = """SELECT pg_sleep(0.2);
 CREATE TABLE migration_log (version integer NOT NULL);
 INSERT INTO migration_log VALUES (2);
 """
-NEWER = ("migration error: the database is at migration 0002_from_the_future, newer than this code (which knows "
-         "up to 0001_initial): run a newer release")
+KNOWN = [m.label for m in load_migrations()]  # the packaged migrations, in order
+FUTURE = len(KNOWN) + 1  # a version only a newer release knows
+NEWER = (f"migration error: the database is at migration {FUTURE:04d}_from_the_future, newer than this code "
+         f"(which knows up to {KNOWN[-1]}): run a newer release")
 EDITED = ("migration error: migration 0001_initial was changed after it was applied (its checksum differs from "
           "the recorded one): restore it and make the change a new migration")
 
@@ -59,7 +61,7 @@ async def recorded_rows(url: str) -> list[tuple]:
 
 
 def test_the_packaged_migrations_and_their_first_is_the_previous_release_schema():
-    (first,) = load_migrations()
+    first = load_migrations()[0]
     assert (first.version, first.name, first.label) == (1, "initial", "0001_initial")
     assert first.checksum == hashlib.sha256((PACKAGED / "0001_initial.sql").read_bytes()).hexdigest()
     # statement for statement: only the header comment (4 lines instead of 1) differs
@@ -92,12 +94,11 @@ def test_an_empty_directory_is_refused(tmp_path):
 async def test_migrate_twice_the_second_is_a_no_op(servers):
     async with fresh_database(servers.database_url) as url:
         urls = {"database_url": url, "redis_url": servers.redis_url}
-        assert await cli("migrate", **urls) == (0, "applied 0001_initial\n", "")
+        assert await cli("migrate", **urls) == (0, "".join(f"applied {label}\n" for label in KNOWN), "")
         first = await recorded_rows(url)
-        (_, name, checksum, _), = first
-        assert (name, checksum) == ("initial", load_migrations()[0].checksum)
+        assert [(v, n, c) for v, n, c, _ in first] == [(m.version, m.name, m.checksum) for m in load_migrations()]
         schema = await catalog(url)
-        assert await cli("migrate", **urls) == (0, "up to date at 0001_initial\n", "")
+        assert await cli("migrate", **urls) == (0, f"up to date at {KNOWN[-1]}\n", "")
         assert await recorded_rows(url) == first  # same rows, applied_at included
         assert await catalog(url) == schema
 
@@ -179,7 +180,8 @@ async def test_a_database_newer_than_the_code_is_refused(servers, settings):
         urls = {"database_url": url, "redis_url": servers.redis_url}
         assert (await cli("migrate", **urls))[0] == 0
         conn = await asyncpg.connect(url)
-        await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (2, 'from_the_future', 'x')")
+        await conn.execute("INSERT INTO schema_migrations (version, name, checksum)"
+                           " VALUES ($1, 'from_the_future', 'x')", FUTURE)
         await conn.close()
         before = await recorded_rows(url)
 
@@ -201,7 +203,7 @@ async def test_the_app_refuses_a_database_that_was_not_migrated(servers, setting
     async with fresh_database(servers.database_url) as url:
         with pytest.raises(MigrationError) as caught:
             await start_app(replace(settings, database_url=url))
-        assert str(caught.value) == ("the database has no recorded migrations, this code needs 0001_initial: "
+        assert str(caught.value) == (f"the database has no recorded migrations, this code needs {KNOWN[-1]}: "
                                      "run `python -m service migrate`")
 
 
@@ -233,7 +235,7 @@ async def test_waiting_for_another_instance_s_lock_is_bounded(servers, monkeypat
             assert str(caught.value) == ("another instance held the migration lock for over 1 s; "
                                          "retry when its migrations are done")
             assert await waiter.fetchval("SELECT to_regclass('schema_migrations')") is None
-            assert [m.label for m in (await migrate(waiter)).applied] == ["0001_initial"]  # once it is free
+            assert [m.label for m in (await migrate(waiter)).applied] == KNOWN  # once it is free
         finally:
             await holder.close()
             await waiter.close()
