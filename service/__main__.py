@@ -41,26 +41,46 @@ def _parser() -> argparse.ArgumentParser:
     rev.add_argument("key_id")
 
     sub.add_parser("demo", help="create demo data and print curl commands")
+    sub.add_parser("url", help="print the base URL of the server running on DATA_DIR")
     from .bench import add_arguments
 
     add_arguments(sub.add_parser("bench", help="benchmark the hot paths with wrk against reference servers"))
     return parser
 
 
+def _missing(exc: ModuleNotFoundError) -> str:
+    """One line for a Python without the service's dependencies (not the virtualenv's)."""
+    return (f"python -m service: this Python ({sys.executable}) lacks the service's dependencies"
+            f" (no module {exc.name!r}): run scripts/serve once (it installs them into .venv),"
+            " then use .venv/bin/python -m service ...")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()  # imports the dependencies
+    except ModuleNotFoundError as exc:
+        print(_missing(exc), file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
+        from .listen import ListenError
         from .server import serve
 
-        serve(settings, args.host, args.port, args.workers)
+        try:
+            serve(settings, args.host, args.port, args.workers)
+        except ListenError as exc:
+            print(f"python -m service serve: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "admin":
         return _admin(settings, args)
+    if args.command == "url":
+        return _url(settings)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -70,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     return 2
+
+
+def _url(settings) -> int:
+    """The running server's base URL (as its links have it), for scripts: one line, or exit 1."""
+    from .runtime import served_url
+
+    url = served_url(settings) or (settings.public_base_url if settings.public_base_url_set else None)
+    if url is None:
+        print(f"no server runs on DATA_DIR {settings.data_dir} (start one: scripts/serve)", file=sys.stderr)
+        return 1
+    print(url)
+    return 0
 
 
 def _admin(settings, args: argparse.Namespace) -> int:
