@@ -119,11 +119,13 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
-            subprocess.run(
+            made = subprocess.run(
                 [self._bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
                  "--no-sync", "--locale=C"],
-                check=True, capture_output=True, user=user,
+                capture_output=True, user=user, text=True,
             )
+            if made.returncode != 0:
+                raise RuntimeError(f"embedded PostgreSQL: initdb failed: {made.stderr.strip()[-2000:]}")
         port = port or free_port()
         options = f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200 -c fsync=on"
         result = subprocess.run(
