@@ -9,6 +9,13 @@ import sys
 from .settings import SettingsError, load_settings
 
 
+def _port(raw: str) -> int:
+    """A TCP port to listen on; 0 (any free port) is refused: links and workers need the port known up front."""
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port from 1 to 65535")
+    return int(raw)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .admin import DEFAULT_LINK_QUOTA
     from .core.auth import SCOPES
@@ -19,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_port, default=8080)
     serve.add_argument("--workers", type=int, default=1)
 
     admin = sub.add_parser("admin", help="organisations and API keys")

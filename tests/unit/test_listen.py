@@ -63,3 +63,14 @@ def test_an_address_that_is_not_this_machines_is_one_line(host, message):
     with pytest.raises(ListenError) as refused:
         check_listenable(host, port)
     assert str(refused.value).startswith(message.format(port=port)) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("raw", ["0", "65536", "-1", "http"])
+def test_serve_takes_only_a_port_it_can_name_in_its_links(raw, capsys):
+    from service.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", raw])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m service serve: error: argument --port: {raw!r} is not a port from 1 to 65535")
