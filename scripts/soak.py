@@ -121,7 +121,7 @@ class Soak:
         if first != body["id"]:
             self.tally.inconsistent.append(f"{survey} {value}: {first} then {body['id']}")
         if len(self.tally.opened) < 500:
-            self.tally.opened.append(body["survey_url"].split("127.0.0.1:8080", 1)[-1])
+            self.tally.opened.append(body["survey_url"].removeprefix(self.base))
 
     async def create(self, org: Org) -> None:
         # the small-quota surveys fill up early (then replays and refusals); the big one keeps growing
@@ -152,7 +152,7 @@ class Soak:
             "segment links", "GET", f"{M}/surveys/{org.surveys[0]}/contact-links/segments/{org.segment}",
             {"x-api-key": org.key}, params=params)
         if status == 200 and body["data"] and len(self.tally.opened) < 1000:
-            self.tally.opened.append(body["data"][0]["surveyUrl"].split("127.0.0.1:8080", 1)[-1])
+            self.tally.opened.append(body["data"][0]["surveyUrl"].removeprefix(self.base))
 
     async def export(self, org: Org) -> None:
         await self.call("export", "GET", f"{M}/surveys/{org.surveys[0]}/contact-links/segments/{org.segment}/export",

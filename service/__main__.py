@@ -9,6 +9,13 @@ import sys
 from .settings import SettingsError, load_settings
 
 
+def _port(raw: str) -> int:
+    """A TCP port to listen on; 0 (any free port) is refused: links and workers need the port known up front."""
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port from 1 to 65535")
+    return int(raw)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .admin import DEFAULT_LINK_QUOTA
     from .core.auth import SCOPES
@@ -19,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_port, default=8080)
     serve.add_argument("--workers", type=int, default=1)
 
     sub.add_parser("migrate", help="apply the schema migrations the database lacks (serve does it too)")
@@ -43,14 +50,27 @@ def _parser() -> argparse.ArgumentParser:
     rev.add_argument("key_id")
 
     sub.add_parser("demo", help="create demo data and print curl commands")
+    sub.add_parser("url", help="print the base URL of the server running on DATA_DIR")
     from .bench import add_arguments
 
     add_arguments(sub.add_parser("bench", help="benchmark the hot paths with wrk against reference servers"))
     return parser
 
 
+def _missing(exc: ModuleNotFoundError) -> str:
+    """One line for a Python without the service's dependencies (not the virtualenv's)."""
+    return (f"python -m service: this Python ({sys.executable}) lacks the service's dependencies"
+            f" (no module {exc.name!r}): run scripts/serve once (it installs them into .venv),"
+            " then use .venv/bin/python -m service ...")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()  # imports the dependencies
+    except ModuleNotFoundError as exc:
+        print(_missing(exc), file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -67,14 +87,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(settings, args: argparse.Namespace) -> int:
     if args.command == "serve":
+        from .listen import ListenError
         from .server import serve
 
-        serve(settings, args.host, args.port, args.workers)
+        try:
+            serve(settings, args.host, args.port, args.workers)
+        except ListenError as exc:
+            print(f"python -m service serve: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "admin":
         return _admin(settings, args)
+    if args.command == "url":
+        return _url(settings)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -98,6 +125,18 @@ def _migrate(settings) -> int:
         print(f"applied {migration.label}")
     if not report.applied:
         print(f"up to date at {report.current.label}")
+    return 0
+
+
+def _url(settings) -> int:
+    """The running server's base URL (as its links have it), for scripts: one line, or exit 1."""
+    from .runtime import served_url
+
+    url = served_url(settings) or (settings.public_base_url if settings.public_base_url_set else None)
+    if url is None:
+        print(f"no server runs on DATA_DIR {settings.data_dir} (start one: scripts/serve)", file=sys.stderr)
+        return 1
+    print(url)
     return 0
 
 

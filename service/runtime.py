@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Iterator
 
 from .db.migrate import Report, migrate_url
@@ -49,3 +51,40 @@ def servers(settings: Settings, *, migrate: bool = False) -> Iterator[Settings]:
         yield ready
     finally:
         embedded.close()
+
+
+# in DATA_DIR while `serve` runs on it: where it listens, for `demo` to print commands that reach it
+ADDRESS_FILE = "serve.json"
+
+
+@contextlib.contextmanager
+def announced(settings: Settings) -> Iterator[None]:
+    """While the block runs, DATA_DIR tells other commands the base URL of this server (embedded mode only:
+    with external servers DATA_DIR may not be writable, and PUBLIC_BASE_URL says it)."""
+    if not settings.embedded:
+        yield
+        return
+    path = settings.data_dir / ADDRESS_FILE
+    path.write_text(json.dumps({"pid": os.getpid(), "url": settings.public_base_url}))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(path.read_text())["pid"] == os.getpid():
+                path.unlink()
+
+
+def served_url(settings: Settings) -> str | None:
+    """The base URL of the `serve` running on this DATA_DIR, if one runs."""
+    try:
+        found = json.loads((settings.data_dir / ADDRESS_FILE).read_text())
+        pid, url = int(found["pid"]), str(found["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # left behind by a server that was killed
+    except PermissionError:
+        pass  # alive, another user's
+    return url

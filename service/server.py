@@ -23,8 +23,9 @@ from aiohttp import web
 
 from .app import create_app
 from .connections import raise_open_files_limit, runner_options, watch_connections
+from .listen import ListenError, check_listenable, describe, listen_url
 from .logs import configure_logging
-from .runtime import servers
+from .runtime import announced, servers
 from .settings import Settings
 from .web.keys import CONNECTIONS, DRAIN, SETTINGS
 
@@ -66,7 +67,10 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool, m
                                                     raise_open_files_limit()))
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # taken since serve() checked it
+            raise ListenError(describe(exc, host, port)) from None
         waits = [asyncio.create_task(stop.wait())]
         if master_pid is not None:
             waits.append(asyncio.create_task(_master_gone(master_pid)))
@@ -179,10 +183,15 @@ class Supervisor:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Start the servers (embedded ones once, for every worker), migrate the database, then serve."""
+    """Start the servers (embedded ones once, for every worker), migrate the database, then serve.
+
+    ListenError (one line to show) when host:port cannot be listened on: checked before anything starts.
+    """
     configure_logging(settings.log_level, settings.log_format)
-    with servers(settings, migrate=True) as ready:
-        log.info("serving", extra={"host": host, "port": port, "workers": workers})
+    check_listenable(host, port)
+    settings = settings.listening_at(listen_url(host, port))
+    with servers(settings, migrate=True) as ready, announced(settings):
+        log.info("serving", extra={"host": host, "port": port, "workers": workers, "url": ready.public_base_url})
         if workers <= 1:
             run_worker(ready, host, port, reuse_port=False)
             return

@@ -49,6 +49,8 @@ class Settings:
     redis_url: str | None = None
     data_dir: Path = Path(".data")
     public_base_url: str = "http://127.0.0.1:8080"
+    # False: PUBLIC_BASE_URL was not set, and `serve` points links at the address it listens on
+    public_base_url_set: bool = False
     signing_keys: tuple[SigningKey, ...] = ()
     rate_limit_failure_mode: str = "open"
     log_level: str = "INFO"
@@ -79,6 +81,10 @@ class Settings:
     def with_servers(self, database_url: str, redis_url: str, signing_keys: tuple[SigningKey, ...]) -> Settings:
         """The same settings once the embedded servers (or external ones) are known."""
         return replace(self, database_url=database_url, redis_url=redis_url, signing_keys=signing_keys)
+
+    def listening_at(self, url: str) -> Settings:
+        """The settings of a server reachable at `url`: its links point there unless PUBLIC_BASE_URL says otherwise."""
+        return self if self.public_base_url_set else replace(self, public_base_url=url)
 
     def __repr__(self) -> str:
         return (
@@ -167,7 +173,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     # refused here: an unknown level would otherwise crash logging setup with a traceback
     if log_level not in LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
-    base_url = env.get("PUBLIC_BASE_URL", Settings.public_base_url).strip().rstrip("/")
+    # empty is unset, as for the other URLs: then `serve` links to the address it listens on
+    base_url_set = env.get("PUBLIC_BASE_URL", "").strip()
+    base_url = (base_url_set or Settings.public_base_url).rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
     settings = Settings(
@@ -175,6 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get("REDIS_URL") or None,
         data_dir=Path(env["DATA_DIR"]) if env.get("DATA_DIR") else Settings.data_dir,
         public_base_url=base_url,
+        public_base_url_set=bool(base_url_set),
         signing_keys=parse_signing_keys(env.get("SIGNING_KEYS", "")),
         rate_limit_failure_mode=mode,
         log_level=log_level,

