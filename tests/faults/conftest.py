@@ -33,7 +33,7 @@ from tests.ops.serving import alive as _running
 
 REPO = Path(__file__).resolve().parents[2]
 SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS_MULTIPROC_DIR", "KEY_CACHE_SECONDS",
-            "RATE_LIMIT_FAILURE_MODE", "TRUSTED_PROXIES")
+            "RATE_LIMIT_FAILURE_MODE", "TRUSTED_PROXIES", "CACHE_REDIS_URL")
 
 
 def _signal_and_wait(pid: int, signum: int, timeout: float = 10.0) -> None:
