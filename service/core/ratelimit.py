@@ -34,9 +34,16 @@ _REFUSED_WRITE = re.compile(r"(?:^|-)(?:OOM|READONLY|MISCONF|NOREPLICAS) ")
 BREAKER_SECONDS = 1.0
 
 
-def refused_write(exc: RedisError) -> bool:
-    """Whether `exc` is Redis refusing a write (as opposed to a bug in what was sent)."""
-    return isinstance(exc, (OutOfMemoryError, ReadOnlyError)) or _REFUSED_WRITE.search(str(exc)) is not None
+def refusal(exc: RedisError) -> str | None:
+    """Redis's refusal of a write that `exc` carries ("OOM command not allowed ..."), or None for any
+    other error (a bug in what was sent, which must surface)."""
+    if isinstance(exc, OutOfMemoryError):
+        return f"OOM {exc}"
+    if isinstance(exc, ReadOnlyError):
+        return f"READONLY {exc}"
+    text = str(exc)
+    found = _REFUSED_WRITE.search(text)
+    return None if found is None else text[found.start():].lstrip("-")
 
 
 def org_key(org_id: str, suffix: str) -> str:
@@ -181,12 +188,13 @@ class Gate(Breaker):
             log.warning("redis unavailable for the rate limiter: %s", type(exc).__name__)
             return self._degraded()
         except RedisError as exc:
-            if not refused_write(exc):
+            refused = refusal(exc)
+            if refused is None:
                 raise
             # the bucket cannot be written, so the token cannot be spent: an outage for the gate. (A
             # refusal needs no write: an empty bucket is still a 429 until the breaker trips)
             self.trip()
-            log.warning("redis refused the rate limiter's write: %s", str(exc)[-120:])
+            log.warning("redis refused the rate limiter's write: %s", refused[:120])
             return self._degraded()
         windows = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2)) if len(reply) > 3 else ()
         return Decision(bool(reply[0]), -(-int(reply[1]) // 1000), reply[2] or None, windows)

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from ..core.ratelimit import refused_write
+from ..core.ratelimit import refusal
 from ..metrics import CONTENT_TYPE
 from ..redis_client import RedisClient
 from .jsonio import json_response
@@ -37,7 +37,7 @@ async def _redis_state(redis: RedisClient) -> str:
     try:
         await asyncio.wait_for(redis.set(READY_KEY, b"1", px=10_000), timeout=1.0)
     except RedisError as exc:
-        return "refusing writes" if refused_write(exc) else "unavailable"
+        return "unavailable" if refusal(exc) is None else "refusing writes"
     except Exception:
         return "unavailable"
     return "ok"

@@ -49,6 +49,9 @@ def test_bad_signing_keys(raw):
     {"KEY_CACHE_SECONDS": "inf"},
     {"KEY_CACHE_SECONDS": "-1"},
     {"KEY_CACHE_SECONDS": "soon"},
+    {"CACHE_REDIS_URL": "cache:6379"},
+    {"CACHE_REDIS_URL": "http://cache:6379/0"},
+    {"CACHE_REDIS_URL": "redis://"},
 ])
 def test_bad_settings(env):
     with pytest.raises(SettingsError, match=next(iter(env))):
@@ -65,6 +68,17 @@ def test_numbers_within_bounds_are_parsed():
     assert settings.pg_pool_max == 3 and settings.max_body_bytes == 1
     assert load_settings({"KEY_CACHE_SECONDS": "0"}).key_cache_seconds == 0
     assert load_settings({"KEY_CACHE_SECONDS": "60"}).key_cache_seconds == 60
+
+
+def test_cache_redis_url_defaults_to_redis_url_and_takes_every_redis_form():
+    assert load_settings({}).cache_redis_url is None
+    assert load_settings({"CACHE_REDIS_URL": " "}).cache_redis_url is None
+    for url in ("redis://cache:6379/1", "rediss://u:p@cache:6380/0", "unix:///run/redis.sock",
+                "redis+cluster://cache:7000", "REDISS+CLUSTER://cache:7000"):
+        settings = load_settings({"CACHE_REDIS_URL": url})
+        # the caches' server alone does not make Redis external: the buckets' Redis is still embedded
+        assert settings.cache_redis_url == url and settings.embedded
+        assert settings.with_servers("postgresql://db/x", "redis://r:6379/0", ()).cache_redis_url == url
 
 
 def test_log_level_refused_at_start_not_in_a_traceback():

@@ -1,0 +1,328 @@
+"""Redis under memory pressure: full under noeviction, a read-only replica, an evicting cache Redis.
+
+A Redis that answers but refuses writes is an outage for the rate limiter (it cannot spend a
+token): RATE_LIMIT_FAILURE_MODE decides, the metric counts it, and /ready names it. Caches on an
+evicting CACHE_REDIS_URL lose entries, never a bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+
+from service.app import create_app
+from service.core.errors import Unavailable
+from service.core.ratelimit import BREAKER_SECONDS, Gate, org_key, refusal
+from service.core.ratepolicy import parse_policy
+from service.core.redis_pipe import PipelinedRedis
+from service.embedded import free_port
+from service.redis_client import SINGLE_SERVER_RETRY
+from tests.contact_helpers import bulk, create_segment, page
+from tests.faults.conftest import OwnRedis
+from tests.faults.test_redis_faults import FILUM_503, FORMBRICKS_503
+from tests.helpers import create_metadata_field, create_survey, links_path, wait_until
+
+FIELDS = "/api/v2/management/metadata-fields"
+OOM = "OOM command not allowed when used memory > 'maxmemory'."
+REFUSING = {"status": "unavailable", "checks": {"postgresql": "ok", "redis": "refusing writes"}}
+
+
+@pytest.fixture
+def app_with(aiohttp_client, settings):
+    """Factory: a test client of the whole app on these Redis servers (and the module's PostgreSQL)."""
+
+    async def make(redis_url: str, mode: str, cache_url: str | None = None) -> TestClient:
+        return await aiohttp_client(create_app(replace(
+            settings, redis_url=redis_url, cache_redis_url=cache_url, rate_limit_failure_mode=mode)))
+
+    return make
+
+
+@pytest.fixture
+def cache_redis(tmp_path: Path):
+    """A second Redis, for CACHE_REDIS_URL."""
+    server = OwnRedis(tmp_path / "cache-redis")
+    yield server
+    server.stop()
+
+
+async def fill_to_maxmemory(url: str) -> None:
+    """`maxmemory` just above what Redis uses, then keys until it refuses a write (it is noeviction)."""
+    direct = aioredis.Redis.from_url(url)
+    try:
+        assert (await direct.config_get("maxmemory-policy")) == {"maxmemory-policy": "noeviction"}
+        used = (await direct.info("memory"))["used_memory"]
+        await direct.config_set("maxmemory", used + 256 * 1024)
+        chunk = b"x" * 16384
+        for i in range(1000):
+            try:
+                await direct.set(f"filler:{i}", chunk)
+            except OutOfMemoryError:
+                break
+        else:
+            raise AssertionError("Redis never refused a write")
+        # full for good: a client's buffers freed later must not let one write through
+        await direct.config_set("maxmemory", (await direct.info("memory"))["used_memory"] - 64 * 1024)
+    finally:
+        await direct.aclose()
+
+
+async def set_maxmemory(url: str, value: int) -> None:
+    direct = aioredis.Redis.from_url(url)
+    await direct.config_set("maxmemory", value)
+    await direct.aclose()
+
+
+async def metric(client: TestClient, name: str, label: str) -> float:
+    """One sample of the app's /metrics (0 when absent)."""
+    text = await (await client.get("/metrics")).text()
+    found = re.search(rf"^{name}\{{{label}\}} (\S+)$", text, flags=re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def _campaign(client: TestClient, headers: dict[str, str]) -> tuple[str, int]:
+    """A survey and a metadata field (two requests: two tokens spent)."""
+    survey = await create_survey(client, headers)
+    field = await create_metadata_field(client, headers, f"f{uuid.uuid4().hex[:6]}")
+    return survey["id"], field["id"]
+
+
+def _body(field: int, value: object) -> dict:
+    return {"name": "n", "metadata_mapping": [{"metadata_id": field, "value": value}]}
+
+
+async def _links(db, survey_id: str) -> int:
+    return await db.fetchval("SELECT count(*) FROM survey_links WHERE survey_id = $1", uuid.UUID(survey_id))
+
+
+async def test_full_redis_open_mode_lets_limited_tenants_through(app_with, own_redis, make_tenant, db, caplog):
+    client = await app_with(own_redis.url, "open")
+    tenant = await make_tenant(rate_limit="5/minute", link_quota=50)
+    survey_id, field = await _campaign(client, tenant.headers)
+    spent = await make_tenant(rate_limit="1/minute")
+    assert (await client.get(FIELDS, headers=spent.headers)).status == 200
+    assert (await client.get(FIELDS, headers=spent.headers)).status == 429
+
+    await fill_to_maxmemory(own_redis.url)
+    caplog.set_level(logging.WARNING, "service.ratelimit")
+    # a refusal writes nothing, so an empty bucket still answers 429 while Redis is asked
+    refused = await client.get(FIELDS, headers=spent.headers)
+    assert refused.status == 429 and refused.headers["RateLimit"].startswith('"minute";r=0;')
+    assert await metric(client, "sls_redis_failures_total", 'operation="gate"') == 0
+    # spending a token is a write Redis refuses: let through, unlimited, as if Redis were down
+    created = await client.post(links_path(survey_id), json=_body(field, "full"), headers=tenant.headers)
+    assert created.status == 200, await created.text()
+    assert "RateLimit" not in created.headers and "Idempotent-Replayed" not in created.headers
+    assert await _links(db, survey_id) == 1
+    assert await metric(client, "sls_ratelimit_decisions_total", 'decision="degraded"') == 1
+    assert await metric(client, "sls_ratelimit_decisions_total", 'decision="limited"') == 2
+    assert await metric(client, "sls_redis_failures_total", 'operation="gate"') == 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "service.ratelimit"]
+    assert warnings == [f"redis refused the rate limiter's write: {OOM}"]
+    # the same create again is a replay, from PostgreSQL (the replay cache could not be written)
+    replay = await client.post(links_path(survey_id), json=_body(field, "full"), headers=tenant.headers)
+    assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert await replay.json() == await created.json()
+
+    ready = await client.get("/ready")
+    assert ready.status == 503 and await ready.json() == REFUSING
+
+    # memory back: real decisions again once the breaker has rested, and ready
+    await set_maxmemory(own_redis.url, 0)
+
+    async def limited_again() -> bool:
+        resp = await client.post(links_path(survey_id), json=_body(field, "after"), headers=tenant.headers)
+        return resp.status == 200 and "RateLimit" in resp.headers
+
+    await wait_until(limited_again, timeout=5)
+    assert (await client.get("/ready")).status == 200
+    assert (await client.get(FIELDS, headers=spent.headers)).status == 429
+
+
+async def test_full_redis_closed_mode_answers_503(app_with, own_redis, make_tenant, db):
+    client = await app_with(own_redis.url, "closed")
+    tenant = await make_tenant(rate_limit="5/minute", link_quota=50)
+    survey_id, field = await _campaign(client, tenant.headers)
+
+    await fill_to_maxmemory(own_redis.url)
+    resp = await client.post(links_path(survey_id), json=_body(field, "full"), headers=tenant.headers)
+    assert resp.status == 503 and await resp.json() == FILUM_503
+    assert resp.headers["Retry-After"] == "1"
+    resp = await client.get(f"/api/v2/management/surveys/{survey_id}", headers=tenant.headers)
+    assert resp.status == 503 and await resp.json() == FORMBRICKS_503
+    assert await _links(db, survey_id) == 0
+    assert await metric(client, "sls_ratelimit_decisions_total", 'decision="degraded"') == 0
+    # the refused write, then the request the breaker answered without asking Redis
+    assert await metric(client, "sls_redis_failures_total", 'operation="gate"') == 2
+    ready = await client.get("/ready")
+    assert ready.status == 503 and await ready.json() == REFUSING
+
+
+async def test_cache_churn_on_an_evicting_cache_redis_never_resets_a_bucket(app_with, own_redis, cache_redis,
+                                                                            make_tenant, db):
+    """Buckets on REDIS_URL (noeviction), caches on CACHE_REDIS_URL (allkeys-lru, tiny): churn evicts caches only."""
+    cache = aioredis.Redis.from_url(cache_redis.url)
+    truth = aioredis.Redis.from_url(own_redis.url)
+    try:
+        used = (await cache.info("memory"))["used_memory"]
+        await cache.config_set("maxmemory-policy", "allkeys-lru")
+        await cache.config_set("maxmemory", used + 128 * 1024)
+        client = await app_with(own_redis.url, "closed", cache_redis.url)
+
+        limited = await make_tenant(rate_limit="3/minute", link_quota=50)
+        survey_id, field = await _campaign(client, limited.headers)  # two of its three tokens
+        first = await client.post(links_path(survey_id), json=_body(field, "mine"), headers=limited.headers)
+        assert first.status == 200 and first.headers["RateLimit"].startswith('"minute";r=0;')
+        more = await client.post(links_path(survey_id), json=_body(field, "more"), headers=limited.headers)
+        assert more.status == 429
+        # the answer went to the cache Redis
+        assert len([k async for k in cache.scan_iter(match=org_key(limited.org, "lk:*"))]) == 1
+
+        churner = await make_tenant(rate_limit="off", link_quota=1000)
+        churn_survey, churn_field = await _campaign(client, churner.headers)
+        for start in range(0, 600, 20):
+            answers = await asyncio.gather(*(
+                client.post(links_path(churn_survey), json=_body(churn_field, i), headers=churner.headers)
+                for i in range(start, start + 20)))
+            assert [r.status for r in answers] == [200] * 20
+        assert await _links(db, churn_survey) == 600
+        # the churn did evict: the cache Redis holds far fewer answers than were written
+        assert (await cache.info("stats"))["evicted_keys"] > 0
+        cached = [k async for k in cache.scan_iter(match=org_key(churner.org, "lk:*"), count=1000)]
+        assert 0 < len(cached) < 600
+
+        # the spent bucket is still spent, on the Redis that never evicts, which holds no cache entry
+        refused = await client.post(links_path(survey_id), json=_body(field, "again"), headers=limited.headers)
+        assert refused.status == 429 and await refused.json() == {"detail": "Rate limit exceeded"}
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert await truth.exists(org_key(limited.org, "rl")) == 1
+        assert [k async for k in truth.scan_iter(match="*:lk:*")] == []
+        assert (await truth.info("stats"))["evicted_keys"] == 0
+
+        # with room again (so LRU's one-second clock cannot pick the entry), a replay is read from the cache Redis
+        await cache.config_set("maxmemory", 0)
+        fresh = await client.post(links_path(churn_survey), json=_body(churn_field, "fresh"), headers=churner.headers)
+        assert fresh.status == 200 and "Idempotent-Replayed" not in fresh.headers
+        replays = await metric(client, "sls_idempotent_replays_total", 'source="cache"')
+        replay = await client.post(links_path(churn_survey), json=_body(churn_field, "fresh"), headers=churner.headers)
+        assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+        assert await replay.read() == await fresh.read()
+        assert await metric(client, "sls_idempotent_replays_total", 'source="cache"') == replays + 1
+
+        # the segment cache is on the cache Redis too
+        await bulk(client, churner.headers, [{"email": f"u{i}@x.io"} for i in range(3)])
+        segment = await create_segment(client, churner.headers, {})
+        assert (await page(client, churner.headers, churn_survey, segment["id"]))["meta"]["total"] == 3
+        assert len([k async for k in cache.scan_iter(match=org_key(churner.org, f"seg:{segment['id']}:*"))]) == 1
+        assert [k async for k in truth.scan_iter(match="*:seg:*")] == []
+    finally:
+        await cache.aclose()
+        await truth.aclose()
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _gate_calls(direct: aioredis.Redis) -> int:
+    """Script calls Redis has seen since the last CONFIG RESETSTAT (run, refused or failed)."""
+    stats = await direct.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get(kind, 0) for name in ("evalsha", "eval")
+               for kind in ("calls", "rejected_calls", "failed_calls"))
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+async def test_the_breaker_keeps_the_gate_off_redis_for_one_second(own_redis, pipelined):
+    """After a failed call the gate asks Redis nothing for BREAKER_SECONDS, on its own clock, then asks again."""
+    direct = aioredis.Redis.from_url(own_redis.url)
+    client = aioredis.Redis.from_url(own_redis.url, socket_timeout=1.0, retry=SINGLE_SERVER_RETRY)
+    pipe = PipelinedRedis.for_client(client) if pipelined else None
+    clock, failures = Clock(), []
+    gate = Gate(client, "open", on_redis_failure=lambda: failures.append(clock.now), pipe=pipe, clock=clock)
+    policy = parse_policy("5/second")
+    try:
+        await direct.config_set("maxmemory", 1)  # every write refused
+        decision = await gate.check("org", policy, "{o:org}:lk:x")
+        assert decision.degraded and decision.allowed and failures == [1000.0]
+        # Redis can take writes again, but the breaker rests: nothing is sent, not even a cache write
+        await direct.config_set("maxmemory", 0)
+        await direct.config_resetstat()
+        for step in (0.0, 0.5, BREAKER_SECONDS - 0.001):
+            clock.now = 1000.0 + step
+            assert (await gate.check("org", policy, "{o:org}:lk:x")).degraded
+            await gate.remember("{o:org}:lk:x", b"answer", 60)
+        assert await _gate_calls(direct) == 0
+        assert await direct.exists("{o:org}:lk:x", org_key("org", "rl")) == 0
+        assert failures == [1000.0, 1000.0, 1000.5, 1000.0 + BREAKER_SECONDS - 0.001]
+        # rested: the next call asks Redis and gets a real decision
+        clock.now = 1000.0 + BREAKER_SECONDS
+        decision = await gate.check("org", policy, "{o:org}:lk:x")
+        assert decision.allowed and not decision.degraded and decision.windows == ((4, 1),)
+        assert await _gate_calls(direct) == 1 and len(failures) == 4
+    finally:
+        await gate.aclose()
+        await client.aclose()
+        await direct.aclose()
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+@pytest.mark.parametrize("pipelined", [True, False])
+async def test_a_read_only_replica_is_an_outage_for_the_gate(own_redis, mode, pipelined):
+    """READONLY (a failover left us on a replica): fail open or 503, like a full Redis, never a 500."""
+    direct = aioredis.Redis.from_url(own_redis.url)
+    client = aioredis.Redis.from_url(own_redis.url, socket_timeout=1.0, retry=SINGLE_SERVER_RETRY)
+    gate = Gate(client, mode, pipe=PipelinedRedis.for_client(client) if pipelined else None)
+    try:
+        await direct.replicaof("127.0.0.1", free_port())  # a master that is not there: the replica stays read-only
+        if mode == "open":
+            decision = await gate.check("org", parse_policy("5/second"), "{o:org}:lk:x")
+            assert decision.allowed and decision.degraded and decision.windows == ()
+        else:
+            with pytest.raises(Unavailable):
+                await gate.check("org", parse_policy("5/second"), "{o:org}:lk:x")
+        assert gate.resting()
+    finally:
+        await direct.replicaof("NO", "ONE")
+        await gate.aclose()
+        await client.aclose()
+        await direct.aclose()
+
+
+READONLY = "READONLY You can't write against a read only replica."
+MISCONF = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
+NOREPLICAS = "NOREPLICAS Not enough good replicas to write."
+
+
+@pytest.mark.parametrize(("error", "refused"), [
+    (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), OOM),
+    (ReadOnlyError("You can't write against a read only replica."), READONLY),
+    (ResponseError(OOM), OOM),  # the pipelined connection keeps the code
+    (ResponseError(f"{OOM[:-1]}. script: 1f2e, on @user_script:65."), f"{OOM[:-1]}. script: 1f2e, on @user_script:65."),
+    (ResponseError(f"Error running script (call to f_1f2e): @user_script:65: @user_script: 65: -{OOM}"), OOM),
+    (ResponseError(f"ERR Error running script (call to f_1f2e): @user_script:65: @user_script: 65: -{READONLY}"),
+     READONLY),
+    (ResponseError(MISCONF), MISCONF),
+    (ResponseError(NOREPLICAS), NOREPLICAS),
+    (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), None),
+    (ResponseError("ERR wrong number of arguments for 'evalsha' command"), None),
+    (ResponseError("Error running script (call to f_1f2e): @user_script:3: user_script:3: attempt to compare nil"),
+     None),
+])
+def test_which_errors_are_refused_writes(error, refused):
+    """A refused write is an outage (named in the warning); any other error reply is a bug and must surface."""
+    assert refusal(error) == refused
