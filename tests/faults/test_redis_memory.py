@@ -229,6 +229,23 @@ async def test_cache_churn_on_an_evicting_cache_redis_never_resets_a_bucket(app_
         await truth.aclose()
 
 
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl", "noeviction"])
+async def test_an_evicting_redis_url_is_named_at_start(app_with, own_redis, cache_redis, caplog, policy):
+    """Buckets must not be evictable: a REDIS_URL whose server evicts (even volatile-*) gets a warning at start."""
+    for server in (own_redis, cache_redis):
+        direct = aioredis.Redis.from_url(server.url)
+        await direct.config_set("maxmemory-policy", policy)
+        await direct.aclose()
+    caplog.set_level(logging.WARNING, "service.redis")
+    client = await app_with(own_redis.url, "open", cache_redis.url)
+    assert (await client.get("/ready")).status == 200
+    warnings = [r.getMessage() for r in caplog.records if r.name == "service.redis"]
+    # one warning, for REDIS_URL: the cache Redis may evict
+    assert warnings == ([] if policy == "noeviction" else [
+        f"REDIS_URL's Redis evicts keys (maxmemory-policy {policy}): cache churn can reset rate limits; use "
+        "noeviction there, and CACHE_REDIS_URL for an evicting cache"])
+
+
 class Clock:
     """A monotonic clock the test moves by hand."""
 
