@@ -57,6 +57,8 @@ class Breaker:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._down_until = 0.0
+        # cache writes only: after one was refused, the next ones are skipped until then
+        self._writes_refused_until = 0.0
 
     def resting(self) -> bool:
         """Whether a recent failure still keeps Redis out of the way."""
@@ -68,7 +70,8 @@ class Breaker:
 
     async def cache_write(self, what: str, write: Callable[[], Awaitable[object]]) -> None:
         """A best-effort write to a cache that PostgreSQL backs: never fails the request."""
-        if self.resting():
+        now = self._clock()
+        if now < self._down_until or now < self._writes_refused_until:
             return
         try:
             await write()
@@ -78,8 +81,9 @@ class Breaker:
         except RedisError as exc:
             # a server that answers but refuses writes (out of memory, a replica turned read-only):
             # the answer is already computed and reads still work, so neither the request nor the
-            # breaker fails
-            log.warning("%s refused a write: %s", what, str(exc)[:120])
+            # reads stop; the writes of the next second are skipped, not each sent and warned about
+            self._writes_refused_until = self._clock() + BREAKER_SECONDS
+            log.warning("%s refused a write: %s", what, (refusal(exc) or str(exc))[:120])
 
 
 class Decision(NamedTuple):
