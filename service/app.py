@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .connections import ConnectionGuard
 from .core.auth import KeyResolver
-from .core.ratelimit import Gate
+from .core.ratelimit import Gate, ReplayCache
 from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
 from .core.signing import LinkSigner
@@ -19,13 +19,13 @@ from .core.unauth import UnauthLimiter
 from .db.migrate import check_current
 from .db.pool import create_pool
 from .metrics import FLUSH_SECONDS, Metrics
-from .redis_client import connect_redis
+from .redis_client import connect_redis, warn_if_evicting
 from .settings import Settings
 from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
 from .web.drain import Drain
 from .web.expect import defer_continue
 from .web.fields import any_segment
-from .web.keys import CONNECTIONS, DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER, UNAUTH
+from .web.keys import CACHE_REDIS, CONNECTIONS, DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER, UNAUTH
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
@@ -54,15 +54,28 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client (one server or a cluster), checked, and the request gate built on it."""
+    """The Redis clients (one server or a cluster each), checked, and the request gate built on them:
+    REDIS_URL holds the rate-limit buckets, CACHE_REDIS_URL (when set) the replay and segment caches."""
     settings = app[SETTINGS]
     assert settings.redis_url
     client = await connect_redis(settings.redis_url)
+    cache_client = None
+    try:
+        await warn_if_evicting(client, "REDIS_URL")
+        if settings.cache_redis_url and settings.cache_redis_url != settings.redis_url:
+            cache_client = await connect_redis(settings.cache_redis_url)
+    except BaseException:
+        await client.aclose()
+        raise
     app[REDIS] = client
+    app[CACHE_REDIS] = client if cache_client is None else cache_client
+    cache = None if cache_client is None else ReplayCache(cache_client, PipelinedRedis.for_client(cache_client))
     app[GATE] = Gate(client, settings.rate_limit_failure_mode, on_redis_failure=app[METRICS].redis_failure,
-                     pipe=PipelinedRedis.for_client(client))
+                     pipe=PipelinedRedis.for_client(client), cache=cache)
     yield
     await app[GATE].aclose()
+    if cache_client is not None:
+        await cache_client.aclose()
     await client.aclose()
 
 

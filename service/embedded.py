@@ -193,7 +193,10 @@ class EmbeddedRedis:
         subprocess.run(
             [valkey_server_path(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--save", "", "--daemonize", "yes", "--pidfile", str(pid_file),
-             "--logfile", "redis.log", "--protected-mode", "yes"],
+             "--logfile", "redis.log", "--protected-mode", "yes",
+             # the rate-limit buckets must never be evicted: full, Redis refuses writes (the gate then follows
+             # RATE_LIMIT_FAILURE_MODE) rather than dropping keys
+             "--maxmemory-policy", "noeviction"],
             check=True, capture_output=True,
         )
         deadline = time.monotonic() + 20

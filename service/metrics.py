@@ -54,7 +54,7 @@ class Metrics:
         self.latency = Histogram("sls_http_request_duration_seconds", "Time to answer, by method and route pattern",
                                  ("method", "route"), buckets=LATENCY_BUCKETS, registry=reg)
         self.decisions = Counter("sls_ratelimit_decisions", "Rate-limit decisions: allowed, limited (429), "
-                                 "or degraded (Redis unreachable, let through in open failure mode)",
+                                 "or degraded (Redis unreachable or refusing writes, let through in open failure mode)",
                                  ("decision",), registry=reg)
         self.replays = Counter("sls_idempotent_replays", "Create-link requests answered with an existing link, "
                                "by where it came from", ("source",), registry=reg)

@@ -76,3 +76,24 @@ async def connect_redis(url: str) -> RedisClient:
         raise
     await client.aclose()
     return await _cluster(url)
+
+
+async def eviction_policy(client: RedisClient) -> str | None:
+    """The server's `maxmemory-policy` (from `INFO memory`), or None where it cannot be read (a cluster,
+    a proxy that refuses INFO)."""
+    if not isinstance(client, Redis):
+        return None
+    try:
+        info = await client.info("memory")
+    except ResponseError:
+        return None
+    policy = info.get("maxmemory_policy")
+    return None if policy is None else str(policy)
+
+
+async def warn_if_evicting(client: RedisClient, role: str) -> None:
+    """Log a warning when REDIS_URL's server may evict keys: the rate-limit buckets must not be evicted."""
+    policy = await eviction_policy(client)
+    if policy is not None and policy != "noeviction":
+        log.warning("%s's Redis evicts keys (maxmemory-policy %s): cache churn can reset rate limits; use "
+                    "noeviction there, and CACHE_REDIS_URL for an evicting cache", role, policy)

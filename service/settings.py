@@ -47,6 +47,8 @@ def parse_signing_keys(raw: str) -> tuple[SigningKey, ...]:
 class Settings:
     database_url: str | None = None
     redis_url: str | None = None
+    # the replay and segment caches' Redis (None: REDIS_URL's), which may evict; buckets stay on REDIS_URL
+    cache_redis_url: str | None = None
     data_dir: Path = Path(".data")
     public_base_url: str = "http://127.0.0.1:8080"
     # False: PUBLIC_BASE_URL was not set, and `serve` points links at the address it listens on
@@ -160,6 +162,20 @@ def _unauth_rate_limit(env: Mapping[str, str]) -> str:
         raise SettingsError(f"UNAUTH_RATE_LIMIT: {exc}") from None
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def _cache_redis_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("CACHE_REDIS_URL") or "").strip()
+    if not raw:
+        return None
+    scheme, sep, rest = raw.partition("://")
+    if not sep or not rest or scheme.lower() not in REDIS_SCHEMES:
+        raise SettingsError("CACHE_REDIS_URL must be a redis://, rediss://, unix://, redis+cluster:// "
+                            "or rediss+cluster:// URL")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from the environment once."""
     env = os.environ if env is None else env
@@ -181,6 +197,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
+        cache_redis_url=_cache_redis_url(env),
         data_dir=Path(env["DATA_DIR"]) if env.get("DATA_DIR") else Settings.data_dir,
         public_base_url=base_url,
         public_base_url_set=bool(base_url_set),

@@ -86,7 +86,8 @@ class Health(Schema):
 
 class ReadyChecks(Schema):
     postgresql = fields.String(metadata={"enum": ["ok", "unavailable"]})
-    redis = fields.String(metadata={"enum": ["ok", "unavailable"]})
+    # "refusing writes": Redis answers but refuses writes (out of memory, read-only), so no token can be spent
+    redis = fields.String(metadata={"enum": ["ok", "unavailable", "refusing writes"]})
 
 
 class Ready(Schema):

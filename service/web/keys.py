@@ -17,7 +17,8 @@ from .drain import Drain
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
-REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster
+REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster: the rate-limit buckets (truth)
+CACHE_REDIS = web.AppKey[RedisClient]("cache_redis")  # the segment cache's (CACHE_REDIS_URL, else REDIS's)
 GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
 UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key

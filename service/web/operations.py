@@ -124,7 +124,7 @@ def _ops() -> dict[tuple[str, str], Operation]:
         # operations
         ("GET", "/health"): op("health", "Liveness: the process is up", "operations",
                                ok(Health, "Up"), security=PUBLIC),
-        ("GET", "/ready"): op("ready", "Readiness: PostgreSQL and Redis answer", "operations",
+        ("GET", "/ready"): op("ready", "Readiness: PostgreSQL answers, Redis takes writes", "operations",
                               {**ok(Ready, "Both answer"), **ok(Ready, "One does not (named in `checks`)", 503)},
                               security=PUBLIC),
         ("GET", "/metrics"): op("metrics", "Prometheus metrics (text exposition format 0.0.4)", "operations",

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
+from ..core.ratelimit import refusal
 from ..metrics import CONTENT_TYPE
+from ..redis_client import RedisClient
 from .jsonio import json_response
 from .keys import METRICS, POOL, REDIS
 
 routes = web.RouteTableDef()
+# /ready's write probe: one small key with a TTL, overwritten by every probe of every instance
+READY_KEY = "sls:ready"
 
 
 @routes.get("/health")
@@ -27,13 +32,24 @@ async def _probe(coro) -> bool:
         return False
 
 
+async def _redis_state(redis: RedisClient) -> str:
+    """'ok' when Redis takes a write (spending a token is one), else 'refusing writes' or 'unavailable'."""
+    try:
+        await asyncio.wait_for(redis.set(READY_KEY, b"1", px=10_000), timeout=1.0)
+    except RedisError as exc:
+        return "unavailable" if refusal(exc) is None else "refusing writes"
+    except Exception:
+        return "unavailable"
+    return "ok"
+
+
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
-    """PostgreSQL and Redis both answer; 503 naming the one that does not."""
+    """PostgreSQL and Redis both answer (Redis taking writes); 503 naming the one that does not."""
     # side by side, so two dead servers cost one probe timeout, not two
-    pg, rd = await asyncio.gather(_probe(request.app[POOL].fetchval("SELECT 1")), _probe(request.app[REDIS].ping()))
-    checks = {"postgresql": "ok" if pg else "unavailable", "redis": "ok" if rd else "unavailable"}
-    ok = pg and rd
+    pg, rd = await asyncio.gather(_probe(request.app[POOL].fetchval("SELECT 1")), _redis_state(request.app[REDIS]))
+    checks = {"postgresql": "ok" if pg else "unavailable", "redis": rd}
+    ok = pg and rd == "ok"
     return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
 
 

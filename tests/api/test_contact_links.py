@@ -249,7 +249,9 @@ async def test_pages_are_right_when_redis_refuses_the_cache_write(client, tenant
         await r.config_set("maxmemory", 0)
     assert await r.dbsize() == 0
     await r.aclose()
-    assert caplog.text.count("segment cache refused a write") == 2  # the total, on each request
+    # the first write refused is warned about; the next second's are skipped, unsent (exactly, on an injected
+    # clock: tests/faults/test_gate_refusals.py), so a second warning only if the requests were a second apart
+    assert 1 <= caplog.text.count("segment cache refused a write: OOM command not allowed") <= 2
     assert "segment cache unavailable" not in caplog.text
 
 

@@ -632,6 +632,8 @@ async def test_a_link_is_answered_when_redis_refuses_to_cache_it(client, tenant,
     assert await r.dbsize() == 0
     await r.aclose()
     assert await count_links(db, campaign["id"]) == 1
-    assert caplog.text.count("replay cache refused a write") == 2
+    # warned once; the next second's writes are skipped unsent (exactly, on an injected clock:
+    # tests/faults/test_gate_refusals.py), so a second warning only if the requests were a second apart
+    assert 1 <= caplog.text.count("replay cache refused a write: OOM command not allowed") <= 2
     metrics = parse_samples(await (await client.get("/metrics")).text())
     assert sample(metrics, "sls_idempotent_replays_total", source="database") == 1

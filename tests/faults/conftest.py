@@ -35,7 +35,7 @@ from tests.ops.serving import alive as _running
 REPO = Path(__file__).resolve().parents[2]
 SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS_MULTIPROC_DIR", "KEY_CACHE_SECONDS",
             "RATE_LIMIT_FAILURE_MODE", "TRUSTED_PROXIES", "UNAUTH_RATE_LIMIT", "HEADER_TIMEOUT_SECONDS",
-            "BODY_TIMEOUT_SECONDS", "KEEPALIVE_TIMEOUT_SECONDS")
+            "BODY_TIMEOUT_SECONDS", "KEEPALIVE_TIMEOUT_SECONDS", "CACHE_REDIS_URL")
 
 
 def _signal_and_wait(pid: int, signum: int, timeout: float = 10.0) -> None:

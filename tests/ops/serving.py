@@ -24,7 +24,8 @@ from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # settings of the test process that must not leak into the server's environment
-SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS_MULTIPROC_DIR", "PUBLIC_BASE_URL")
+SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS_MULTIPROC_DIR", "PUBLIC_BASE_URL",
+            "CACHE_REDIS_URL")
 
 
 def alive(pid: int) -> bool:

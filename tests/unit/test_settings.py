@@ -59,6 +59,9 @@ def test_bad_signing_keys(raw):
     {"BODY_TIMEOUT_SECONDS": "3601"},
     {"KEEPALIVE_TIMEOUT_SECONDS": "inf"},
     {"KEEPALIVE_TIMEOUT_SECONDS": "long"},
+    {"CACHE_REDIS_URL": "cache:6379"},
+    {"CACHE_REDIS_URL": "http://cache:6379/0"},
+    {"CACHE_REDIS_URL": "redis://"},
 ])
 def test_bad_settings(env):
     with pytest.raises(SettingsError, match=next(iter(env))):
@@ -90,6 +93,17 @@ def test_connection_and_unauthenticated_settings():
     assert settings.unauth_rate_limit == "5/second;100/minute"
     assert settings.trusted_proxies == frozenset({"10.0.0.7/32", "10.1.0.0/16", "::1/128"})
     assert load_settings({"UNAUTH_RATE_LIMIT": "off"}).unauth_rate_limit == "off"
+
+
+def test_cache_redis_url_defaults_to_redis_url_and_takes_every_redis_form():
+    assert load_settings({}).cache_redis_url is None
+    assert load_settings({"CACHE_REDIS_URL": " "}).cache_redis_url is None
+    for url in ("redis://cache:6379/1", "rediss://u:p@cache:6380/0", "unix:///run/redis.sock",
+                "redis+cluster://cache:7000", "REDISS+CLUSTER://cache:7000"):
+        settings = load_settings({"CACHE_REDIS_URL": url})
+        # the caches' server alone does not make Redis external: the buckets' Redis is still embedded
+        assert settings.cache_redis_url == url and settings.embedded
+        assert settings.with_servers("postgresql://db/x", "redis://r:6379/0", ()).cache_redis_url == url
 
 
 def test_log_level_refused_at_start_not_in_a_traceback():
