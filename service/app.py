@@ -20,17 +20,20 @@ from .settings import Settings
 from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
 from .web.drain import Drain
 from .web.fields import any_segment
-from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
+from .web.keys import DRAIN, EXPORTS, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
+from .web.limits import Slots
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
+# seconds a refused export is told to wait: exports last seconds, not milliseconds
+EXPORT_RETRY_AFTER = 5
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     """The PostgreSQL pool, checked with SELECT 1, schema applied."""
     settings = app[SETTINGS]
     assert settings.database_url
-    pool = await create_pool(settings.database_url, settings.pg_pool_max)
+    pool = await create_pool(settings.database_url, settings.pg_pool_max, settings.pg_pool_timeout)
     async with pool.acquire() as conn:
         await conn.fetchval("SELECT 1")
         await apply_schema(conn)
@@ -82,6 +85,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = LinkSigner(settings.signing_keys)
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
+    # an export holds a pool connection while it streams: a few at once leave the pool to the rest
+    app[EXPORTS] = Slots("exports", settings.export_concurrency, retry_after=EXPORT_RETRY_AFTER)
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)

@@ -58,6 +58,12 @@ class Settings:
     # seconds a created link's answer stays in the Redis replay cache
     link_cache_seconds: int = 24 * 3600
     pg_pool_max: int = 10
+    # seconds a request waits for a pool connection before it is answered 503
+    pg_pool_timeout: float = 5.0
+    # exports streaming at once per worker, each holding a pool connection: fewer than pg_pool_max
+    export_concurrency: int = 2
+    # seconds a streaming client may take no byte before it is cut
+    stream_stall_seconds: float = 30.0
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -87,6 +93,31 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     # 0 or less would refuse every body or leave no connection: a misconfiguration, not a setting
     if value < 1:
         raise SettingsError(f"{name} must be a whole number of at least 1")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, most: float) -> float:
+    """A number of seconds above 0 and at most `most` (a wait without limit is what these bound)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= most:  # NaN and infinity fail this too
+        raise SettingsError(f"{name} must be a number of seconds above 0 and at most {most:g}")
+    return value
+
+
+def _export_concurrency(env: Mapping[str, str], pool_max: int) -> int:
+    """Exports at once per worker: by default 2, but always fewer than the pool (unless it is 1)."""
+    if not env.get("EXPORT_CONCURRENCY"):
+        return max(1, min(Settings.export_concurrency, pool_max - 1))
+    value = _int(env, "EXPORT_CONCURRENCY", Settings.export_concurrency)
+    # exports hold their connection for as long as they stream: they must leave others some
+    if pool_max > 1 and value >= pool_max:
+        raise SettingsError(f"EXPORT_CONCURRENCY must be smaller than PG_POOL_MAX ({pool_max})")
     return value
 
 
@@ -126,6 +157,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     base_url = env.get("PUBLIC_BASE_URL", Settings.public_base_url).strip().rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
+    pool_max = _int(env, "PG_POOL_MAX", Settings.pg_pool_max)
     settings = Settings(
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
@@ -137,7 +169,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         key_cache_seconds=_key_cache_seconds(env),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", Settings.max_body_bytes),
-        pg_pool_max=_int(env, "PG_POOL_MAX", Settings.pg_pool_max),
+        pg_pool_max=pool_max,
+        pg_pool_timeout=_seconds(env, "PG_POOL_TIMEOUT", Settings.pg_pool_timeout, 60),
+        export_concurrency=_export_concurrency(env, pool_max),
+        stream_stall_seconds=_seconds(env, "STREAM_STALL_SECONDS", Settings.stream_stall_seconds, 600),
         trusted_proxies=frozenset(p.strip() for p in env.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
     )
     if settings.database_url and not settings.signing_keys:

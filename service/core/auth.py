@@ -10,9 +10,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
-
 from ..db import orgs
+from ..db.pool import Pool
 from .ratepolicy import RatePolicy, parse_policy
 
 SCOPES = ("links:write", "links:read", "manage")
@@ -51,7 +50,7 @@ class KeyResolver:
     makes no database query; a revocation therefore takes effect within `ttl` seconds.
     """
 
-    def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
+    def __init__(self, pool: Pool, ttl: float) -> None:
         self._pool = pool
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}

@@ -93,3 +93,11 @@ class Unavailable(DomainError):
     def __init__(self, what: str) -> None:
         super().__init__(what)
         self.what = what
+
+
+class Busy(Unavailable):
+    """Too many requests of one kind (`what`, plural) at once on this worker: retry after a while."""
+
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import asyncpg
 from aiohttp import web
 
 from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
 from ..core.signing import LinkSigner
+from ..db.pool import Pool
 from ..metrics import Metrics
 from ..redis_client import RedisClient
 from ..settings import Settings
 from .drain import Drain
+from .limits import Slots
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", Pool)
 REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster
 GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
 SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
+EXPORTS = web.AppKey("exports", Slots)  # exports streaming on this worker, capped
 OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 
 PRINCIPAL = web.RequestKey("principal", Principal)
