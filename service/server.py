@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from .app import create_app
+from .capacity import refuse_oversized_pools
 from .logs import configure_logging
 from .runtime import servers
 from .settings import Settings
@@ -176,6 +177,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     """Start the servers (embedded ones once, for every worker), then serve."""
     configure_logging(settings.log_level, settings.log_format)
     with servers(settings) as ready:
+        refuse_oversized_pools(ready, workers)
         log.info("serving", extra={"host": host, "port": port, "workers": workers})
         if workers <= 1:
             run_worker(ready, host, port, reuse_port=False)
