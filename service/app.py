@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -86,7 +87,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
     # an export holds a pool connection while it streams: a few at once leave the pool to the rest
-    app[EXPORTS] = Slots("exports", settings.export_concurrency, retry_after=EXPORT_RETRY_AFTER)
+    app[EXPORTS] = Slots("exports", settings.export_concurrency, EXPORT_RETRY_AFTER,
+                         on_refused=functools.partial(app[METRICS].limit_reached, "exports"))
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ..core.errors import Busy
@@ -16,13 +16,15 @@ CHECKS_PER_PERIOD = 4
 class Slots:
     """At most `size` holders at once, per worker; past it a request is refused (503), never queued."""
 
-    def __init__(self, what: str, size: int, retry_after: int) -> None:
+    def __init__(self, what: str, size: int, retry_after: int, on_refused: Callable[[], None]) -> None:
         self.what, self.size, self.retry_after = what, size, retry_after
+        self.on_refused = on_refused
         self.used = 0
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         if self.used >= self.size:
+            self.on_refused()
             raise Busy(self.what, self.retry_after)
         self.used += 1
         try:
