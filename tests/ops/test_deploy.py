@@ -68,6 +68,7 @@ def test_settings_read_these_names():
     assert settings_env_names() == {
         "DATABASE_URL", "REDIS_URL", "DATA_DIR", "PUBLIC_BASE_URL", "SIGNING_KEYS", "RATE_LIMIT_FAILURE_MODE",
         "LOG_LEVEL", "LOG_FORMAT", "KEY_CACHE_SECONDS", "MAX_BODY_BYTES", "PG_POOL_MAX", "TRUSTED_PROXIES",
+        "PG_POOL_TIMEOUT", "EXPORT_CONCURRENCY", "STREAM_STALL_SECONDS",
     }
 
 
