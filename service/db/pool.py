@@ -38,8 +38,8 @@ class PoolTimeout(TimeoutError):
 class Turns:
     """At most `size` holders at once, the others served strictly in the order they came.
 
-    asyncio's Semaphore only became this fair in a 3.11 patch release; this is the same thing in a
-    few lines, so the order does not depend on the Python it runs on.
+    asyncio's Semaphore is first-come first-served only since its 2022 rewrite (CPython gh-90155) and
+    its documentation promises no order: these few lines make the order ours, and tested.
     """
 
     def __init__(self, size: int) -> None:
