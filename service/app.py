@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -25,11 +26,27 @@ from .web import contact_links, contacts, docs, export, filum, management, openi
 from .web.drain import Drain
 from .web.expect import defer_continue
 from .web.fields import any_segment
-from .web.keys import CACHE_REDIS, CONNECTIONS, DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER, UNAUTH
+from .web.keys import (
+    CACHE_REDIS,
+    CONNECTIONS,
+    DRAIN,
+    EXPORTS,
+    GATE,
+    KEYS,
+    METRICS,
+    POOL,
+    REDIS,
+    SETTINGS,
+    SIGNER,
+    UNAUTH,
+)
+from .web.limits import Slots
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
 API_PREFIXES = ("/api/", "/external/")
+# seconds a refused export is told to wait: exports last seconds, not milliseconds
+EXPORT_RETRY_AFTER = 5
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -40,7 +57,7 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[SETTINGS]
     assert settings.database_url
-    pool = await create_pool(settings.database_url, settings.pg_pool_max)
+    pool = await create_pool(settings.database_url, settings.pg_pool_max, settings.pg_pool_timeout)
     try:
         async with pool.acquire() as conn:
             await check_current(conn)
@@ -110,6 +127,9 @@ def create_app(settings: Settings) -> web.Application:
     app[DRAIN] = Drain()
     app[CONNECTIONS] = ConnectionGuard()
     app[UNAUTH] = UnauthLimiter(parse_policy(settings.unauth_rate_limit))
+    # an export holds a pool connection while it streams: a few at once leave the pool to the rest
+    app[EXPORTS] = Slots("exports", settings.export_concurrency, EXPORT_RETRY_AFTER,
+                         on_refused=functools.partial(app[METRICS].limit_reached, "exports"))
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(redis_ctx)

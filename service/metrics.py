@@ -30,6 +30,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 DECISIONS = ("allowed", "limited", "degraded")
 REPLAY_SOURCES = ("cache", "database")
 REDIS_OPERATIONS = ("gate", "request")
+# the bounds a caller can reach: a pool wait past PG_POOL_TIMEOUT, an export past EXPORT_CONCURRENCY,
+# a streaming client that stopped reading past STREAM_STALL_SECONDS
+LIMITS = ("pool_wait", "exports", "stream_stall")
 # how stale another worker's request counts may be in a scrape (multiprocess mode)
 FLUSH_SECONDS = 1.0
 
@@ -62,12 +65,15 @@ class Metrics:
                                       "(or skipped while it is known down) or during a request", ("operation",),
                                       registry=reg)
         self.pg_failures = Counter("sls_postgres_failures", "Requests that found PostgreSQL unavailable", registry=reg)
+        self.limits = Counter("sls_limits_reached", "Requests refused (503) or cut at a limit: pool_wait, exports, "
+                              "stream_stall", ("limit",), registry=reg)
         # per worker process: shows how evenly the kernel spreads connections over the workers
         self.worker_requests = Gauge("sls_worker_requests", "Requests answered by each live worker process",
                                      registry=reg, multiprocess_mode="liveall")
         self._decision = {name: self.decisions.labels(name) for name in DECISIONS}
         self._replay = {name: self.replays.labels(name) for name in REPLAY_SOURCES}
         self._redis = {name: self.redis_failures.labels(name) for name in REDIS_OPERATIONS}
+        self._limits = {name: self.limits.labels(name) for name in LIMITS}
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # not yet flushed: per (method, route, status), [count, seconds, count per latency bucket]
         self._requests: dict[tuple[str, str, int], list] = {}
@@ -122,6 +128,10 @@ class Metrics:
     def redis_failure(self, operation: str = "gate") -> None:
         """One Redis call that failed (or was skipped because Redis is known to be down)."""
         self._redis[operation].inc()
+
+    def limit_reached(self, limit: str) -> None:
+        """One request refused or cut at a limit (rare: counted at once, not tallied)."""
+        self._limits[limit].inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker in multiprocess mode).

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from .app import create_app
+from .capacity import refuse_oversized_pools
 from .connections import raise_open_files_limit, runner_options, watch_connections
 from .listen import ListenError, check_listenable, describe, listen_url
 from .logs import configure_logging
@@ -191,6 +192,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     check_listenable(host, port)
     settings = settings.listening_at(listen_url(host, port))
     with servers(settings, migrate=True) as ready, announced(settings):
+        refuse_oversized_pools(ready, workers)
         log.info("serving", extra={"host": host, "port": port, "workers": workers, "url": ready.public_base_url})
         if workers <= 1:
             run_worker(ready, host, port, reuse_port=False)

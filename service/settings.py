@@ -65,6 +65,12 @@ class Settings:
     # seconds a created link's answer stays in the Redis replay cache
     link_cache_seconds: int = 24 * 3600
     pg_pool_max: int = 10
+    # seconds a request waits for a pool connection before it is answered 503
+    pg_pool_timeout: float = 5.0
+    # exports streaming at once per worker, each holding a pool connection: fewer than pg_pool_max
+    export_concurrency: int = 2
+    # seconds a streaming client may take no byte before it is cut
+    stream_stall_seconds: float = 30.0
     # proxy addresses or networks whose X-Forwarded-For names the client (for the unauthenticated limit)
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
     # requests without a valid key, per client address (a rate-limit policy)
@@ -110,6 +116,31 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, most: float = 3600.0) -> float:
+    """A number of seconds above 0 and at most `most` (a wait without limit is what these bound)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= most:  # NaN and infinity fail this too
+        raise SettingsError(f"{name} must be a number of seconds above 0 and at most {most:g}")
+    return value
+
+
+def _export_concurrency(env: Mapping[str, str], pool_max: int) -> int:
+    """Exports at once per worker: by default 2, but always fewer than the pool (unless it is 1)."""
+    if not env.get("EXPORT_CONCURRENCY"):
+        return max(1, min(Settings.export_concurrency, pool_max - 1))
+    value = _int(env, "EXPORT_CONCURRENCY", Settings.export_concurrency)
+    # exports hold their connection for as long as they stream: they must leave others some
+    if pool_max > 1 and value >= pool_max:
+        raise SettingsError(f"EXPORT_CONCURRENCY must be smaller than PG_POOL_MAX ({pool_max})")
+    return value
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -127,19 +158,6 @@ def _key_cache_seconds(env: Mapping[str, str]) -> float:
         value = float("nan")
     if not 0 <= value <= MAX_KEY_CACHE_SECONDS:  # NaN and infinity fail this too
         raise SettingsError(f"KEY_CACHE_SECONDS must be a number of seconds from 0 to {MAX_KEY_CACHE_SECONDS:g}")
-    return value
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float, high: float = 3600.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= high:  # NaN and infinity fail this too
-        raise SettingsError(f"{name} must be a number of seconds above 0 and at most {high:g}")
     return value
 
 
@@ -194,6 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     base_url = (base_url_set or Settings.public_base_url).rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
+    pool_max = _int(env, "PG_POOL_MAX", Settings.pg_pool_max)
     settings = Settings(
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
@@ -207,7 +226,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         key_cache_seconds=_key_cache_seconds(env),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", Settings.max_body_bytes),
-        pg_pool_max=_int(env, "PG_POOL_MAX", Settings.pg_pool_max),
+        pg_pool_max=pool_max,
+        pg_pool_timeout=_seconds(env, "PG_POOL_TIMEOUT", Settings.pg_pool_timeout, 60),
+        export_concurrency=_export_concurrency(env, pool_max),
+        stream_stall_seconds=_seconds(env, "STREAM_STALL_SECONDS", Settings.stream_stall_seconds, 600),
         trusted_proxies=_trusted_proxies(env),
         unauth_rate_limit=_unauth_rate_limit(env),
         header_timeout_seconds=_seconds(env, "HEADER_TIMEOUT_SECONDS", Settings.header_timeout_seconds),

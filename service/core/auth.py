@@ -12,9 +12,8 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
-import asyncpg
-
 from ..db import orgs
+from ..db.pool import Pool
 from .ratepolicy import RatePolicy, parse_policy
 
 SCOPES = ("links:write", "links:read", "manage")
@@ -102,7 +101,7 @@ class KeyResolver:
     cannot be ours (could_be_ours) is refused without a query.
     """
 
-    def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
+    def __init__(self, pool: Pool, ttl: float) -> None:
         self._pool = pool
         self._ttl = ttl
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}

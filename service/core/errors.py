@@ -102,3 +102,11 @@ class BodyTimeout(DomainError):
     """The request body did not arrive whole within BODY_TIMEOUT_SECONDS."""
 
     status = 408
+
+
+class Busy(Unavailable):
+    """Too many requests of one kind (`what`, plural) at once on this worker: retry after a while."""
+
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after

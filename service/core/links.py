@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from ..db import links as link_db
 from ..db import surveys as survey_db
 from ..db.links import SurveyLink
+from ..db.pool import Pool
 from ..db.surveys import MetadataField
 from .errors import Issue, NotFound, QuotaExceeded, ValidationFailed
 from .mapping import Value, canonical_mapping, legacy_mapping_hash, mapping_hash
@@ -46,7 +45,7 @@ class LinkResult:
     replayed: bool
 
 
-async def create_or_replay(pool: asyncpg.Pool, org_id: uuid.UUID, req: LinkRequest) -> LinkResult:
+async def create_or_replay(pool: Pool, org_id: uuid.UUID, req: LinkRequest) -> LinkResult:
     """The link of (survey, mapping): the existing one, or a new one if the quota allows."""
     async with pool.acquire() as conn:
         ids = [mid for mid, _ in req.canonical]

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.errors import (
+    Busy,
     DomainError,
     Forbidden,
     Gone,
@@ -46,7 +47,7 @@ def family_of(path: str) -> str:
 
 
 def _headers(error: DomainError) -> dict[str, str] | None:
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | Busy):
         return {"Retry-After": str(error.retry_after)}
     if isinstance(error, Unavailable):
         return {"Retry-After": "1"}
@@ -58,6 +59,8 @@ def _plain_message(error: DomainError) -> str:
         return f"Request body too large (limit {error.limit} bytes)"
     if isinstance(error, UnsupportedMediaType):
         return "Content-Type must be application/json"
+    if isinstance(error, Busy):
+        return f"Service temporarily unavailable: too many {error.what} in progress, retry shortly"
     if isinstance(error, Unavailable):
         return f"Service temporarily unavailable: {error.what} is not answering, retry shortly"
     if isinstance(error, Gone):

@@ -9,6 +9,10 @@ before the next, and the next batch is already running in PostgreSQL while this 
 PostgreSQL also renders each row's attribute columns as CSV (UTF-8 bytes, written as they come),
 which keeps that work off the worker. Errors before the first byte are the usual JSON errors; a
 failure mid-stream cuts the connection, so a client never takes a truncated file for a whole one.
+
+An export holds a pool connection for as long as it streams, so a worker runs at most
+EXPORT_CONCURRENCY of them (503 with Retry-After past it, leaving the rest of the pool to other
+requests), and a client that takes no byte for STREAM_STALL_SECONDS is cut the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -30,7 +34,8 @@ from .client import ClientGone, client_io
 from .contact_links import BASE, expiry, segment_link_context, validated_query
 from .fields import path_uuid
 from .jsonio import PERSONAL
-from .keys import POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
+from .keys import EXPORTS, METRICS, POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
+from .limits import ClientStalled, write_or_cut
 
 log = logging.getLogger("service.export")
 routes = web.RouteTableDef()
@@ -119,7 +124,7 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
     segment_id = path_uuid(request, "segmentId", "segment")
     org_id: uuid.UUID = principal_of(request).org_id
     keys: list[str] = query["attributeKeys"]
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[EXPORTS].hold(), request.app[POOL].acquire() as conn:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
         # what the edge middleware would add, sent now because the headers leave with the first byte
         headers = {"Content-Type": CSV_TYPE, **PERSONAL,
@@ -131,14 +136,27 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
                 await response.prepare(request)
                 await _stream(request, response, _Batches(conn, org_id, context.filters, keys), seq, keys,
                               query["expirationDays"])
-                await response.write_eof()
+                await _write(request, response.write_eof())
         except ClientGone:
             raise
+        except ClientStalled:
+            log.warning("export client stopped reading; cut", extra={"request_id": request[REQUEST_ID]})
+            request.app[METRICS].limit_reached("stream_stall")
+            _cut(request)
         except Exception:
             log.exception("export cut short", extra={"request_id": request[REQUEST_ID]})
-            if request.transport is not None:
-                request.transport.abort()  # the client sees an incomplete body, never a wrong one
+            _cut(request)
     return response
+
+
+def _cut(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()  # the client sees an incomplete body, never a wrong one
+
+
+async def _write(request: web.Request, write: Awaitable[None]) -> None:
+    """One write of the stream, cut once the client has taken no byte for STREAM_STALL_SECONDS."""
+    await write_or_cut(request.transport, write, request.app[SETTINGS].stream_stall_seconds)
 
 
 async def _stream(request: web.Request, response: web.StreamResponse, batches: _Batches, seq: int,
@@ -148,7 +166,7 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
     prefix = request.app[SETTINGS].public_base_url + "/c/"
     # records end in CRLF, as RFC 4180 writes them (a line break inside a quoted field stays as sent)
     head = ",".join(["contactId", "surveyUrl", "expiresAt", *map(csv_field, keys)]) + "\r\n"
-    await response.write(head.encode())
+    await _write(request, response.write(head.encode()))
     middle = ("," + prefix).encode()
     after = ("," + (expires_at or "")).encode()
     pending = batches.fetch(_Batches.START)
@@ -161,8 +179,9 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
                 pending = batches.fetch(batch.cursor)
                 await asyncio.sleep(0)  # let the next query leave before this batch is signed
             tokens = signer.contact_token_bytes(seq, batch.ids, exp)
-            await response.write(b"".join([b"%d%s%s%s%s\r\n" % (cid, middle, token, after, tail)
-                                           for cid, token, tail in zip(batch.ids, tokens, batch.tails, strict=True)]))
+            await _write(request, response.write(b"".join([
+                b"%d%s%s%s%s\r\n" % (cid, middle, token, after, tail)
+                for cid, token, tail in zip(batch.ids, tokens, batch.tails, strict=True)])))
             if len(batch.ids) < BATCH:
                 return
     finally:

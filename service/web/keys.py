@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from aiohttp import web
 
 from ..connections import ConnectionGuard
@@ -10,13 +9,15 @@ from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
 from ..core.signing import LinkSigner
 from ..core.unauth import UnauthLimiter
+from ..db.pool import Pool
 from ..metrics import Metrics
 from ..redis_client import RedisClient
 from ..settings import Settings
 from .drain import Drain
+from .limits import Slots
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", Pool)
 REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster: the rate-limit buckets (truth)
 CACHE_REDIS = web.AppKey[RedisClient]("cache_redis")  # the segment cache's (CACHE_REDIS_URL, else REDIS's)
 GATE = web.AppKey("gate", Gate)
@@ -26,6 +27,7 @@ SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
+EXPORTS = web.AppKey("exports", Slots)  # exports streaming on this worker, capped
 OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from ..core.errors import DomainError, Unavailable
+from ..db.pool import PoolTimeout
 from ..logs import log_access
 from .client import ClientGone
 from .errors import family_of, render, render_http, render_unexpected
@@ -24,10 +25,13 @@ log = logging.getLogger("service.http")
 CLIENT_CLOSED_REQUEST = 499
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # what PostgreSQL being unreachable looks like to asyncpg; InternalClientError is a pooled connection
-# that the server cut (its FATAL read, its EOF not yet) handed out between the two
+# that the server cut (its FATAL read, its EOF not yet) handed out between the two. Class 53
+# (InsufficientResourcesError: 53300 too many connections, out of memory, disk full) and class 58
+# (the server's own I/O failing) are the server out of something, not a bug of the request.
 PG_DOWN = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.CannotConnectNowError, asyncpg.InternalClientError,
+    asyncpg.exceptions.InsufficientResourcesError, asyncpg.exceptions.PostgresSystemError,
 )
 
 
@@ -84,6 +88,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             log.warning("redis failed during a request", extra={"request_id": request_id})
             app[METRICS].redis_failure("request")
             response = render(family_of(request.path), Unavailable("redis"))
+        except PoolTimeout:
+            # every connection of this worker's pool is busy: PostgreSQL itself may be fine
+            log.warning("no postgresql connection within the pool's wait limit", extra={"request_id": request_id})
+            app[METRICS].limit_reached("pool_wait")
+            response = render(family_of(request.path), Unavailable("postgresql"))
         except Exception as exc:
             if pg_unavailable(exc):
                 log.warning("postgresql unavailable: %s", type(exc).__name__, extra={"request_id": request_id})

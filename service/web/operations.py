@@ -48,7 +48,8 @@ ERROR_TEXT = {
     415: "Content-Type is not JSON",
     422: "Invalid input: one item per problem",
     429: "Rate limit exceeded: `Retry-After` says when a token is there",
-    503: "PostgreSQL or Redis not answering (Redis only with RATE_LIMIT_FAILURE_MODE=closed); retry shortly",
+    503: "PostgreSQL or Redis not answering (Redis only with RATE_LIMIT_FAILURE_MODE=closed), or no PostgreSQL "
+         "connection free within PG_POOL_TIMEOUT; retry shortly",
 }
 RETRY_AFTER = (429, 503)
 PERSONAL = ("Cache-Control",)  # answers that carry survey links
@@ -226,9 +227,12 @@ def _ops() -> dict[tuple[str, str], Operation]:
         ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}/export"): op(
             "export_segment_links", "Every link of a segment as one CSV file, streamed", "links",
             {**ok({"type": "string"}, "`contactId,surveyUrl,expiresAt` and one column per attribute key, newest "
-                                      "contact first; a failure mid-stream cuts the connection", media="text/csv",
+                                      "contact first; a failure mid-stream, or a client that takes no byte for "
+                                      "STREAM_STALL_SECONDS, cuts the connection", media="text/csv",
                 headers=PERSONAL),
-             **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or segment not found")},
+             **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or segment not found",
+                      e503="EXPORT_CONCURRENCY exports already streaming on this worker (`Retry-After: 5`), or "
+                           "PostgreSQL or Redis not answering; retry later")},
             description="Read in keyset batches and signed on the fly: memory stays flat whatever the segment's "
                         "size. " + LINKS_QUERY,
             parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS]),

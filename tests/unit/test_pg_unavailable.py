@@ -17,6 +17,12 @@ from service.web.middlewares import pg_unavailable
     asyncpg.InternalClientError("unexpected message"),
     asyncpg.InterfaceError("connection is closed"),
     asyncpg.InterfaceError("pool is closing"),
+    asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+    asyncpg.exceptions.TooManyConnectionsError("remaining connection slots are reserved for roles with the SUPERUSER"),
+    asyncpg.exceptions.OutOfMemoryError("out of memory"),
+    asyncpg.exceptions.DiskFullError("could not extend file: No space left on device"),
+    asyncpg.exceptions.PostgresIOError("could not read block"),
+    asyncpg.exceptions.CannotConnectNowError("the database system is in recovery mode"),
 ])
 def test_server_gone(exc):
     assert pg_unavailable(exc)

@@ -62,6 +62,15 @@ def test_bad_signing_keys(raw):
     {"CACHE_REDIS_URL": "cache:6379"},
     {"CACHE_REDIS_URL": "http://cache:6379/0"},
     {"CACHE_REDIS_URL": "redis://"},
+    {"PG_POOL_TIMEOUT": "0"},
+    {"PG_POOL_TIMEOUT": "60.5"},
+    {"PG_POOL_TIMEOUT": "nan"},
+    {"STREAM_STALL_SECONDS": "-1"},
+    {"STREAM_STALL_SECONDS": "inf"},
+    {"STREAM_STALL_SECONDS": "soon"},
+    {"EXPORT_CONCURRENCY": "0"},
+    {"EXPORT_CONCURRENCY": "10"},  # all of the default pool of 10
+    {"EXPORT_CONCURRENCY": "two"},
 ])
 def test_bad_settings(env):
     with pytest.raises(SettingsError, match=next(iter(env))):
@@ -122,3 +131,13 @@ def test_server_refuses_to_start_without_keys_for_an_external_database():
     assert result.returncode == 2
     assert "SIGNING_KEYS is required" in result.stderr
     assert "pw" not in result.stderr
+
+
+def test_bounds_of_waits_and_exports():
+    default = load_settings({})
+    assert (default.pg_pool_timeout, default.export_concurrency, default.stream_stall_seconds) == (5.0, 2, 30.0)
+    given = load_settings({"PG_POOL_TIMEOUT": "0.25", "STREAM_STALL_SECONDS": "600", "EXPORT_CONCURRENCY": "9"})
+    assert (given.pg_pool_timeout, given.export_concurrency, given.stream_stall_seconds) == (0.25, 9, 600.0)
+    # the default share of exports always leaves a connection to other requests, when the pool has two
+    assert [load_settings({"PG_POOL_MAX": str(n)}).export_concurrency for n in (1, 2, 3, 4)] == [1, 1, 2, 2]
+    assert load_settings({"PG_POOL_MAX": "1", "EXPORT_CONCURRENCY": "1"}).export_concurrency == 1
