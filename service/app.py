@@ -17,7 +17,7 @@ from .db.pool import apply_schema, create_pool
 from .metrics import FLUSH_SECONDS, Metrics
 from .redis_client import connect_redis
 from .settings import Settings
-from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
+from .web import contact_links, contacts, docs, export, filum, management, opening, ops, qr, segments
 from .web.drain import Drain
 from .web.fields import any_segment
 from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(redis_ctx)
     app.on_startup.append(docs.build_openapi)
     for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
-                  contact_links.routes, export.routes, opening.routes, docs.routes):
+                  contact_links.routes, export.routes, opening.routes, qr.routes, docs.routes):
         app.add_routes(_any_segment_ids(table))
     return app
 
