@@ -177,3 +177,18 @@ async def test_expired_missing_and_not_in_progress_are_refused_as_opening_refuse
                 # and opening the link answers the same
                 opened = await client.get(links[link].removeprefix(BASE), allow_redirects=False)
                 assert (opened.status, await opened.json()) == (410, NOT_IN_PROGRESS)
+
+
+async def test_openapi_documents_every_qr_route_with_its_bounds(client):
+    document = await (await client.get("/openapi.json")).json()
+    for link in ("c", "l"):
+        for kind, media in MEDIA.items():
+            operation = document["paths"][f"/{link}/{{token}}/qr.{kind}"]["get"]
+            assert list(operation["responses"]["200"]["content"]) == [media]
+            assert sorted(operation["responses"]) == ["200", "404", "410", "422"]
+            assert operation["security"] == []
+            params = {p["name"]: p for p in operation["parameters"]}
+            assert params["token"]["in"] == "path"
+            assert params["ecc"]["schema"] == {"type": "string", "enum": ["L", "M", "Q", "H"], "default": "M"}
+            assert params["scale"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 20, "default": 4}
+            assert params["border"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 10, "default": 4}
