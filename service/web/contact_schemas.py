@@ -186,11 +186,8 @@ QUERY_INTEGERS: dict[str, tuple[int, int, int | None]] = {
 }
 
 
-def load_link_query(query: MultiMapping[str], names: tuple[str, ...],
-                    integers: Mapping[str, tuple[int, int, int | None]] = QUERY_INTEGERS,
-                    ) -> tuple[dict[str, Any], list[Issue]]:
-    """The contact-links query parameters in `names` (integers bounded by `integers`; the QR codes
-    pass theirs), each invalid one an Issue of its own."""
+def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[dict[str, Any], list[Issue]]:
+    """The contact-links query parameters in `names`, each invalid one an Issue of its own."""
     values: dict[str, Any] = {}
     issues: list[Issue] = []
     for name in names:
@@ -206,7 +203,7 @@ def load_link_query(query: MultiMapping[str], names: tuple[str, ...],
             # keys that cannot exist are as unknown as keys that do not: ignored
             values[name] = [k for k in keys if valid_attribute_key(k)]
             continue
-        low, high, default = integers[name]
+        low, high, default = QUERY_INTEGERS[name]
         if not given:
             values[name] = default
             continue

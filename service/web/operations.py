@@ -6,6 +6,7 @@ tests/ops/test_openapi.py fails; request bodies name the marshmallow schemas tha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .contact_links import BASE as CONTACT_LINKS
@@ -90,7 +91,7 @@ def path(name: str, description: str, **schema: Any) -> dict[str, Any]:
 
 
 def query_int(name: str, description: str,
-              table: dict[str, tuple[int, int, int | None]] = QUERY_INTEGERS) -> dict[str, Any]:
+              table: Mapping[str, tuple[int, int, int | None]] = QUERY_INTEGERS) -> dict[str, Any]:
     """An integer query parameter, bounds and default from the table that validates it."""
     low, high, default = table[name]
     schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}

@@ -9,6 +9,7 @@ showing the code is not an open, so nothing an open does (counting it) happens h
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,7 +19,6 @@ from multidict import MultiMapping
 
 from ..core.errors import Issue, ValidationFailed
 from . import opening
-from .contact_schemas import load_link_query
 from .keys import SETTINGS
 
 
@@ -42,7 +42,9 @@ ECC_LEVELS = ("L", "M", "Q", "H")
 DEFAULT_ECC = "M"
 # name -> (lowest, highest, default): at most 20 px a module and 10 of border, so the largest code a
 # link can give stays a few MB of PNG work, never a memory spike
-QR_INTEGERS: dict[str, tuple[int, int, int | None]] = {"scale": (1, 20, 4), "border": (0, 10, 4)}
+QR_INTEGERS: dict[str, tuple[int, int, int]] = {"scale": (1, 20, 4), "border": (0, 10, 4)}
+# at most 20 digits: a longer one is refused as not an integer before Python parses it
+_INTEGER = re.compile(r"^[+-]?[0-9]{1,20}$")
 # the token is in the image: no shared cache may keep it
 _NO_STORE = {"Cache-Control": "private, no-store"}
 
@@ -56,18 +58,37 @@ class QrOptions:
 
 def qr_options(query: MultiMapping[str]) -> QrOptions:
     """`ecc`, `scale` and `border` from the query (others are ignored, as when opening), or one 422
-    naming each invalid one."""
-    values, issues = load_link_query(query, tuple(QR_INTEGERS), QR_INTEGERS)
-    given = query.getall("ecc", [])
-    ecc = given[0].upper() if len(given) == 1 else DEFAULT_ECC
-    if len(given) > 1:
-        issues.insert(0, Issue(("query", "ecc"), "give this parameter at most once", "value_error.duplicate"))
-    elif ecc not in ECC_LEVELS:
-        issues.insert(0, Issue(("query", "ecc"), "value is not a valid enumeration member; permitted: "
-                                                 "'L', 'M', 'Q', 'H'", "type_error.enum"))
+    naming each invalid one: each at most once, `ecc` one of ECC_LEVELS (any case), the integers
+    within QR_INTEGERS."""
+    issues: list[Issue] = []
+    values: dict[str, str | int] = {"ecc": DEFAULT_ECC}
+    for name in ("ecc", *QR_INTEGERS):
+        given = query.getall(name, [])
+        if len(given) > 1:
+            issues.append(Issue(("query", name), "give this parameter at most once", "value_error.duplicate"))
+            continue
+        if name == "ecc":
+            if given and given[0].upper() not in ECC_LEVELS:
+                issues.append(Issue(("query", name), "value is not a valid enumeration member; permitted: "
+                                                     "'L', 'M', 'Q', 'H'", "type_error.enum"))
+            elif given:
+                values[name] = given[0].upper()
+            continue
+        low, high, default = QR_INTEGERS[name]
+        raw = given[0] if given else str(default)
+        if not _INTEGER.match(raw):
+            issues.append(Issue(("query", name), "value is not a valid integer", "type_error.integer"))
+        elif int(raw) < low:
+            issues.append(Issue(("query", name), f"ensure this value is greater than or equal to {low}",
+                                "value_error.number.not_ge"))
+        elif int(raw) > high:
+            issues.append(Issue(("query", name), f"ensure this value is less than or equal to {high}",
+                                "value_error.number.not_le"))
+        else:
+            values[name] = int(raw)
     if issues:
         raise ValidationFailed(issues)
-    return QrOptions(ecc, values["scale"], values["border"])
+    return QrOptions(str(values["ecc"]), int(values["scale"]), int(values["border"]))
 
 
 def render(url: str, kind: str, options: QrOptions) -> bytes:
