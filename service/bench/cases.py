@@ -51,11 +51,13 @@ def link_cases(seed: Seed) -> list[Case]:
 
 
 def contact_cases(seed: ContactSeed, log_dir: Path, link_paths: list[str]) -> list[Case]:
-    """(d) a page of 250, (e) one contact's link, (f) opening a valid and a forged link."""
+    """(d) a page of 250, (e) one contact's link, (f) opening a valid and a forged link, (qr) a link's
+    QR code as SVG (250 distinct links in a loop, each code drawn anew: nothing caches them)."""
     headers = seed.tenant.headers
     pages = write_paths(log_dir / "pages.txt", page_paths(seed, 400))
     contacts = write_paths(log_dir / "contacts.txt", contact_paths(seed))
     links = write_paths(log_dir / "links.txt", link_paths)
+    codes = write_paths(log_dir / "qr.txt", [f"{path}/qr.svg" for path in link_paths])
     return [
         Case("d", "(d) segment page of 250", "service", Load("/", headers=headers, paths_file=pages), 200,
              "ref-pyjwt", Target(ratio=2.0)),
@@ -65,4 +67,6 @@ def contact_cases(seed: ContactSeed, log_dir: Path, link_paths: list[str]) -> li
              "ref-fixed", Target(ratio=0.5), header="Location"),
         Case("f-forged", "(f) open a forged link (404)", "service", Load(forged(link_paths[0])), 404,
              "ref-fixed", Target(ratio=0.8)),
+        Case("qr", "(qr) QR code of a link (SVG)", "service", Load("/", paths_file=codes), 200,
+             "ref-fixed", Target(minimum=500), header="Cache-Control"),
     ]

@@ -112,7 +112,7 @@ class Bench:
         data = await seed(ready.database_url, service.url)
         refs = {c.key: c for c in reference_cases()}
         groups = [("ref-evalsha", link_cases(data))]
-        if not self.only or self.only & {"d", "e", "f-valid", "f-forged", "deep"}:
+        if not self.only or self.only & {"d", "e", "f-valid", "f-forged", "qr", "deep"}:
             self.say(f"seeding {self.contacts:,} contacts...")
             people = await seed_contacts(ready.database_url, service.url, "bench-contacts", self.contacts)
             # before (d), which teaches the service where deep pages start

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from ..core.errors import Gone, NotFound
-from ..core.signing import ExpiredLink, InvalidLink
+from ..core.signing import ContactClaims, ExpiredLink, InvalidLink
 from ..db import contacts as contact_db
 from ..db import links as link_db
 from .jsonio import json_response
@@ -60,37 +60,50 @@ def answer(redirect_url: str | None, facts: dict[str, Any]) -> web.Response:
     return json_response({"data": facts}, headers=dict(_PRIVATE))
 
 
-@routes.get("/c/{token}")
-async def open_contact_link(request: web.Request) -> web.Response:
-    """A personal (contact) link: the survey id and the contact id."""
+async def check_contact_link(app: web.Application, token: str) -> tuple[ContactClaims, contact_db.OpenedContactLink]:
+    """Every check of opening a contact link, and nothing else: its QR code is checked by this too
+    (service/web/qr.py), so what opening adds for an open (counting it) belongs in the handler."""
     try:
-        claims = request.app[SIGNER].verify_contact_token(request.match_info["token"])
+        claims = app[SIGNER].verify_contact_token(token)
     except InvalidLink:
         raise NotFound("link", field="token") from None
     except ExpiredLink:
         raise Gone("this link has expired") from None
-    async with request.app[POOL].acquire() as conn:
+    async with app[POOL].acquire() as conn:
         target = await contact_db.contact_link_for_opening(conn, claims.survey_seq, claims.contact_id)
     if target is None:
         raise NotFound("link", field="token")
     if target.status != "inProgress":
         raise Gone("the survey is not in progress")
+    return claims, target
+
+
+async def check_created_link(app: web.Application, token: str) -> link_db.OpenedLink:
+    """Every check of opening a created link, and nothing else (see check_contact_link)."""
+    try:
+        public_id = app[SIGNER].verify_created_link(token)
+    except InvalidLink:
+        raise NotFound("link", field="token") from None
+    async with app[POOL].acquire() as conn:
+        link = await link_db.link_for_opening(conn, public_id)
+    if link is None:
+        raise NotFound("link", field="token")
+    if link.status != "inProgress":
+        raise Gone("the survey is not in progress")
+    return link
+
+
+@routes.get("/c/{token}")
+async def open_contact_link(request: web.Request) -> web.Response:
+    """A personal (contact) link: the survey id and the contact id."""
+    claims, target = await check_contact_link(request.app, request.match_info["token"])
     return answer(target.redirect_url, {"surveyId": str(target.survey_id), "contactId": str(claims.contact_id)})
 
 
 @routes.get("/l/{token}")
 async def open_created_link(request: web.Request) -> web.Response:
     """A created (Filum) link: the survey id, the public id, and each metadata field's variable."""
-    try:
-        public_id = request.app[SIGNER].verify_created_link(request.match_info["token"])
-    except InvalidLink:
-        raise NotFound("link", field="token") from None
-    async with request.app[POOL].acquire() as conn:
-        link = await link_db.link_for_opening(conn, public_id)
-    if link is None:
-        raise NotFound("link", field="token")
-    if link.status != "inProgress":
-        raise Gone("the survey is not in progress")
+    link = await check_created_link(request.app, request.match_info["token"])
     facts: dict[str, Any] = {}
     for item in link.metadata_mapping:
         variable = link.variables.get(item["metadata_id"])

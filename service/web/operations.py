@@ -6,6 +6,7 @@ tests/ops/test_openapi.py fails; request bodies name the marshmallow schemas tha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .contact_links import BASE as CONTACT_LINKS
@@ -34,6 +35,7 @@ from .doc_schemas import (
     SurveyLinkOut,
 )
 from .fields import MANAGEMENT
+from .qr import DEFAULT_ECC, ECC_LEVELS, FORMATS, KINDS, QR_INTEGERS, qr_path
 from .schemas import CreateLinkSchema, MetadataFieldCreateSchema, SurveyCreateSchema, SurveyPatchSchema
 
 Operation = dict[str, Any]
@@ -90,9 +92,10 @@ def path(name: str, description: str, **schema: Any) -> dict[str, Any]:
             "schema": schema or {"type": "string"}}
 
 
-def query_int(name: str, description: str) -> dict[str, Any]:
-    """A contact-links integer query parameter, bounds and default from the table that validates it."""
-    low, high, default = QUERY_INTEGERS[name]
+def query_int(name: str, description: str,
+              table: Mapping[str, tuple[int, int, int | None]] = QUERY_INTEGERS) -> dict[str, Any]:
+    """An integer query parameter, bounds and default from the table that validates it."""
+    low, high, default = table[name]
     schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
     if default is not None:
         schema["default"] = default
@@ -253,4 +256,31 @@ def _ops() -> dict[tuple[str, str], Operation]:
     }
 
 
-OPERATIONS: dict[tuple[str, str], Operation] = _ops()
+def _qr_ops() -> dict[tuple[str, str], Operation]:
+    """The QR code routes: an SVG and a PNG one per kind of link (service/web/qr.py's KINDS)."""
+    options = [
+        {"name": "ecc", "in": "query", "required": False,
+         "description": "Error-correction level (at least this one: a higher one is used when the code's size "
+                        "allows it); lower case is accepted too",
+         "schema": {"type": "string", "enum": list(ECC_LEVELS), "default": DEFAULT_ECC}},
+        query_int("scale", "Pixels per module", QR_INTEGERS),
+        query_int("border", "Quiet zone around the code, in modules (4 is the standard's)", QR_INTEGERS),
+    ]
+    out: dict[tuple[str, str], Operation] = {}
+    for prefix, link in KINDS.items():
+        for kind, media in FORMATS.items():
+            out[("GET", qr_path(prefix, kind))] = op(
+                f"qr_{link.name}_{kind}", f"The QR code of {link.what} ({kind.upper()})", "respondents",
+                {**ok({"type": "string", "format": "binary"} if kind == "png" else {"type": "string"},
+                      f"The link's URL (`PUBLIC_BASE_URL/{prefix}/<token>`) as a QR code; "
+                      "`Cache-Control: private, no-store`", media=media),
+                 **errors(FORMBRICKS, 404, 410, 422, e404=NOTHING_TO_OPEN,
+                          e422="An option out of its bounds, named in `details`")},
+                description="Checked as opening the link checks it (a forged token is 404 before any lookup, an "
+                            "expired link or a survey not in progress 410); showing the code is not an open. "
+                            "Unknown query parameters are ignored.",
+                parameters=[path("token", link.token), *options], security=PUBLIC)
+    return out
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {**_ops(), **_qr_ops()}
