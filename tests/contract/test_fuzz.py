@@ -64,18 +64,20 @@ def deliberate_refusal(case: Any, response: requests.Response) -> str | None:
 
 def ignored_extras(case: Any) -> str | None:
     """Why a request outside the document was answered 200 on purpose, or None if it was not: the only
-    thing outside it is query parameters the operation does not take, which Formbricks ignores too."""
+    things outside it are query parameters the operation does not take, which Formbricks ignores too,
+    and empty numbers (`skip=`), which it reads as the default."""
     query = case.query or {}
     declared = {p.name for p in case.operation.iter_parameters() if p.location == "query"}
-    if set(query) <= declared:
+    empty = {name for name in declared & set(query) if name in NUMBERS and query[name] in ("", None, [])}
+    if set(query) <= declared and not empty:
         return None
-    for name in declared & set(query):
+    for name in declared & set(query) - empty:
         value = query[name]
         if name in NUMBERS and not _integral_in_range(value, *NUMBERS[name]):
             return None
         if name == "attributeKeys" and not isinstance(value, str):
             return None
-    return "unknown query parameters, ignored"
+    return "unknown query parameters ignored, empty numbers read as the default"
 
 
 def _with_real_ids(case: Any, world: World, real_values: bool) -> None:
