@@ -12,6 +12,7 @@ from aiohttp import web
 from .core.auth import KeyResolver
 from .core.ratelimit import Gate
 from .core.redis_pipe import PipelinedRedis
+from .core.segment_cache import SegmentCache
 from .core.signing import LinkSigner
 from .db.pool import apply_schema, create_pool
 from .metrics import FLUSH_SECONDS, Metrics
@@ -20,7 +21,7 @@ from .settings import Settings
 from .web import contact_links, contacts, docs, export, filum, management, opening, ops, segments
 from .web.drain import Drain
 from .web.fields import any_segment
-from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SETTINGS, SIGNER
+from .web.keys import DRAIN, GATE, KEYS, METRICS, POOL, REDIS, SEGMENT_CACHE, SETTINGS, SIGNER
 from .web.middlewares import edge_middleware
 
 log = logging.getLogger("service.app")
@@ -41,13 +42,14 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client (one server or a cluster), checked, and the request gate built on it."""
+    """The Redis client (one server or a cluster), checked, and the request gate and segment cache on it."""
     settings = app[SETTINGS]
     assert settings.redis_url
     client = await connect_redis(settings.redis_url)
     app[REDIS] = client
     app[GATE] = Gate(client, settings.rate_limit_failure_mode, on_redis_failure=app[METRICS].redis_failure,
                      pipe=PipelinedRedis.for_client(client))
+    app[SEGMENT_CACHE] = SegmentCache(client)
     yield
     await app[GATE].aclose()
     await client.aclose()

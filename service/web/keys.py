@@ -7,6 +7,7 @@ from aiohttp import web
 
 from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
+from ..core.segment_cache import SegmentCache
 from ..core.signing import LinkSigner
 from ..metrics import Metrics
 from ..redis_client import RedisClient
@@ -17,6 +18,7 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster
 GATE = web.AppKey("gate", Gate)
+SEGMENT_CACHE = web.AppKey("segment_cache", SegmentCache)
 KEYS = web.AppKey("keys", KeyResolver)
 SIGNER = web.AppKey("signer", LinkSigner)
 METRICS = web.AppKey("metrics", Metrics)
