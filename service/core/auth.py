@@ -8,6 +8,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -48,19 +49,21 @@ class KeyResolver:
     """Resolves a presented key to a Principal.
 
     Answers (including "no such key") are cached in-process for `ttl` seconds, so the hot path
-    makes no database query; a revocation therefore takes effect within `ttl` seconds.
+    makes no database query; a revocation therefore takes effect within `ttl` seconds. `clock`
+    (seconds, monotonic) is what the cache's ages are read from; tests may replace it.
     """
 
-    def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
         self._ttl = ttl
+        self.clock = clock
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
 
     async def resolve(self, secret: str) -> Principal | None:
         if not secret or len(secret) > 256:
             return None
         digest = hash_secret(secret)
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
