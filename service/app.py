@@ -15,6 +15,7 @@ from .core.auth import KeyResolver
 from .core.ratelimit import Gate, ReplayCache
 from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
+from .core.segment_cache import SegmentCache
 from .core.signing import LinkSigner
 from .core.unauth import UnauthLimiter
 from .db.migrate import check_current
@@ -27,7 +28,6 @@ from .web.drain import Drain
 from .web.expect import defer_continue
 from .web.fields import any_segment
 from .web.keys import (
-    CACHE_REDIS,
     CONNECTIONS,
     DRAIN,
     EXPORTS,
@@ -36,6 +36,7 @@ from .web.keys import (
     METRICS,
     POOL,
     REDIS,
+    SEGMENT_CACHE,
     SETTINGS,
     SIGNER,
     UNAUTH,
@@ -85,10 +86,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
         raise
     app[REDIS] = client
-    app[CACHE_REDIS] = client if cache_client is None else cache_client
     cache = None if cache_client is None else ReplayCache(cache_client, PipelinedRedis.for_client(cache_client))
     app[GATE] = Gate(client, settings.rate_limit_failure_mode, on_redis_failure=app[METRICS].redis_failure,
                      pipe=PipelinedRedis.for_client(client), cache=cache)
+    app[SEGMENT_CACHE] = SegmentCache(client if cache_client is None else cache_client)
     yield
     await app[GATE].aclose()
     if cache_client is not None:

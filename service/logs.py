@@ -101,7 +101,6 @@ class JsonLineHandler(logging.StreamHandler):
 
 
 _ACCESS = logging.getLogger("service.access")
-_handler: JsonLineHandler | None = None
 
 
 _second: tuple[int, str] = (-1, "")
@@ -123,12 +122,13 @@ def log_access(fields: dict[str, Any]) -> None:
 
     When the JSON handler of configure_logging is the only one (the server), the line is encoded
     here and queued on it; otherwise (tests capturing logs, text format) it goes through logging.
+    The handler is found where logging keeps it, on the root logger: no copy of it to keep in step.
     """
     if not _ACCESS.isEnabledFor(logging.INFO):
         return
-    handler = _handler
     root_handlers = logging.root.handlers
-    if (handler is None or len(root_handlers) != 1 or root_handlers[0] is not handler or _ACCESS.handlers
+    handler = root_handlers[0] if len(root_handlers) == 1 else None
+    if (type(handler) is not JsonLineHandler or type(handler.formatter) is not JsonFormatter or _ACCESS.handlers
             or _ACCESS.disabled or not _ACCESS.propagate or handler.level > logging.INFO or handler.filters
             or _ACCESS.filters or logging.root.filters):
         _ACCESS.info("request", extra=fields)
@@ -170,9 +170,7 @@ _MALFORMED = MalformedRequests()
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route every logger to stderr in the chosen format."""
-    global _handler
     handler = JsonLineHandler(sys.stderr) if fmt == "json" else logging.StreamHandler(sys.stderr)
-    _handler = handler if fmt == "json" else None
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

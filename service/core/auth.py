@@ -10,6 +10,7 @@ import secrets
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..db import orgs
@@ -98,12 +99,14 @@ class KeyResolver:
 
     Answers (including "no such key") are cached in-process for `ttl` seconds, so the hot path
     makes no database query; a revocation therefore takes effect within `ttl` seconds. A key that
-    cannot be ours (could_be_ours) is refused without a query.
+    cannot be ours (could_be_ours) is refused without a query. `clock` (seconds, monotonic) is what
+    the cache's ages are read from; tests may replace it.
     """
 
-    def __init__(self, pool: Pool, ttl: float) -> None:
+    def __init__(self, pool: Pool, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = pool
         self._ttl = ttl
+        self.clock = clock
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
 
     def cached(self, secret: str) -> Principal | None:
@@ -117,7 +120,7 @@ class KeyResolver:
         if not secret or len(secret) > 256 or not could_be_ours(secret):
             return None
         digest = hash_secret(secret)
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]

@@ -3,9 +3,10 @@
 Why: redis-py's asyncio client costs a few hundred microseconds of CPU per call (a pooled
 connection checked out and back, an asyncio stream, a timeout context per read, a general RESP3
 parser), and the hot paths make exactly one call per request. This client keeps one connection,
-writes every command issued in one event-loop turn with one write(2), and parses the few RESP2
-reply types the gate gets (`resp.py`). Its failures are redis-py's exceptions (ConnectionError, TimeoutError,
-NoScriptError, ResponseError), so the gate's fail-open / fail-closed handling is the same.
+writes every command issued in one event-loop turn with one write(2), and parses the replies with
+hiredis's `Reader` (simple strings come back as bytes). Its failures are redis-py's exceptions
+(ConnectionError, TimeoutError, and each error reply as the class redis-py gives it: NoScriptError,
+BusyLoadingError, OutOfMemoryError...), so the gate's fail-open / fail-closed handling is the same.
 
 Only a plain TCP single server is handled (`for_client` answers None for TLS, a Unix socket, a
 cluster or a test double): those keep using redis-py.
@@ -19,21 +20,71 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    MasterDownError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .resp import Incomplete, bulk_strings, encode, parse, text_bulk_strings
+# an error reply's first word, and the class redis-py raises for it (else ResponseError): LOADING and
+# MASTERDOWN are outages to the gate, NOSCRIPT reloads the script, OOM and READONLY refuse a cache write
+_ERRORS: dict[str, type[RedisError]] = {
+    "NOSCRIPT": NoScriptError, "LOADING": BusyLoadingError, "OOM": OutOfMemoryError, "READONLY": ReadOnlyError,
+    "MASTERDOWN": MasterDownError, "WRONGPASS": AuthenticationError, "NOAUTH": AuthenticationError,
+    "NOPERM": NoPermissionError,
+}
+_MORE = object()  # Reader.gets(): the buffer ends inside a reply
+
+
+def _error(reply: ResponseError) -> Exception:
+    """redis-py's exception class for an error reply."""
+    message = str(reply)
+    specific = _ERRORS.get(message.partition(" ")[0])
+    return reply if specific is None else specific(message)
+
+
+def bulk_strings(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """Arguments as RESP bulk strings (str as UTF-8, numbers as their decimal text)."""
+    parts = []
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def encode(args: tuple[Any, ...]) -> bytes:
+    """A command as a RESP array of bulk strings."""
+    return b"*%d\r\n" % len(args) + bulk_strings(args)
+
+
+def text_bulk_strings(texts: list[str]) -> bytes:
+    """Like bulk_strings for str arguments, encoded once for all of them (keys are ASCII here)."""
+    joined = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
+    return joined.encode() if joined.isascii() else bulk_strings(texts)
 
 
 class _Protocol(asyncio.Protocol):
+    """One connection's bytes, parsed by its own hiredis Reader."""
+
     def __init__(self, owner: PipelinedRedis) -> None:
         self._owner = owner
+        self.reader = hiredis.Reader(protocolError=RedisConnectionError, replyError=ResponseError,
+                                     notEnoughData=_MORE)
 
     def data_received(self, data: bytes) -> None:
-        self._owner._received(self, data)
+        self.reader.feed(data)
+        self._owner._received(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._lost(self, exc)
@@ -60,7 +111,6 @@ class PipelinedRedis:
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
-        self._buffer = b""
         self._closed = False
         # EVALSHA's constant parts, encoded once: the head per (script, key count, argument count), and
         # the arguments per tuple (integers only: as dict keys 1, 1.0 and True are the same)
@@ -154,7 +204,7 @@ class PipelinedRedis:
         except OSError as exc:
             raise RedisConnectionError(f"Error {exc.errno} connecting to {self._address[0]}:{self._address[1]}. "
                                        f"{exc.strerror or exc}") from None
-        self._transport, self._protocol, self._buffer = transport, protocol, b""
+        self._transport, self._protocol = transport, protocol
         try:
             for command in self._hello:
                 await self._send(encode(command))
@@ -162,30 +212,22 @@ class PipelinedRedis:
             self._fail(RedisConnectionError("Redis refused the connection's AUTH or SELECT"))
             raise
 
-    def _received(self, protocol: _Protocol, data: bytes) -> None:
+    def _received(self, protocol: _Protocol) -> None:
         if protocol is not self._protocol:
             return
-        buf = self._buffer + data if self._buffer else data
-        pos = 0
-        pending = self._pending
+        gets, pending = protocol.reader.gets, self._pending
         try:
-            while pos < len(buf):
-                reply, pos = parse(buf, pos)
+            while (reply := gets()) is not _MORE:
                 future, _ = pending.popleft()
                 if future.done():  # its caller was cancelled
                     continue
-                # an error reply: BusyLoadingError (LOADING, a restarting server) is a ConnectionError,
-                # not a ResponseError, and must fail the call too (the gate's outage path)
-                if isinstance(reply, RedisError):
-                    future.set_exception(reply)
+                if isinstance(reply, ResponseError):
+                    future.set_exception(_error(reply))
                 else:
                     future.set_result(reply)
-        except Incomplete:
-            pass
-        except (RedisConnectionError, ValueError, IndexError) as exc:
+        except (RedisConnectionError, IndexError) as exc:
+            # a corrupt stream, or a reply nobody asked for: the connection cannot be trusted any more
             self._fail(RedisConnectionError(f"unreadable reply from Redis: {exc}"))
-            return
-        self._buffer = buf[pos:]
 
     def _check_timeout(self) -> None:
         """Fail every waiting command once the oldest has waited longer than the socket timeout."""
@@ -204,7 +246,6 @@ class PipelinedRedis:
     def _fail(self, error: Exception) -> None:
         """Drop the connection; every command waiting on it fails with `error`."""
         transport, self._transport, self._protocol = self._transport, None, None
-        self._buffer = b""
         self._out.clear()
         pending, self._pending = self._pending, deque()
         for future, _ in pending:

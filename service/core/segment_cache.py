@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from ..db import segments as segment_db
 from ..db.segments import PageRow
@@ -35,54 +34,54 @@ CACHE_TTL_SECONDS = 3600
 MARKER_EVERY = 50
 # fields and TTL in one atomic call (also on a cluster: one key, one slot)
 _REMEMBER = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
-# per client, so that one app's outage does not silence another's cache (tests run several apps)
-_breakers: weakref.WeakKeyDictionary[Redis, Breaker] = weakref.WeakKeyDictionary()
 
 
 def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int) -> str:
     return org_key(str(org_id), f"seg:{segment_id}:{version}")
 
 
-def _breaker(redis: Redis) -> Breaker:
-    breaker = _breakers.get(redis)
-    if breaker is None:
-        breaker = _breakers[redis] = Breaker()
-    return breaker
+@dataclass
+class SegmentCache:
+    """One app's segment cache: its Redis client, and its own breaker (one app's outage does not
+    silence another's cache: tests run several apps)."""
+
+    redis: Redis | RedisCluster
+    breaker: Breaker = field(default_factory=Breaker)
 
 
-async def _read(redis: Redis, key: str, *fields: str) -> list[bytes | None]:
-    breaker = _breaker(redis)
-    if breaker.resting():
+async def _read(cache: SegmentCache, key: str, *fields: str) -> list[bytes | None]:
+    if cache.breaker.resting():
         return [None] * len(fields)
     try:
-        return await redis.hmget(key, list(fields))
+        return await cache.redis.hmget(key, list(fields))
     except REDIS_DOWN:
-        breaker.trip()
+        cache.breaker.trip()
         log.warning("segment cache unavailable; PostgreSQL counts and walks")
         return [None] * len(fields)
 
 
-async def _write(redis: Redis, key: str, fields: dict[str, Any]) -> None:
-    pairs = [item for field, value in fields.items() for item in (field, value)]
-    await _breaker(redis).cache_write("segment cache", lambda: redis.eval(_REMEMBER, 1, key, CACHE_TTL_SECONDS, *pairs))
+async def _write(cache: SegmentCache, key: str, fields: dict[str, Any]) -> None:
+    pairs = [item for name, value in fields.items() for item in (name, value)]
+    await cache.breaker.cache_write(
+        "segment cache", lambda: cache.redis.eval(_REMEMBER, 1, key, CACHE_TTL_SECONDS, *pairs))
 
 
-async def _count(redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
+async def _count(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
                  filters: dict[str, Any]) -> int:
     total, counted_at = await segment_db.count_members(conn, org_id, filters)
     # remembered under the version the count really saw, which may be newer than the caller's
-    await _write(redis, cache_key(org_id, segment_id, counted_at), {"t": total})
+    await _write(cache, cache_key(org_id, segment_id, counted_at), {"t": total})
     return total
 
 
-async def segment_total(redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
+async def segment_total(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
                         filters: dict[str, Any], version: int | None) -> int:
     """How many contacts the segment holds at `version` (None: unknown, count now)."""
     if version is not None:
-        (cached,) = await _read(redis, cache_key(org_id, segment_id, version), "t")
+        (cached,) = await _read(cache, cache_key(org_id, segment_id, version), "t")
         if cached is not None:
             return int(cached)
-    return await _count(redis, conn, org_id, segment_id, filters)
+    return await _count(cache, conn, org_id, segment_id, filters)
 
 
 @dataclass(frozen=True)
@@ -92,15 +91,15 @@ class SegmentPage:
 
 
 async def read_page(
-    redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, filters: dict[str, Any],
+    cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, filters: dict[str, Any],
     version: int, limit: int, skip: int, attribute_keys: list[str],
 ) -> SegmentPage:
     """A page of the segment and its total: one Redis read, the page query, and what was learnt."""
     key = cache_key(org_id, segment_id, version)
     end = skip + limit
-    cached_total, start, end_known = await _read(redis, key, "t", f"p{skip}", f"p{end}")
+    cached_total, start, end_known = await _read(cache, key, "t", f"p{skip}", f"p{end}")
     total = int(cached_total) if cached_total is not None else await _count(
-        redis, conn, org_id, segment_id, filters)
+        cache, conn, org_id, segment_id, filters)
     after = None if start is None else int(start)
     page = await segment_db.member_page(conn, org_id, filters, limit, skip, attribute_keys, after)
     learnt: dict[str, str] = {}
@@ -109,5 +108,5 @@ async def read_page(
     if page.last is not None and len(page.rows) == limit and end % MARKER_EVERY == 0 and end_known is None:
         learnt[f"p{end}"] = str(page.last)
     if learnt and page.version == version:
-        await _write(redis, key, learnt)
+        await _write(cache, key, learnt)
     return SegmentPage(total, page.rows)

@@ -25,7 +25,7 @@ from .auth import guarded, principal_of
 from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, path_uuid
 from .jsonio import PERSONAL, raw_json_response
-from .keys import CACHE_REDIS, POOL, SETTINGS, SIGNER
+from .keys import POOL, SEGMENT_CACHE, SETTINGS, SIGNER
 from .render import iso
 
 routes = web.RouteTableDef()
@@ -100,7 +100,7 @@ async def segment_links(request: web.Request) -> web.Response:
     limit, skip, keys = query["limit"], query["skip"], query["attributeKeys"]
     async with request.app[POOL].acquire() as conn:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
-        page = await read_page(request.app[CACHE_REDIS], conn, org_id, segment_id, context.filters,
+        page = await read_page(request.app[SEGMENT_CACHE], conn, org_id, segment_id, context.filters,
                                context.contacts_version, limit, skip, keys)
     exp, expires_at = expiry(query["expirationDays"])
     tokens = request.app[SIGNER].contact_tokens(seq, [row.contact_id for row in page.rows], exp)

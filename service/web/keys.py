@@ -7,6 +7,7 @@ from aiohttp import web
 from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
+from ..core.segment_cache import SegmentCache
 from ..core.signing import LinkSigner
 from ..core.unauth import UnauthLimiter
 from ..db.pool import Pool
@@ -19,8 +20,8 @@ from .limits import Slots
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", Pool)
 REDIS = web.AppKey[RedisClient]("redis")  # one server or a cluster: the rate-limit buckets (truth)
-CACHE_REDIS = web.AppKey[RedisClient]("cache_redis")  # the segment cache's (CACHE_REDIS_URL, else REDIS's)
 GATE = web.AppKey("gate", Gate)
+SEGMENT_CACHE = web.AppKey("segment_cache", SegmentCache)
 KEYS = web.AppKey("keys", KeyResolver)
 UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)

@@ -13,7 +13,7 @@ from .auth import guarded, principal_of
 from .contact_schemas import SegmentCreateSchema
 from .fields import MANAGEMENT, load, path_uuid
 from .jsonio import json_response, read_json
-from .keys import CACHE_REDIS, POOL
+from .keys import POOL, SEGMENT_CACHE
 from .render import iso
 
 routes = web.RouteTableDef()
@@ -35,7 +35,7 @@ async def create_segment(request: web.Request) -> web.Response:
     org_id = principal_of(request).org_id
     async with request.app[POOL].acquire() as conn:
         segment = await segment_db.insert_segment(conn, org_id, data["title"], data["filters"])
-        total = await segment_total(request.app[CACHE_REDIS], conn, org_id, segment.id, segment.filters, None)
+        total = await segment_total(request.app[SEGMENT_CACHE], conn, org_id, segment.id, segment.filters, None)
     return json_response({"data": segment_json(segment, total)}, status=201)
 
 
@@ -50,5 +50,5 @@ async def get_segment(request: web.Request) -> web.Response:
         if found is None:
             raise NotFound("segment", field="segmentId")
         segment, version = found
-        total = await segment_total(request.app[CACHE_REDIS], conn, org_id, segment.id, segment.filters, version)
+        total = await segment_total(request.app[SEGMENT_CACHE], conn, org_id, segment.id, segment.filters, version)
     return json_response({"data": segment_json(segment, total)})

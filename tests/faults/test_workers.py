@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Tenant
 from tests.faults.conftest import new_tenant, signing_keys_env
 from tests.helpers import links_path, wait_until
+from tests.ops.serving import alive
 
 BASE = "/api/v2/management"
 
@@ -106,7 +107,11 @@ async def test_worker_killed_mid_requests_loses_nothing_and_retries_do_not_dupli
         # each worker's pool holds 10 connections: more than 10 waiting means both workers are in
         await wait_until(lambda: _waiting_on_lock(database_url, 12), timeout=15)
         os.kill(victim, signal.SIGKILL)
-        await asyncio.sleep(0.3)
+
+        async def victim_dead() -> bool:
+            return not alive(victim)
+
+        await wait_until(victim_dead, timeout=10, interval=0.01)  # before its transactions can go on
     finally:
         await lock.rollback()
     await asyncio.wait_for(runner, 60)

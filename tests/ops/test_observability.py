@@ -19,7 +19,7 @@ from service.metrics import Metrics
 from service.web.drain import Drain
 from service.web.keys import DRAIN, METRICS
 from service.web.middlewares import edge_middleware
-from tests.helpers import create_survey, links_path
+from tests.helpers import create_survey, links_path, wait_until
 from tests.ops.metrics_text import parse_samples, series, value
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -221,7 +221,9 @@ async def test_a_client_gone_before_its_body_is_read_is_not_a_postgresql_outage(
 
     async def handler(request: web.Request) -> web.Response:
         request.transport.abort()  # the client goes away while the handler is busy elsewhere
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            while request.content.exception() is None:  # until the loss reaches the body stream
+                await asyncio.sleep(0)
         await read_json(request)
         return web.Response()
 
@@ -240,11 +242,11 @@ async def test_a_client_gone_before_its_body_is_read_is_not_a_postgresql_outage(
                                    headers={"X-Request-Id": "gone-1"})
     finally:
         await runner.cleanup()
-    for _ in range(50):
-        if any(getattr(r, "request_id", None) == "gone-1" for r in caplog.records):
-            break
-        await asyncio.sleep(0.05)
-    line = next(r for r in caplog.records if r.name == "service.access" and getattr(r, "request_id", None) == "gone-1")
+
+    async def logged() -> list:
+        return [r for r in caplog.records if r.name == "service.access" and getattr(r, "request_id", None) == "gone-1"]
+
+    (line,) = await wait_until(logged, timeout=10, interval=0.01)
     assert line.status == 499  # nginx's "client closed request"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
     app[METRICS].flush()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -28,6 +31,23 @@ async def _worker_counts(served: serving.Served) -> dict[int, float]:
         async with http.get(served.base_url + "/metrics") as resp:
             samples = parse_samples(await resp.text())
     return {int(dict(labels)["pid"]): v for labels, v in series(samples, "sls_worker_requests").items()}
+
+
+def _accepted_by_a_worker(served: serving.Served, client_port: int) -> bool:
+    """Whether a worker process holds the server end of our connection (accepted, not in the backlog)."""
+    sockets = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.rpartition(":")[2], 16) == served.port and int(remote.rpartition(":")[2], 16) == client_port:
+            sockets.add(f"socket:[{fields[9]}]")
+    for pid in served.worker_pids():
+        with contextlib.suppress(OSError):  # a worker that just went
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in sockets:
+                        return True
+    return False
 
 
 async def _port_closed(port: int) -> bool:
@@ -71,7 +91,9 @@ async def test_two_workers_share_the_port_and_sigterm_drains_then_stops_everythi
         + body[:5]
     )
     await writer.drain()
-    await asyncio.sleep(0.5)  # the handler is now waiting for the rest of the body
+    client_port = writer.get_extra_info("sockname")[1]
+    # a worker has accepted the connection, and with it the headers: its handler waits for the rest
+    await serving.wait_for(lambda: _accepted_by_a_worker(served, client_port), timeout=10, interval=0.01)
     served.proc.send_signal(signal.SIGTERM)
     # the listening sockets close at once, while the slow request is still being served
     await serving.wait_for(lambda: _port_closed(served.port), timeout=10)

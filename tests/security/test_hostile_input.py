@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 from urllib.parse import quote
 
+from service.web.keys import DRAIN
 from tests.contact_helpers import contact_link_path, segment_links_path
-from tests.helpers import links_path, table_snapshot
+from tests.helpers import links_path, table_snapshot, wait_until
 from tests.security.conftest import M, family_error
 
 
@@ -224,12 +225,21 @@ async def test_malformed_http_is_refused_by_the_parser_and_the_server_stays_up(c
         assert status is not None and 400 <= status < 500, (name, answer[:200])
     # a body cut short: the client declares 100 bytes, sends 10 and goes away
     _, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    drain = client.app[DRAIN]  # the requests in flight
     writer.write(b"POST /api/v2/management/surveys HTTP/1.1\r\n" + h + key
                  + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\": ")
     await writer.drain()
+
+    async def in_flight() -> bool:
+        return drain.active == 1
+
+    async def done() -> bool:
+        return drain.active == 0
+
+    await wait_until(in_flight, timeout=10, interval=0.01)  # its handler waits for the rest of the body
     writer.close()
     await writer.wait_closed()
-    await asyncio.sleep(0.2)
+    await wait_until(done, timeout=10, interval=0.01)  # and is over, however it ended
     assert not [r for r in caplog.records if r.levelname == "ERROR" and "unexpected" in r.getMessage()]
     assert await table_snapshot(db) == before
     resp = await client.get(f"{M}/surveys/{world.survey_id}", headers=world.tenant.headers)

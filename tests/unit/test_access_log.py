@@ -36,15 +36,15 @@ def stream(monkeypatch):
     fake = Stream()
     monkeypatch.setattr("sys.stderr", fake)
     logs.configure_logging("INFO", "json")
+    (fake.handler,) = [h for h in root.handlers if isinstance(h, logs.JsonLineHandler)]
     yield fake
     root.handlers[:], _ = saved[0], root.setLevel(saved[1])
-    monkeypatch.setattr(logs, "_handler", None)
     logging.getLogger("aiohttp.server").removeFilter(logs._MALFORMED)
 
 
-def _only_ours() -> None:
+def _only_ours(stream: Stream) -> None:
     """Drop the capture handlers pytest adds for the test's call phase, as in the server."""
-    logging.getLogger().handlers[:] = [logs._handler]
+    logging.getLogger().handlers[:] = [stream.handler]
 
 
 def _reference_line(fields: dict) -> dict:
@@ -54,9 +54,9 @@ def _reference_line(fields: dict) -> dict:
 
 
 def test_same_line_as_the_formatter_outside_a_loop(stream, monkeypatch):
-    _only_ours()
+    _only_ours(stream)
     sent = []
-    monkeypatch.setattr(logs._handler, "add_line", lambda line: sent.append(line) or stream.buffer.write(line))
+    monkeypatch.setattr(stream.handler, "add_line", lambda line: sent.append(line) or stream.buffer.write(line))
     logs.log_access(FIELDS)
     assert len(sent) == 1  # the fast path, not a LogRecord
     (line,) = stream.lines()
@@ -67,7 +67,7 @@ def test_same_line_as_the_formatter_outside_a_loop(stream, monkeypatch):
 
 
 def test_lines_of_one_loop_turn_are_written_together_and_in_order(stream):
-    _only_ours()
+    _only_ours(stream)
 
     async def main() -> None:
         logs.log_access({**FIELDS, "request_id": "a"})

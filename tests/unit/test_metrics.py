@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -71,3 +72,22 @@ def test_made_up_methods_share_one_key():
     assert len(metrics._request_children) == 1
     text = generate_latest(metrics.registry).decode()
     assert 'sls_http_requests_total{method="OTHER",route="unmatched",status="405"} 50.0' in text
+
+
+def test_many_latencies_on_and_just_past_a_bound_stay_in_their_buckets():
+    # each bucket's latencies are observed at their mean: rounding must not carry it across a bound
+    metrics = Metrics()
+    just_past = math.nextafter(0.01, 1.0)
+    # 100 times 0.005 add up to a mean just above 0.005, 1000 times just_past to one at or below 0.01
+    for _ in range(100):
+        metrics.observe_request("GET", "/a", 200, 0.005)
+        metrics.observe_request("GET", "/a", 200, 0.1)
+    for _ in range(1000):
+        metrics.observe_request("GET", "/a", 200, just_past)
+    metrics.flush()
+    buckets = {dict(labels)["le"]: value for (name, labels), value
+               in _samples(metrics.registry, "sls_http_request_duration_seconds_bucket").items()}
+    assert buckets["0.0025"] == 0 and buckets["0.005"] == 100 and buckets["0.01"] == 100
+    assert buckets["0.025"] == 1100 and buckets["0.05"] == 1100 and buckets["0.1"] == 1200 and buckets["+Inf"] == 1200
+    total = _samples(metrics.registry, "sls_http_request_duration_seconds_sum")
+    assert abs(sum(total.values()) - (100 * (0.005 + 0.1) + 1000 * just_past)) < 1e-9

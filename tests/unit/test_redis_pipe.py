@@ -9,14 +9,22 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.core.ratelimit import GATE_SCRIPT, org_key
-from service.core.redis_pipe import PipelinedRedis
-from service.core.resp import Incomplete, parse
+from service.core.redis_pipe import PipelinedRedis, _Protocol
 from service.embedded import free_port
+from tests.helpers import wait_until
 
 SHA = hashlib.sha1(GATE_SCRIPT.encode()).hexdigest()
 
@@ -57,7 +65,7 @@ async def test_many_concurrent_commands_get_their_own_replies(pipe, direct):
 async def test_large_values_and_nested_replies(pipe):
     key = f"pipe:{uuid.uuid4().hex}"
     big = b"x" * 1_000_000  # arrives in many chunks
-    assert await pipe.execute("SET", key, big) == "OK"
+    assert await pipe.execute("SET", key, big) == b"OK"
     assert await pipe.execute("GET", key) == big
     assert await pipe.execute("EVAL", "return {1, {2, 'a'}, false, {}}", 0) == [1, [2, b"a"], None, []]
     assert await pipe.execute("GET", f"{key}:missing") is None
@@ -67,7 +75,7 @@ async def test_error_reply_fails_only_its_command(pipe):
     key = f"pipe:{uuid.uuid4().hex}"
     results = await asyncio.gather(pipe.execute("SET", key, "1"), pipe.execute("NOSUCHCOMMAND"),
                                    pipe.execute("INCR", key), return_exceptions=True)
-    assert results[0] == "OK" and isinstance(results[1], ResponseError) and results[2] == 2
+    assert results[0] == b"OK" and isinstance(results[1], ResponseError) and results[2] == 2
 
 
 async def test_flushed_script_is_loaded_again(pipe, direct):
@@ -86,22 +94,29 @@ async def test_unreachable_server_is_a_connection_error():
 
 
 async def test_connection_killed_fails_waiting_commands_then_reconnects(pipe, direct):
-    assert await pipe.execute("CLIENT", "SETNAME", "gate-pipe") == "OK"
-    blocked = asyncio.ensure_future(pipe.execute("BLPOP", f"pipe:{uuid.uuid4().hex}", 0.8))
-    await asyncio.sleep(0.1)
+    assert await pipe.execute("CLIENT", "SETNAME", "gate-pipe") == b"OK"
+    blocked = asyncio.ensure_future(pipe.execute("BLPOP", f"pipe:{uuid.uuid4().hex}", 0))
+
+    async def blocked_in_redis() -> bool:
+        return any(c["name"] == "gate-pipe" and c["cmd"] == "blpop" for c in await direct.client_list())
+
+    await wait_until(blocked_in_redis, timeout=10, interval=0.01)
     await direct.client_kill_filter(_type="normal", skipme=True)
     with pytest.raises(RedisConnectionError):
-        await blocked
-    assert await pipe.execute("PING") == "PONG"
+        async with asyncio.timeout(10):
+            await blocked
+    assert await pipe.execute("PING") == b"PONG"
 
 
 async def test_a_reply_that_does_not_come_times_out_and_the_next_command_works(redis_url):
     pipe = PipelinedRedis.for_client(aioredis.Redis.from_url(redis_url, socket_timeout=0.3))
     started = time.monotonic()
+    # the reply never comes (BLPOP ... 0 blocks for ever): only the socket timeout ends the wait
     with pytest.raises(RedisTimeoutError):
-        await pipe.execute("BLPOP", f"pipe:{uuid.uuid4().hex}", 2)
-    assert 0.3 <= time.monotonic() - started < 1.0
-    assert await pipe.execute("PING") == "PONG"
+        async with asyncio.timeout(30):
+            await pipe.execute("BLPOP", f"pipe:{uuid.uuid4().hex}", 0)
+    assert time.monotonic() - started >= 0.3
+    assert await pipe.execute("PING") == b"PONG"
     await pipe.aclose()
 
 
@@ -111,13 +126,13 @@ async def test_database_and_password_from_the_url(redis_url, direct):
         url = redis_url.replace("redis://", "redis://:s3cret@").rsplit("/", 1)[0] + "/2"
         pipe = PipelinedRedis.for_client(aioredis.Redis.from_url(url))
         key = f"pipe:{uuid.uuid4().hex}"
-        assert await pipe.execute("SET", key, "in db 2") == "OK"
+        assert await pipe.execute("SET", key, "in db 2") == b"OK"
         await pipe.aclose()
         other = aioredis.Redis.from_url(url)
         assert await other.get(key) == b"in db 2"
         await other.aclose()
         wrong = PipelinedRedis.for_client(aioredis.Redis.from_url(redis_url.replace("redis://", "redis://:nope@")))
-        with pytest.raises(ResponseError):
+        with pytest.raises(AuthenticationError):  # WRONGPASS, as redis-py raises it: a ConnectionError
             await wrong.execute("PING")
         await wrong.aclose()
     finally:
@@ -141,28 +156,82 @@ def test_only_plain_tcp_single_servers_get_a_pipe():
     assert PipelinedRedis.for_client(fakeredis.aioredis.FakeRedis()) is None
 
 
-def test_parser_waits_for_whole_replies():
+class _Transport(asyncio.Transport):
+    """Takes the pipe's writes; the test plays the server's side by hand."""
 
-    whole = b"*3\r\n:1\r\n$5\r\nhello\r\n*-1\r\n"
-    assert parse(whole, 0) == ([1, b"hello", None], len(whole))
-    for cut in range(1, len(whole)):
-        with pytest.raises(Incomplete):
-            parse(whole[:cut], 0)
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
 
 
-@pytest.mark.parametrize(("reply", "value"), [
+def _connected_by_hand() -> tuple[PipelinedRedis, _Protocol, _Transport]:
+    pipe = PipelinedRedis("127.0.0.1", free_port())
+    protocol, transport = _Protocol(pipe), _Transport()
+    pipe._protocol, pipe._transport = protocol, transport
+    return pipe, protocol, transport
+
+
+REPLIES = [
     (b"*7\r\n:-12\r\n$0\r\n\r\n$-1\r\n$4\r\na\r\nb\r\n+OK\r\n*2\r\n:3\r\n$1\r\nx\r\n*0\r\n",
-     [-12, b"", None, b"a\r\nb", "OK", [3, b"x"], []]),
-    (b"*2\r\n$3\r\nabc\r\n-ERR inside\r\n", [b"abc", "error"]),
-])
-def test_arrays_of_every_item_kind_whole_and_cut(reply, value):
-    # the array reader takes integers and bulk strings inline; everything else goes through _parse
-    from redis.exceptions import ResponseError
+     [-12, b"", None, b"a\r\nb", b"OK", [3, b"x"], []]),
+    (b"-NOSCRIPT No matching script. Please use EVAL.\r\n", NoScriptError),
+    (b"-LOADING Redis is loading the dataset in memory\r\n", BusyLoadingError),
+    (b"-OOM command not allowed when used memory > 'maxmemory'.\r\n", OutOfMemoryError),
+    (b"-READONLY You can't write against a read only replica.\r\n", ReadOnlyError),
+    (b"-MASTERDOWN Link with MASTER is down\r\n", MasterDownError),
+    (b"-WRONGPASS invalid username-password pair\r\n", AuthenticationError),
+    (b"-ERR unknown command 'NOSUCHCOMMAND'\r\n", ResponseError),
+    (b"$5\r\nhello\r\n", b"hello"),
+]
 
 
-    parsed, end = parse(reply + b":9\r\n", 0)
-    assert end == len(reply)
-    assert [("error" if isinstance(item, ResponseError) else item) for item in parsed] == value
-    for cut in range(1, len(reply)):
-        with pytest.raises(Incomplete):
-            parse(reply[:cut], 0)
+async def _outcomes(futures):
+    out = []
+    for outcome in await asyncio.gather(*futures, return_exceptions=True):
+        out.append((type(outcome), str(outcome)) if isinstance(outcome, Exception) else outcome)
+    return out
+
+
+async def test_replies_cut_anywhere_answer_their_commands_in_order():
+    stream = b"".join(reply for reply, _ in REPLIES)
+    for cut in range(1, len(stream)):
+        pipe, protocol, _ = _connected_by_hand()
+        futures = [pipe._send(b"command") for _ in REPLIES]
+        protocol.data_received(stream[:cut])
+        assert sum(future.done() for future in futures) < len(REPLIES)
+        protocol.data_received(stream[cut:])
+        outcomes = await _outcomes(futures)
+        for (reply, expected), outcome in zip(REPLIES, outcomes, strict=True):
+            if isinstance(expected, type):
+                # exactly redis-py's class for that error reply, with Redis's message
+                assert outcome == (expected, reply[1:-2].decode()), (cut, reply)
+            else:
+                assert outcome == expected, (cut, reply)
+        await pipe.aclose()
+
+
+async def test_a_corrupt_stream_fails_the_waiting_commands_and_drops_the_connection():
+    pipe, protocol, transport = _connected_by_hand()
+    waiting = [pipe._send(b"command"), pipe._send(b"command")]
+    protocol.data_received(b":1\r\n?what\r\n")
+    assert await waiting[0] == 1
+    with pytest.raises(RedisConnectionError, match="unreadable reply from Redis"):
+        await waiting[1]
+    assert transport.aborted and pipe._transport is None
+    await pipe.aclose()
+
+
+async def test_a_reply_nobody_asked_for_drops_the_connection():
+    pipe, protocol, transport = _connected_by_hand()
+    waiting = pipe._send(b"command")
+    protocol.data_received(b":1\r\n:2\r\n")
+    assert await waiting == 1
+    assert transport.aborted and pipe._transport is None
+    await pipe.aclose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import random
 
@@ -159,3 +161,12 @@ def test_link_length_for_a_30_character_base_url():
     signer = LinkSigner([SigningKey("k2", NEW.secret)])
     assert len(f"{base}/c/{signer.contact_token(1234, 1_234_567, None)}") == 143
     assert len(f"{base}/c/{signer.contact_token(1234, 1_234_567, 1_767_225_600)}") == 165
+
+
+@pytest.mark.parametrize("secret_length", [32, 64, 65, 200])
+def test_created_link_mac_is_the_standard_hmac(secret_length):
+    # links already handed out must keep opening: the MAC is HMAC-SHA256 as hmac computes it, truncated
+    key = SigningKey("k3", bytes(range(7, 7 + secret_length)))
+    token = LinkSigner([key]).created_link_token("Zx9-public_id")
+    expected = hmac.new(key.secret, b"survey-link:Zx9-public_id", hashlib.sha256).digest()[:16]
+    assert token == f"k3.Zx9-public_id.{b64(expected)}"
