@@ -36,14 +36,19 @@ BREAKER_SECONDS = 1.0
 
 def refusal(exc: RedisError) -> str | None:
     """Redis's refusal of a write that `exc` carries ("OOM command not allowed ..."), or None for any
-    other error (a bug in what was sent, which must surface)."""
+    other error (a bug in what was sent, which must surface). Where in a script it happened (Redis 7
+    and Valkey add " script: on @user_script:65.") is left out: the refusal reads the same everywhere."""
     if isinstance(exc, OutOfMemoryError):
-        return f"OOM {exc}"
-    if isinstance(exc, ReadOnlyError):
-        return f"READONLY {exc}"
-    text = str(exc)
-    found = _REFUSED_WRITE.search(text)
-    return None if found is None else text[found.start():].lstrip("-")
+        text = f"OOM {exc}"
+    elif isinstance(exc, ReadOnlyError):
+        text = f"READONLY {exc}"
+    else:
+        text = str(exc)
+        found = _REFUSED_WRITE.search(text)
+        if found is None:
+            return None
+        text = text[found.start():].lstrip("-")
+    return text.partition(" script: ")[0]
 
 
 def org_key(org_id: str, suffix: str) -> str:

@@ -50,8 +50,10 @@ _MORE = object()  # Reader.gets(): the buffer ends inside a reply
 def _error(reply: ResponseError) -> Exception:
     """redis-py's exception class for an error reply."""
     message = str(reply)
-    specific = _ERRORS.get(message.partition(" ")[0])
-    return reply if specific is None else specific(message)
+    code, _, rest = message.partition(" ")
+    specific = _ERRORS.get(code)
+    # as redis-py's parser: the class names the code, the message is what follows it
+    return reply if specific is None else specific(rest)
 
 
 def bulk_strings(args: tuple[Any, ...] | list[Any]) -> bytes:

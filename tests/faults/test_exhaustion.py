@@ -15,6 +15,7 @@ import time
 import aiohttp
 import asyncpg
 
+from service.embedded import free_port
 from tests.conftest import Tenant
 from tests.faults.conftest import REPO, OwnPostgres, new_tenant, signing_keys_env
 from tests.helpers import links_path, wait_until
@@ -250,8 +251,8 @@ def test_serve_refuses_pools_that_cannot_fit(own_postgres: OwnPostgres, redis_ur
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update({"DATABASE_URL": own_postgres.url, "REDIS_URL": redis_url, "SIGNING_KEYS": signing_keys_env(),
                 "PG_POOL_MAX": "100", "LOG_FORMAT": "json", "TMPDIR": str(tmp_path)})
-    done = subprocess.run([sys.executable, "-m", "service", "serve", "--port", "0", "--workers", "2"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=60)
+    command = [sys.executable, "-m", "service", "serve", "--port", str(free_port()), "--workers", "2"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     lines = (done.stdout + done.stderr).splitlines()
     assert len(lines) == 1, lines

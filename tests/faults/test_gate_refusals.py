@@ -140,7 +140,7 @@ NOREPLICAS = "NOREPLICAS Not enough good replicas to write."
     (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), OOM),
     (ReadOnlyError("You can't write against a read only replica."), READONLY),
     (ResponseError(OOM), OOM),  # the pipelined connection keeps the code
-    (ResponseError(f"{OOM[:-1]}. script: 1f2e, on @user_script:65."), f"{OOM[:-1]}. script: 1f2e, on @user_script:65."),
+    (ResponseError(f"{OOM[:-1]}. script: 1f2e, on @user_script:65."), OOM),  # where in the script: left out
     (ResponseError(f"Error running script (call to f_1f2e): @user_script:65: @user_script: 65: -{OOM}"), OOM),
     (ResponseError(f"ERR Error running script (call to f_1f2e): @user_script:65: @user_script: 65: -{READONLY}"),
      READONLY),

@@ -171,7 +171,7 @@ async def test_cache_churn_on_an_evicting_cache_redis_never_resets_a_bucket(app_
     try:
         used = (await cache.info("memory"))["used_memory"]
         await cache.config_set("maxmemory-policy", "allkeys-lru")
-        await cache.config_set("maxmemory", used + 128 * 1024)
+        await cache.config_set("maxmemory", used + 256 * 1024)
         client = await app_with(own_redis.url, "closed", cache_redis.url)
 
         limited = await make_tenant(rate_limit="3/minute", link_quota=50)
