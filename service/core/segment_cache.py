@@ -1,11 +1,12 @@
 """What paging a segment remembers in Redis: its size, and where its pages start.
 
-Both live in one hash per (segment, contacts version), `{o:<org>}:seg:<segment>:<version>`:
-`t` is the number of members, and `p<n>` the id of the member at position n (1-based) in the
-page order. Every contact write bumps the organisation's
-contacts version in PostgreSQL, in the writing transaction, so a write makes the old hash unreachable
-at once (it expires on its own); segments never change after they are created, so (segment,
-version) determines both facts.
+Both live in one hash per (segment, contacts version, filters),
+`{o:<org>}:seg:<segment>:<version>:<digest of the filters>`: `t` is the number of members, and
+`p<n>` the id of the member at position n (1-based) in the page order. Every contact write bumps
+the organisation's contacts version in PostgreSQL, in the writing transaction, and editing a
+segment's filters changes their digest, so either makes the old hash unreachable at once, on every
+worker (it expires on its own): the filters and the version determine both facts. A reader that
+still holds the old filters writes under the old digest, which no reader of the new ones reads.
 
 With the member before a page known, the page is a keyset seek through the page index instead of
 an OFFSET walk over `skip` rows: paging on through a segment, or asking for the same deep page
@@ -17,12 +18,14 @@ does not answer (the gate's REDIS_DOWN errors), PostgreSQL does all the work; a 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis, RedisCluster
 
 from ..db import segments as segment_db
@@ -36,8 +39,10 @@ MARKER_EVERY = 50
 _REMEMBER = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
 
 
-def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int) -> str:
-    return org_key(str(org_id), f"seg:{segment_id}:{version}")
+def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int, filters: dict[str, Any]) -> str:
+    # sorted keys: the same tree has one digest whatever order its JSON came in
+    digest = hashlib.blake2b(orjson.dumps(filters, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+    return org_key(str(org_id), f"seg:{segment_id}:{version}:{digest}")
 
 
 @dataclass
@@ -70,7 +75,7 @@ async def _count(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUI
                  filters: dict[str, Any]) -> int:
     total, counted_at = await segment_db.count_members(conn, org_id, filters)
     # remembered under the version the count really saw, which may be newer than the caller's
-    await _write(cache, cache_key(org_id, segment_id, counted_at), {"t": total})
+    await _write(cache, cache_key(org_id, segment_id, counted_at, filters), {"t": total})
     return total
 
 
@@ -78,7 +83,7 @@ async def segment_total(cache: SegmentCache, conn: asyncpg.Connection, org_id: u
                         filters: dict[str, Any], version: int | None) -> int:
     """How many contacts the segment holds at `version` (None: unknown, count now)."""
     if version is not None:
-        (cached,) = await _read(cache, cache_key(org_id, segment_id, version), "t")
+        (cached,) = await _read(cache, cache_key(org_id, segment_id, version, filters), "t")
         if cached is not None:
             return int(cached)
     return await _count(cache, conn, org_id, segment_id, filters)
@@ -95,7 +100,7 @@ async def read_page(
     version: int, limit: int, skip: int, attribute_keys: list[str],
 ) -> SegmentPage:
     """A page of the segment and its total: one Redis read, the page query, and what was learnt."""
-    key = cache_key(org_id, segment_id, version)
+    key = cache_key(org_id, segment_id, version, filters)
     end = skip + limit
     cached_total, start, end_known = await _read(cache, key, "t", f"p{skip}", f"p{end}")
     total = int(cached_total) if cached_total is not None else await _count(

@@ -99,6 +99,63 @@ async def insert_contact(conn: asyncpg.Connection, org_id: uuid.UUID, attributes
     return Contact(**row)
 
 
+class _Missing(Exception):
+    """No such contact in the organisation: rolls back the version bump made before looking."""
+
+
+def _is_email_conflict(exc: asyncpg.UniqueViolationError) -> bool:
+    return exc.constraint_name == "contacts_email_idx"
+
+
+async def patch_contact(
+    conn: asyncpg.Connection, org_id: uuid.UUID, contact_id: int, attributes: dict[str, Any]
+) -> Contact | None:
+    """Merge attributes into a contact (a null removes one): None when there is no such contact,
+    DuplicateEmail when the new email is another contact's.
+
+    One UPDATE computes the merge from the row it locks, so concurrent patches of one contact
+    each apply on top of the other (no read-modify-write in between).
+    """
+    values = _set_values(attributes)
+    removed = sorted(k for k, v in attributes.items() if v is None)
+    try:
+        async with conn.transaction():
+            # the version row first, as every contact writer takes it first (no lock-order deadlock)
+            await bump_version(conn, org_id)
+            await ensure_attribute_keys(conn, org_id, attributes)  # as the bulk upsert: every key named
+            row = await conn.fetchrow(
+                "UPDATE contacts SET attributes = (attributes || $3::jsonb) - $4::text[], updated_at = now()"
+                " WHERE id = $1 AND org_id = $2 RETURNING id, attributes, created_at",
+                contact_id, org_id, values, removed,
+            )
+            if row is None:
+                raise _Missing()
+    except _Missing:
+        return None
+    except asyncpg.UniqueViolationError as exc:
+        if not _is_email_conflict(exc):
+            raise
+        raise DuplicateEmail() from None
+    return Contact(**row)
+
+
+async def delete_contact(conn: asyncpg.Connection, org_id: uuid.UUID, contact_id: int) -> bool:
+    """Erase a contact: its row (and so its attributes) and, by ON DELETE CASCADE, its opens.
+
+    False when the organisation has no such contact. Its links then fail opening's lookup (404).
+    """
+    try:
+        async with conn.transaction():
+            await bump_version(conn, org_id)
+            if await conn.fetchval(
+                "DELETE FROM contacts WHERE id = $1 AND org_id = $2 RETURNING id", contact_id, org_id
+            ) is None:
+                raise _Missing()
+    except _Missing:
+        return False
+    return True
+
+
 def merge_by_email(contacts: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One attribute set per email, later contacts of the same call overriding earlier ones."""
     merged: dict[str, dict[str, Any]] = {}

@@ -78,6 +78,28 @@ async def get_segment(
     return Segment(row["id"], row["title"], row["filters"], row["created_at"]), row["version"]
 
 
+async def update_segment(
+    conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, title: str | None,
+    filters: dict[str, Any] | None,
+) -> tuple[Segment, int] | None:
+    """Change the title and/or the filters (None keeps one), answered as get_segment answers; None when missing."""
+    row = await conn.fetchrow(
+        "UPDATE segments SET title = coalesce($3, title), filters = coalesce($4, filters)"
+        f" WHERE org_id = $1 AND id = $2 RETURNING id, title, filters, created_at, {_VERSION}",
+        org_id, segment_id, title, filters,
+    )
+    if row is None:
+        return None
+    return Segment(row["id"], row["title"], row["filters"], row["created_at"]), row["version"]
+
+
+async def delete_segment(conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID) -> bool:
+    """False when the organisation has no such segment."""
+    return await conn.fetchval(
+        "DELETE FROM segments WHERE org_id = $1 AND id = $2 RETURNING id", org_id, segment_id
+    ) is not None
+
+
 async def link_context(
     conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID | None
 ) -> LinkContext:

@@ -128,6 +128,10 @@ class ContactCreateSchema(Schema):
     attributes = Attributes(required=True)
 
 
+class ContactPatchSchema(ContactCreateSchema):
+    """PATCH /contacts/{id}: the attributes to merge, checked as on creation (a null removes one)."""
+
+
 class BulkContactsSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -156,12 +160,27 @@ def _nested(issues: list[Issue]) -> dict[Any, Any]:
     return root
 
 
+def _title(**kw: Any) -> Str:
+    """A segment's title, the same rule on creation and on PATCH."""
+    return Str(min_length=1, max_length=255, **kw)
+
+
 class SegmentCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    title = Str(required=True, min_length=1, max_length=255)
+    title = _title(required=True)
     filters = FilterTree(required=True)
+
+
+class SegmentPatchSchema(Schema):
+    """PATCH /segments/{id}: either field or both, each checked as on creation."""
+
+    class Meta:
+        unknown = RAISE
+
+    title = _title()
+    filters = FilterTree()
 
 
 # a decimal number as JSON or a client's float writes it: `50`, `+50`, `50.0`, `5e1`, `1e+16` (a generated

@@ -6,10 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.errors import Issue, ValidationFailed
+from ..core.errors import Issue, NotFound, ValidationFailed
 from ..db import contacts as contact_db
 from .auth import guarded, principal_of
-from .contact_schemas import AttributeKeyCreateSchema, BulkContactsSchema, ContactCreateSchema
+from .contact_links import path_contact_id
+from .contact_schemas import AttributeKeyCreateSchema, BulkContactsSchema, ContactCreateSchema, ContactPatchSchema
 from .fields import MANAGEMENT, load
 from .jsonio import json_response, read_json
 from .keys import POOL, SETTINGS
@@ -19,6 +20,7 @@ routes = web.RouteTableDef()
 # schemas are built once: marshmallow copies every declared field when one is instantiated
 _attribute_key_create = AttributeKeyCreateSchema()
 _contact_create = ContactCreateSchema()
+_contact_patch = ContactPatchSchema()
 _bulk_contacts = BulkContactsSchema()
 BASE = MANAGEMENT
 
@@ -65,10 +67,43 @@ async def create_contact(request: web.Request) -> web.Response:
         try:
             contact = await contact_db.insert_contact(conn, principal_of(request).org_id, data["attributes"])
         except contact_db.DuplicateEmail:
-            taken = Issue(("body", "attributes", "email"), "a contact with this email already exists",
-                          "value_error.duplicate")
-            raise ValidationFailed([taken]) from None
+            raise _email_taken() from None
     return json_response({"data": contact_json(contact)}, status=201)
+
+
+def _email_taken() -> ValidationFailed:
+    """422 naming `attributes.email`: the same answer for POST and PATCH."""
+    return ValidationFailed([Issue(("body", "attributes", "email"), "a contact with this email already exists",
+                                   "value_error.duplicate")])
+
+
+@routes.patch(f"{BASE}/contacts/{{contactId}}")
+@guarded("manage")
+async def patch_contact(request: web.Request) -> web.Response:
+    """Merge attributes into a contact: a null removes one, new keys are created, `email` stays unique."""
+    contact_id = path_contact_id(request)
+    data = load(_contact_patch, await read_json(request))
+    async with request.app[POOL].acquire() as conn:
+        try:
+            contact = await contact_db.patch_contact(conn, principal_of(request).org_id, contact_id,
+                                                     data["attributes"])
+        except contact_db.DuplicateEmail:
+            raise _email_taken() from None
+    if contact is None:
+        raise NotFound("contact", field="contactId")
+    return json_response({"data": contact_json(contact)})
+
+
+@routes.delete(f"{BASE}/contacts/{{contactId}}")
+@guarded("manage")
+async def delete_contact(request: web.Request) -> web.Response:
+    """Erase a contact, its attributes and its opens; its links answer 404 from then on."""
+    contact_id = path_contact_id(request)
+    async with request.app[POOL].acquire() as conn:
+        erased = await contact_db.delete_contact(conn, principal_of(request).org_id, contact_id)
+    if not erased:
+        raise NotFound("contact", field="contactId")
+    return web.Response(status=204)
 
 
 @routes.put(f"{BASE}/contacts/bulk")

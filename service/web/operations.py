@@ -16,7 +16,9 @@ from .contact_schemas import (
     AttributeKeyCreateSchema,
     BulkContactsSchema,
     ContactCreateSchema,
+    ContactPatchSchema,
     SegmentCreateSchema,
+    SegmentPatchSchema,
 )
 from .doc_schemas import (
     AttributeKeyData,
@@ -106,6 +108,7 @@ def query_int(name: str, description: str,
 
 SURVEY_ID = path("surveyId", "The survey's id (a survey campaign on the Filum path)", type="string", format="uuid")
 SEGMENT_ID = path("segmentId", "The segment's id", type="string", format="uuid")
+CONTACT_ID = path("contactId", "The contact's id (a positive 64-bit integer)", type="string", pattern="^[0-9]{1,19}$")
 EXPIRATION = query_int("expirationDays", "Days until the link expires; absent: it never does")
 LINKS_QUERY = "Query parameters the operation does not take are ignored, as Formbricks ignores them."
 ATTRIBUTE_KEYS = {
@@ -209,6 +212,28 @@ def _ops() -> dict[tuple[str, str], Operation]:
         ("GET", f"{MANAGEMENT}/segments/{{segmentId}}"): op(
             "get_segment", "One segment, with how many contacts it holds now", "contacts",
             {**ok(SegmentData, "The segment"), **errors(FORMBRICKS, *guarded, 404)}, parameters=[SEGMENT_ID]),
+        ("PATCH", f"{MANAGEMENT}/segments/{{segmentId}}"): op(
+            "patch_segment", "Change a segment's title and/or filters", "contacts",
+            {**ok(SegmentData, "The segment, with how many contacts the new filters hold"),
+             **errors(FORMBRICKS, *guarded, 404, *body_errors, e422="Invalid input; a malformed tree names the place")},
+            description="Counts and contact-link pages follow the new filters at once, on every worker.",
+            parameters=[SEGMENT_ID], requestBody=body(SegmentPatchSchema)),
+        ("DELETE", f"{MANAGEMENT}/segments/{{segmentId}}"): op(
+            "delete_segment", "Delete a segment (its contacts stay)", "contacts",
+            {"204": {"description": "Deleted: the segment and its contact-link pages answer 404 from now on"},
+             **errors(FORMBRICKS, *guarded, 404)}, parameters=[SEGMENT_ID]),
+        ("PATCH", f"{MANAGEMENT}/contacts/{{contactId}}"): op(
+            "patch_contact", "Merge attributes into a contact (a null removes one)", "contacts",
+            {**ok(ContactData, "The contact as it is now"),
+             **errors(FORMBRICKS, *guarded, 404, *body_errors,
+                      e422="Invalid input, or the `email` is another contact's (`attributes.email`)")},
+            description="Keys not given are kept; new keys are created as on creation. Concurrent patches of "
+                        "one contact each apply.",
+            parameters=[CONTACT_ID], requestBody=body(ContactPatchSchema)),
+        ("DELETE", f"{MANAGEMENT}/contacts/{{contactId}}"): op(
+            "delete_contact", "Erase a contact, its attributes and its opens", "contacts",
+            {"204": {"description": "Erased: its contact links answer 404 from now on"},
+             **errors(FORMBRICKS, *guarded, 404)}, parameters=[CONTACT_ID]),
         # Formbricks contract
         ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}"): op(
             "segment_links", "Signed survey links for a page of a segment's contacts", "links",
@@ -225,8 +250,7 @@ def _ops() -> dict[tuple[str, str], Operation]:
             {**ok(ContactLinkData, "The link", headers=PERSONAL),
              **errors(FORMBRICKS, *guarded, 404, 422, e403=LINKS_FORBIDDEN, e404="Survey or contact not found")},
             description=LINKS_QUERY,
-            parameters=[SURVEY_ID, path("contactId", "The contact's id (a positive 64-bit integer)",
-                                        type="string", pattern="^[0-9]{1,19}$"), EXPIRATION]),
+            parameters=[SURVEY_ID, CONTACT_ID, EXPIRATION]),
         ("GET", f"{CONTACT_LINKS}/segments/{{segmentId}}/export"): op(
             "export_segment_links", "Every link of a segment as one CSV file, streamed", "links",
             {**ok({"type": "string"}, "`contactId,surveyUrl,expiresAt` and one column per attribute key, newest "

@@ -1,4 +1,4 @@
-"""Management API (scope `manage`): segments, answered with their contact count."""
+"""Management API (scope `manage`): segments, answered with their contact count; edited and deleted."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..core.errors import NotFound
 from ..core.segment_cache import segment_total
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
-from .contact_schemas import SegmentCreateSchema
+from .contact_schemas import SegmentCreateSchema, SegmentPatchSchema
 from .fields import MANAGEMENT, load, path_uuid
 from .jsonio import json_response, read_json
 from .keys import POOL, SEGMENT_CACHE
@@ -19,6 +19,7 @@ from .render import iso
 routes = web.RouteTableDef()
 # schemas are built once: marshmallow copies every declared field when one is instantiated
 _segment_create = SegmentCreateSchema()
+_segment_patch = SegmentPatchSchema()
 BASE = MANAGEMENT
 
 
@@ -52,3 +53,32 @@ async def get_segment(request: web.Request) -> web.Response:
         segment, version = found
         total = await segment_total(request.app[SEGMENT_CACHE], conn, org_id, segment.id, segment.filters, version)
     return json_response({"data": segment_json(segment, total)})
+
+
+@routes.patch(f"{BASE}/segments/{{segmentId}}")
+@guarded("manage")
+async def patch_segment(request: web.Request) -> web.Response:
+    """Change a segment's title and/or filters; counts and pages follow the new filters at once
+    (the segment cache is keyed by the filters' digest, see core.segment_cache)."""
+    segment_id = path_uuid(request, "segmentId", "segment")
+    changes = load(_segment_patch, await read_json(request))
+    org_id = principal_of(request).org_id
+    async with request.app[POOL].acquire() as conn:
+        found = await segment_db.update_segment(conn, org_id, segment_id, changes.get("title"), changes.get("filters"))
+        if found is None:
+            raise NotFound("segment", field="segmentId")
+        segment, version = found
+        total = await segment_total(request.app[SEGMENT_CACHE], conn, org_id, segment.id, segment.filters, version)
+    return json_response({"data": segment_json(segment, total)})
+
+
+@routes.delete(f"{BASE}/segments/{{segmentId}}")
+@guarded("manage")
+async def delete_segment(request: web.Request) -> web.Response:
+    """Delete a segment: it and its pages answer 404 from then on (contacts are untouched)."""
+    segment_id = path_uuid(request, "segmentId", "segment")
+    async with request.app[POOL].acquire() as conn:
+        deleted = await segment_db.delete_segment(conn, principal_of(request).org_id, segment_id)
+    if not deleted:
+        raise NotFound("segment", field="segmentId")
+    return web.Response(status=204)

@@ -10,6 +10,7 @@ import jwt
 import pytest
 import redis.asyncio as aioredis
 
+from service.core.segment_cache import cache_key
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import (
     CONTACTS,
@@ -159,7 +160,8 @@ async def test_total_comes_from_the_cache_until_a_contact_write(client, tenant, 
     await page(client, tenant.headers, small["survey"], small["segment"])
     version = await db.fetchval("SELECT version FROM contact_versions WHERE org_id = $1", tenant.org_id)
     r = aioredis.Redis.from_url(redis_url)
-    key = f"{{o:{tenant.org}}}:seg:{small['segment']}:{version}"
+    key = cache_key(tenant.org_id, uuid.UUID(small["segment"]), version,
+                    {"attribute": "plan", "op": "equals", "value": "pro"})
     assert await r.hget(key, "t") == b"2"
     assert 0 < await r.ttl(key) <= 3600
     # a planted value is answered as is: the page did not count again
@@ -182,7 +184,7 @@ async def test_pages_start_from_remembered_positions(client, tenant, db, redis_u
         "SELECT id FROM contacts WHERE org_id = $1 ORDER BY created_at DESC, id DESC", tenant.org_id)]
     version = await db.fetchval("SELECT version FROM contact_versions WHERE org_id = $1", tenant.org_id)
     r = aioredis.Redis.from_url(redis_url)
-    key = f"{{o:{tenant.org}}}:seg:{segment['id']}:{version}"
+    key = cache_key(tenant.org_id, uuid.UUID(segment["id"]), version, {})
 
     async def ids(**params) -> list[str]:
         body = await page(client, tenant.headers, survey["id"], segment["id"], **params)
