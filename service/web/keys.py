@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
+from ..core.cursors import CursorCodec
 from ..core.ratelimit import Gate
 from ..core.signing import LinkSigner
 from ..core.unauth import UnauthLimiter
@@ -24,6 +25,7 @@ GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
 UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)
+CURSORS = web.AppKey("cursors", CursorCodec)  # signs and reads the lists' cursors
 METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
