@@ -286,7 +286,8 @@ def plan_nodes(plan: dict) -> list[dict]:
 
 async def test_each_list_reads_through_its_index(make_tenant, db):
     """EXPLAIN of the statements the lists send, on 3 organisations of 3,000 rows each: a seek on the
-    list's index that delivers the order (no sort, no sequential scan); `email` through contacts_email_idx."""
+    list's index that delivers the order (no sort, no sequential scan); `email` through contacts_email_idx,
+    unsorted."""
     orgs = [(await make_tenant()).org_id for _ in range(3)]
     for org in orgs:
         await db.execute("INSERT INTO surveys (id, org_id, name, created_at) SELECT gen_random_uuid(), $1, 's',"
@@ -313,6 +314,6 @@ async def test_each_list_reads_through_its_index(make_tenant, db):
         nodes = plan_nodes(plan[0]["Plan"])
         kinds = {node["Node Type"] for node in nodes}
         assert index in {node.get("Index Name") for node in nodes}, (sql, nodes)
-        assert "Seq Scan" not in kinds, (sql, kinds)
-        if index != "contacts_email_idx":  # one row at most there: sorting it is nothing
-            assert "Sort" not in kinds and "Incremental Sort" not in kinds, (sql, kinds)
+        # no sort: the index gives the order; by email, one row needs none (with an ORDER BY there, the planner
+        # walks contacts_page_idx and filters every contact once an organisation holds some 300,000)
+        assert not kinds & {"Seq Scan", "Sort", "Incremental Sort"}, (sql, kinds)
