@@ -317,3 +317,14 @@ async def test_each_list_reads_through_its_index(make_tenant, db):
         # no sort: the index gives the order; by email, one row needs none (with an ORDER BY there, the planner
         # walks contacts_page_idx and filters every contact once an organisation holds some 300,000)
         assert not kinds & {"Seq Scan", "Sort", "Incremental Sort"}, (sql, kinds)
+
+
+async def test_a_cursor_outlives_the_item_it_names(client, tenant, db):
+    """The cursor holds a position, not a row: deleting the item it was made after changes nothing."""
+    await bulk(client, tenant.headers, [{"email": f"d{i}@x.io"} for i in range(9)])
+    order = await newest_first(db, "contacts", tenant.org_id)
+    first = await get_page(client, CONTACTS, tenant.headers, limit=4)
+    assert [c["id"] for c in first["data"]] == order[:4]
+    await db.execute("DELETE FROM contacts WHERE id = $1", int(order[3]))
+    rest = await get_page(client, CONTACTS, tenant.headers, limit=10, cursor=first["meta"]["nextCursor"])
+    assert [c["id"] for c in rest["data"]] == order[4:] and rest["meta"]["nextCursor"] is None
