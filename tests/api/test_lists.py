@@ -3,6 +3,7 @@ between pages, limits, `?email=`, cursors refused when altered or foreign, isola
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -328,3 +329,31 @@ async def test_a_cursor_outlives_the_item_it_names(client, tenant, db):
     await db.execute("DELETE FROM contacts WHERE id = $1", int(order[3]))
     rest = await get_page(client, CONTACTS, tenant.headers, limit=10, cursor=first["meta"]["nextCursor"])
     assert [c["id"] for c in rest["data"]] == order[4:] and rest["meta"]["nextCursor"] is None
+
+
+async def test_paging_while_contacts_are_written_concurrently(client, tenant, db):
+    """Writers running all the while (not only between pages): every contact that existed at the first page
+    comes exactly once, in order; nothing comes twice; anything else is one of the writers' contacts."""
+    await bulk(client, tenant.headers, [{"email": f"x{i}@x.io"} for i in range(200)])
+    existing = await newest_first(db, "contacts", tenant.org_id)
+    stop = asyncio.Event()
+    written = 0
+
+    async def writer(n: int) -> None:
+        nonlocal written
+        while not stop.is_set():
+            await bulk(client, tenant.headers, [{"email": f"w{n}.{written}.{i}@x.io"} for i in range(5)])
+            written += 1
+
+    writers = [asyncio.create_task(writer(n)) for n in range(3)]
+    try:
+        # between pages, the writers get the loop once (asyncio.sleep(0)): pages and writes interleave
+        pages = await read_all(client, CONTACTS, tenant.headers, 7, lambda: asyncio.sleep(0))
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)
+    ids = [item["id"] for page in pages for item in page]
+    assert len(ids) == len(set(ids))
+    assert [i for i in ids if i in set(existing)] == existing
+    added = set(await newest_first(db, "contacts", tenant.org_id)) - set(existing)
+    assert written >= 1 and len(added) == 5 * written and set(ids) - set(existing) <= added
