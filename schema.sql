@@ -40,7 +40,8 @@ CREATE TABLE surveys (
     link_generation           integer NOT NULL DEFAULT 1,
     contact_links_revoked_at  timestamptz
 );
-CREATE INDEX surveys_org_idx ON surveys (org_id);
+-- the surveys list's order (newest first, ties by id), within the organisation
+CREATE INDEX surveys_page_idx ON surveys (org_id, created_at DESC, id DESC);
 
 CREATE TABLE metadata_fields (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -103,7 +104,8 @@ CREATE TABLE segments (
     filters     jsonb NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX segments_org_idx ON segments (org_id);
+-- the segments list's order (newest first, ties by id), within the organisation
+CREATE INDEX segments_page_idx ON segments (org_id, created_at DESC, id DESC);
 
 -- Opens, written in batches by the workers: per created link, and per (survey, contact).
 CREATE TABLE link_opens (

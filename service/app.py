@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .connections import ConnectionGuard
 from .core.auth import KeyResolver
+from .core.cursors import CursorCodec
 from .core.ratelimit import Gate, ReplayCache
 from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
@@ -23,12 +24,13 @@ from .db.pool import create_pool
 from .metrics import FLUSH_SECONDS, Metrics
 from .redis_client import connect_redis, warn_if_evicting
 from .settings import Settings
-from .web import contact_links, contacts, docs, export, filum, management, opening, ops, qr, segments
+from .web import contact_links, contacts, docs, export, filum, lists, management, opening, ops, qr, segments
 from .web.drain import Drain
 from .web.expect import defer_continue
 from .web.fields import any_segment
 from .web.keys import (
     CONNECTIONS,
+    CURSORS,
     DRAIN,
     EXPORTS,
     GATE,
@@ -124,6 +126,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[edge_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[SIGNER] = LinkSigner(settings.signing_keys)
+    app[CURSORS] = CursorCodec(settings.signing_keys)
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
     app[CONNECTIONS] = ConnectionGuard()
@@ -137,7 +140,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(docs.build_openapi)
     routes = [route for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
                                   contact_links.routes, export.routes, opening.routes, qr.routes,
-                                  docs.routes)
+                                  lists.routes, docs.routes)
               for route in _any_segment_ids(table)]
     app.add_routes(routes)
     # after every route, so that a path without the slash finds its route first and pays nothing for these

@@ -100,6 +100,23 @@ async def delete_segment(conn: asyncpg.Connection, org_id: uuid.UUID, segment_id
     ) is not None
 
 
+async def list_segments(
+    conn: asyncpg.Connection, org_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> list[Segment]:
+    """The organisation's segments newest first (ties by id), from just past `after` (a keyset seek on
+    segments_page_idx)."""
+    columns = "id, title, filters, created_at"
+    if after is None:
+        rows = await conn.fetch(
+            f"SELECT {columns} FROM segments WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            org_id, limit)
+    else:
+        rows = await conn.fetch(
+            f"SELECT {columns} FROM segments WHERE org_id = $1 AND (created_at, id) < ($3, $4)"
+            " ORDER BY created_at DESC, id DESC LIMIT $2", org_id, limit, *after)
+    return [Segment(**r) for r in rows]
+
+
 async def link_context(
     conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID | None
 ) -> LinkContext:

@@ -52,6 +52,22 @@ async def get_survey(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uui
     return Survey(**row) if row else None
 
 
+async def list_surveys(
+    conn: asyncpg.Connection, org_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> list[Survey]:
+    """The organisation's surveys newest first (ties by id), from just past `after` (a keyset seek on
+    surveys_page_idx: the same cost at any depth)."""
+    if after is None:
+        rows = await conn.fetch(
+            f"SELECT {_SURVEY_COLUMNS} FROM surveys WHERE org_id = $1"
+            " ORDER BY created_at DESC, id DESC LIMIT $2", org_id, limit)
+    else:
+        rows = await conn.fetch(
+            f"SELECT {_SURVEY_COLUMNS} FROM surveys WHERE org_id = $1 AND (created_at, id) < ($3, $4)"
+            " ORDER BY created_at DESC, id DESC LIMIT $2", org_id, limit, *after)
+    return [Survey(**r) for r in rows]
+
+
 async def update_survey(
     conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, changes: dict[str, object]
 ) -> Survey | None:

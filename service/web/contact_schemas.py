@@ -189,7 +189,7 @@ class SegmentPatchSchema(Schema):
 _NUMBER = re.compile(r"^[+-]?(?:[0-9]+(?:[.][0-9]*)?|[.][0-9]+)(?:[eE][+-]?[0-9]{1,4})?$")
 
 
-def _query_int(raw: str, name: str, low: int, high: int) -> tuple[int | None, Issue | None]:
+def read_query_int(raw: str, name: str, low: int, high: int) -> tuple[int | None, Issue | None]:
     """An integral number within [low, high], read exactly (Decimal, never a float: 2^63-1 stays itself)."""
     loc = ("query", name)
     if not _NUMBER.match(raw):
@@ -236,7 +236,7 @@ def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[d
         if not raw:
             values[name] = default
             continue
-        value, issue = _query_int(raw, name, low, high)
+        value, issue = read_query_int(raw, name, low, high)
         if issue is not None:
             issues.append(issue)
         values[name] = value

@@ -203,3 +203,32 @@ class OpenedLink(Schema):
                        "`metadata` (created links)",
         "example": {"surveyId": "0b9c...", "contactId": "1042"},
     })
+
+
+class ListMeta(Schema):
+    nextCursor = fields.String(allow_none=True, metadata={
+        "description": "the `cursor` of the next page; null: this page is the last"})
+
+
+class SurveyList(Schema):
+    data = fields.List(fields.Nested(SurveyOut))
+    meta = fields.Nested(ListMeta)
+
+
+class SegmentListItem(Schema):
+    """A segment as the list answers it: without `contactCount` (GET one segment for it)."""
+
+    id = fields.UUID()
+    title = fields.String()
+    filters = fields.Dict(metadata={"$ref": "#/components/schemas/SegmentFilter"})
+    createdAt = _iso()
+
+
+class SegmentList(Schema):
+    data = fields.List(fields.Nested(SegmentListItem))
+    meta = fields.Nested(ListMeta)
+
+
+class ContactList(Schema):
+    data = fields.List(fields.Nested(ContactOut))
+    meta = fields.Nested(ListMeta)

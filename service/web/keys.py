@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
+from ..core.cursors import CursorCodec
 from ..core.ratelimit import Gate
 from ..core.segment_cache import SegmentCache
 from ..core.signing import LinkSigner
@@ -25,6 +26,7 @@ SEGMENT_CACHE = web.AppKey("segment_cache", SegmentCache)
 KEYS = web.AppKey("keys", KeyResolver)
 UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)
+CURSORS = web.AppKey("cursors", CursorCodec)  # signs and reads the lists' cursors
 METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain

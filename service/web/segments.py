@@ -23,9 +23,13 @@ _segment_patch = SegmentPatchSchema()
 BASE = MANAGEMENT
 
 
-def segment_json(segment: segment_db.Segment, contact_count: int) -> dict[str, Any]:
-    return {"id": str(segment.id), "title": segment.title, "filters": segment.filters,
+def segment_json(segment: segment_db.Segment, contact_count: int | None) -> dict[str, Any]:
+    """A segment as one is answered; None: as the list answers it, without `contactCount` (not counted)."""
+    body = {"id": str(segment.id), "title": segment.title, "filters": segment.filters,
             "contactCount": contact_count, "createdAt": iso(segment.created_at)}
+    if contact_count is None:
+        del body["contactCount"]
+    return body
 
 
 @routes.post(f"{BASE}/segments")
