@@ -38,7 +38,9 @@ CREATE TABLE surveys (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     -- contact links carry their survey's generation; revoking them all moves it on
     link_generation           integer NOT NULL DEFAULT 1,
-    contact_links_revoked_at  timestamptz
+    contact_links_revoked_at  timestamptz,
+    -- contact links as /c/<jwt> ('jwt') or /s/<32 characters> ('short', for SMS)
+    link_format               text NOT NULL DEFAULT 'jwt' CHECK (link_format IN ('jwt', 'short'))
 );
 CREATE INDEX surveys_org_idx ON surveys (org_id);
 

@@ -15,6 +15,7 @@ from .core.auth import KeyResolver
 from .core.ratelimit import Gate, ReplayCache
 from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
+from .core.short_links import ShortLinks
 from .core.signing import LinkSigner
 from .core.unauth import UnauthLimiter
 from .db.migrate import check_current
@@ -37,6 +38,7 @@ from .web.keys import (
     POOL,
     REDIS,
     SETTINGS,
+    SHORT_LINKS,
     SIGNER,
     UNAUTH,
 )
@@ -123,6 +125,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[edge_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[SIGNER] = LinkSigner(settings.signing_keys)
+    app[SHORT_LINKS] = ShortLinks(settings.signing_keys)
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
     app[CONNECTIONS] = ConnectionGuard()

@@ -7,6 +7,7 @@ from aiohttp import web
 from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
 from ..core.ratelimit import Gate
+from ..core.short_links import ShortLinks
 from ..core.signing import LinkSigner
 from ..core.unauth import UnauthLimiter
 from ..db.pool import Pool
@@ -24,6 +25,7 @@ GATE = web.AppKey("gate", Gate)
 KEYS = web.AppKey("keys", KeyResolver)
 UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)
+SHORT_LINKS = web.AppKey("short_links", ShortLinks)  # the /s/ tokens (core/short_links.py)
 METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
