@@ -118,18 +118,20 @@ async def check_created_link(app: web.Application, token: str) -> link_db.Opened
 async def open_contact_link(request: web.Request) -> web.Response:
     """A personal (contact) link: the survey id and the contact id."""
     claims, target = await check_contact_link(request.app, request.match_info["token"])
-    return answer_contact_open(claims, target)
+    return answer_contact_open(request, claims, target)
 
 
 @routes.get("/s/{token}")
 async def open_short_contact_link(request: web.Request) -> web.Response:
     """A short contact link (a survey whose linkFormat is short): answered as `/c/` answers."""
     claims, target = await check_short_link(request.app, request.match_info["token"])
-    return answer_contact_open(claims, target)
+    return answer_contact_open(request, claims, target)
 
 
-def answer_contact_open(claims: ContactClaims, target: contact_db.OpenedContactLink) -> web.Response:
-    """The answer to an open of a contact link of either format (one place for what an open does)."""
+def answer_contact_open(request: web.Request, claims: ContactClaims,
+                        target: contact_db.OpenedContactLink) -> web.Response:
+    """The answer to an open of a contact link of either format: the one place for what an open does
+    (counting it, for one), so `/c/` and `/s/` opens are the same."""
     return answer(target.redirect_url, {"surveyId": str(target.survey_id), "contactId": str(claims.contact_id)})
 
 

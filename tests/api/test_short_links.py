@@ -19,6 +19,7 @@ from service.web.keys import POOL
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import bulk, contact_link_path, create_segment, error, page, segment_links_path
 from tests.helpers import create_survey
+from tests.qr_decode import decode, modules_image, png_image, svg_modules
 
 SURVEYS = "/api/v2/management/surveys"
 BASE = "http://links.test"
@@ -201,7 +202,11 @@ async def test_key_rotation(aiohttp_client, client, tenant, settings, short):
     assert (resp.status, await resp.json()) == (404, LINK_404)
 
 
-async def test_qr_code_of_a_short_link(client, short):
+async def test_qr_code_of_a_short_link_decodes_to_it(client, short):
     resp = await client.get(f"/s/{short['token']}/qr.svg")
     assert resp.status == 200
     assert (resp.headers["Content-Type"], resp.headers["Cache-Control"]) == ("image/svg+xml", "private, no-store")
+    assert decode(modules_image(svg_modules(await resp.read()).modules)).text == short["url"]
+    resp = await client.get(f"/s/{short['token']}/qr.png")
+    assert resp.status == 200
+    assert decode(png_image(await resp.read())).text == short["url"]

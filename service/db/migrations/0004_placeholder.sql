@@ -1,0 +1,2 @@
+-- local placeholder (not committed): another wave-2 branch owns 0004
+SELECT 1;
