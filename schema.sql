@@ -38,7 +38,9 @@ CREATE TABLE surveys (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     -- contact links carry their survey's generation; revoking them all moves it on
     link_generation           integer NOT NULL DEFAULT 1,
-    contact_links_revoked_at  timestamptz
+    contact_links_revoked_at  timestamptz,
+    -- contact links as /c/<jwt> ('jwt') or /s/<32 characters> ('short', for SMS)
+    link_format               text NOT NULL DEFAULT 'jwt' CHECK (link_format IN ('jwt', 'short'))
 );
 -- the surveys list's order (newest first, ties by id), within the organisation
 CREATE INDEX surveys_page_idx ON surveys (org_id, created_at DESC, id DESC);

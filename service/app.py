@@ -17,6 +17,7 @@ from .core.ratelimit import Gate, ReplayCache
 from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
 from .core.segment_cache import SegmentCache
+from .core.short_links import ShortLinks
 from .core.signing import LinkSigner
 from .core.unauth import UnauthLimiter
 from .db.migrate import check_current
@@ -40,6 +41,7 @@ from .web.keys import (
     REDIS,
     SEGMENT_CACHE,
     SETTINGS,
+    SHORT_LINKS,
     SIGNER,
     UNAUTH,
 )
@@ -127,6 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SIGNER] = LinkSigner(settings.signing_keys)
     app[CURSORS] = CursorCodec(settings.signing_keys)
+    app[SHORT_LINKS] = ShortLinks(settings.signing_keys)
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
     app[CONNECTIONS] = ConnectionGuard()

@@ -51,16 +51,20 @@ def link_cases(seed: Seed) -> list[Case]:
 
 
 def contact_cases(seed: ContactSeed, log_dir: Path, link_paths: list[str]) -> list[Case]:
-    """(d) a page of 250, (e) one contact's link, (f) opening a valid and a forged link, (qr) a link's
-    QR code as SVG (250 distinct links in a loop, each code drawn anew: nothing caches them)."""
+    """(d) a page of 250 (JWT links; `d-short`: short links, at no less than the JWT page's rate),
+    (e) one contact's link, (f) opening a valid and a forged link, (qr) a link's QR code as SVG
+    (250 distinct links in a loop, each code drawn anew: nothing caches them)."""
     headers = seed.tenant.headers
     pages = write_paths(log_dir / "pages.txt", page_paths(seed, 400))
+    short_pages = write_paths(log_dir / "short-pages.txt", page_paths(seed, 400, seed.short_survey_id))
     contacts = write_paths(log_dir / "contacts.txt", contact_paths(seed))
     links = write_paths(log_dir / "links.txt", link_paths)
     codes = write_paths(log_dir / "qr.txt", [f"{path}/qr.svg" for path in link_paths])
     return [
         Case("d", "(d) segment page of 250", "service", Load("/", headers=headers, paths_file=pages), 200,
              "ref-pyjwt", Target(ratio=2.0)),
+        Case("d-short", "(d) segment page of 250, short links", "service",
+             Load("/", headers=headers, paths_file=short_pages), 200, "d", Target(ratio=1.0)),
         Case("e", "(e) single contact link", "service", Load("/", headers=headers, paths_file=contacts), 200,
              "ref-fixed"),
         Case("f-valid", "(f) open a valid link (302)", "service", Load("/", paths_file=links), 302,

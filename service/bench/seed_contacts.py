@@ -33,6 +33,7 @@ class ContactSeed:
     segment_id: uuid.UUID
     contacts: int
     sample_ids: tuple[int, ...]  # contacts to ask single links for
+    short_survey_id: uuid.UUID  # a survey like survey_id whose linkFormat is short (/s/ links)
 
 
 async def insert_contacts(conn: asyncpg.Connection, org_id: uuid.UUID, count: int, batch: int = 250_000) -> None:
@@ -53,6 +54,8 @@ async def seed_contacts(database_url: str, base_url: str, name: str, count: int)
         tenant = await _tenant(conn, f"{name}-{uuid.uuid4().hex[:6]}", "off")
         survey = await survey_db.insert_survey(conn, tenant.org_id, "Bench contacts", "inProgress", None,
                                                REDIRECT_URL)
+        short = await survey_db.insert_survey(conn, tenant.org_id, "Bench short links", "inProgress", None,
+                                              REDIRECT_URL, "short")
         await insert_contacts(conn, tenant.org_id, count)
         ids = [r[0] for r in await conn.fetch(
             "SELECT id FROM contacts WHERE org_id = $1 ORDER BY random() LIMIT 1000", tenant.org_id)]
@@ -65,11 +68,11 @@ async def seed_contacts(database_url: str, base_url: str, name: str, count: int)
         if resp.status != 201:
             raise RuntimeError(f"creating the segment failed: {resp.status} {await resp.text()}")
         segment_id = uuid.UUID((await resp.json())["data"]["id"])
-    return ContactSeed(tenant, survey.id, segment_id, count, tuple(ids))
+    return ContactSeed(tenant, survey.id, segment_id, count, tuple(ids), short.id)
 
 
-def page_path(seed: ContactSeed, skip: int, limit: int = 250) -> str:
-    return (f"/api/v2/management/surveys/{seed.survey_id}/contact-links/segments/{seed.segment_id}"
+def page_path(seed: ContactSeed, skip: int, limit: int = 250, survey_id: uuid.UUID | None = None) -> str:
+    return (f"/api/v2/management/surveys/{survey_id or seed.survey_id}/contact-links/segments/{seed.segment_id}"
             f"?limit={limit}&skip={skip}&expirationDays=7&attributeKeys=email,plan")
 
 
@@ -78,11 +81,12 @@ def write_paths(path: Path, paths: list[str]) -> Path:
     return path
 
 
-def page_paths(seed: ContactSeed, pages: int) -> list[str]:
-    """Pages of 250 at every depth up to `pages`, shuffled so consecutive requests differ."""
+def page_paths(seed: ContactSeed, pages: int, survey_id: uuid.UUID | None = None) -> list[str]:
+    """Pages of 250 at every depth up to `pages`, shuffled so consecutive requests differ (of the
+    JWT survey, or of `survey_id`)."""
     skips = [i * 250 for i in range(min(pages, max(1, seed.contacts // 250)))]
     random.Random(7).shuffle(skips)
-    return [page_path(seed, skip) for skip in skips]
+    return [page_path(seed, skip, survey_id=survey_id) for skip in skips]
 
 
 def contact_paths(seed: ContactSeed) -> list[str]:

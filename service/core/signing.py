@@ -63,6 +63,8 @@ class ContactClaims:
     survey_seq: int
     contact_id: int
     expires_at: int | None
+    # the survey's contact-link generation the token was signed in: tokens without one are the first's
+    generation: int = 1
 
 
 class InvalidLink(Exception):

@@ -228,6 +228,8 @@ class ContactLinkTarget:
     survey_seq: int | None
     survey_status: str | None
     contact_found: bool
+    link_format: str | None
+    link_generation: int | None
 
 
 async def contact_link_target(
@@ -235,11 +237,12 @@ async def contact_link_target(
 ) -> ContactLinkTarget:
     """The survey and whether the contact exists, both within the organisation, in one round trip."""
     row = await conn.fetchrow(
-        "SELECT s.seq, s.status, EXISTS (SELECT 1 FROM contacts c WHERE c.id = $3 AND c.org_id = $1) AS found"
+        "SELECT s.seq, s.status, EXISTS (SELECT 1 FROM contacts c WHERE c.id = $3 AND c.org_id = $1) AS found,"
+        " s.link_format, s.link_generation"
         " FROM (SELECT 1) AS one LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1",
         org_id, survey_id, contact_id,
     )
-    return ContactLinkTarget(row["seq"], row["status"], row["found"])
+    return ContactLinkTarget(row["seq"], row["status"], row["found"], row["link_format"], row["link_generation"])
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,7 @@ class OpenedContactLink:
     survey_id: uuid.UUID
     status: str
     redirect_url: str | None
+    link_generation: int  # links of an older generation were revoked
 
 
 async def contact_link_for_opening(
@@ -254,8 +258,8 @@ async def contact_link_for_opening(
 ) -> OpenedContactLink | None:
     """The survey a contact link points at, if the contact still exists in the survey's organisation."""
     row = await conn.fetchrow(
-        "SELECT s.id, s.status, s.redirect_url FROM surveys s WHERE s.seq = $1"
+        "SELECT s.id, s.status, s.redirect_url, s.link_generation FROM surveys s WHERE s.seq = $1"
         " AND EXISTS (SELECT 1 FROM contacts c WHERE c.id = $2 AND c.org_id = s.org_id)",
         survey_seq, contact_id,
     )
-    return OpenedContactLink(row["id"], row["status"], row["redirect_url"]) if row else None
+    return OpenedContactLink(row["id"], row["status"], row["redirect_url"], row["link_generation"]) if row else None

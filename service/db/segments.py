@@ -33,6 +33,8 @@ class LinkContext:
     survey_status: str | None
     filters: dict[str, Any] | None
     contacts_version: int
+    link_format: str | None  # the survey's: 'jwt' or 'short'
+    link_generation: int | None
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,13 @@ async def link_context(
 ) -> LinkContext:
     """The survey, the segment (when one is named) and the contacts version, in one round trip."""
     row = await conn.fetchrow(
-        f"SELECT s.seq, s.status, g.filters, {_VERSION} FROM (SELECT 1) AS one"
+        f"SELECT s.seq, s.status, g.filters, {_VERSION}, s.link_format, s.link_generation FROM (SELECT 1) AS one"
         " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"
         " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1",
         org_id, survey_id, segment_id,
     )
-    return LinkContext(row["seq"], row["status"], row["filters"], row["version"])
+    return LinkContext(row["seq"], row["status"], row["filters"], row["version"], row["link_format"],
+                       row["link_generation"])
 
 
 async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any]) -> tuple[int, int]:

@@ -8,7 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
-_SURVEY_COLUMNS = "id, seq, org_id, name, status, link_quota, redirect_url, link_count, created_at, updated_at"
+_SURVEY_COLUMNS = ("id, seq, org_id, name, status, link_quota, redirect_url, link_count, created_at, updated_at,"
+                   " link_format")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Survey:
     link_count: int
     created_at: datetime
     updated_at: datetime
+    link_format: str  # 'jwt' or 'short': how its contact links are written
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,12 @@ class MetadataField:
 
 async def insert_survey(
     conn: asyncpg.Connection, org_id: uuid.UUID, name: str, status: str,
-    link_quota: int | None, redirect_url: str | None,
+    link_quota: int | None, redirect_url: str | None, link_format: str = "jwt",
 ) -> Survey:
     row = await conn.fetchrow(
-        f"INSERT INTO surveys (id, org_id, name, status, link_quota, redirect_url)"
-        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_SURVEY_COLUMNS}",
-        uuid.uuid4(), org_id, name, status, link_quota, redirect_url,
+        f"INSERT INTO surveys (id, org_id, name, status, link_quota, redirect_url, link_format)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_SURVEY_COLUMNS}",
+        uuid.uuid4(), org_id, name, status, link_quota, redirect_url, link_format,
     )
     return Survey(**row)
 
@@ -72,7 +74,7 @@ async def update_survey(
     conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, changes: dict[str, object]
 ) -> Survey | None:
     """Apply the given column changes (names come from the edge schema, never from the caller)."""
-    allowed = {"name", "status", "link_quota", "redirect_url"}
+    allowed = {"name", "status", "link_quota", "redirect_url", "link_format"}
     columns = [c for c in changes if c in allowed]
     sets = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
     sql = (

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -19,13 +20,14 @@ from aiohttp import web
 from ..core.errors import Forbidden, NotFound, ValidationFailed
 from ..core.segment_cache import read_page
 from ..core.segments import parse_contact_id
+from ..core.short_links import expiry_hour_ceiling
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
 from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, path_uuid
 from .jsonio import PERSONAL, raw_json_response
-from .keys import POOL, SEGMENT_CACHE, SETTINGS, SIGNER
+from .keys import POOL, SEGMENT_CACHE, SETTINGS, SHORT_LINKS, SIGNER
 from .render import iso
 
 routes = web.RouteTableDef()
@@ -42,6 +44,29 @@ def expiry(days: int | None) -> tuple[int | None, str | None]:
         return None, None
     exp = int(time.time()) + days * DAY_SECONDS
     return exp, iso(datetime.fromtimestamp(exp, UTC))
+
+
+class LinkSigning(NamedTuple):
+    prefix: str  # PUBLIC_BASE_URL + "/c/" or "/s/"
+    expires_at: str | None  # as answered
+    sign: Callable[[Sequence[int]], list[bytes]]  # contact ids -> their tokens (ASCII)
+
+
+def link_signer(app: web.Application, link_format: str | None, generation: int | None, seq: int,
+                days: int | None) -> LinkSigning:
+    """How a survey's contact links are written: the URL prefix (`/c/` or `/s/`), the expiry
+    answered, and a function signing a batch of contact ids. A short link expires on the hour, so
+    its expiry is rounded up to one and the rounded instant is the one answered."""
+    exp, expires_at = expiry(days)
+    if link_format == "short":
+        exp = expiry_hour_ceiling(exp)
+        expires_at = None if exp is None else iso(datetime.fromtimestamp(exp, UTC))
+        short, gen = app[SHORT_LINKS], generation or 1
+        return LinkSigning(app[SETTINGS].public_base_url + "/s/", expires_at,
+                           lambda ids: short.tokens(seq, ids, exp, gen))
+    signer = app[SIGNER]
+    return LinkSigning(app[SETTINGS].public_base_url + "/c/", expires_at,
+                       lambda ids: signer.contact_token_bytes(seq, ids, exp))
 
 
 def check_survey(seq: int | None) -> int:
@@ -102,11 +127,11 @@ async def segment_links(request: web.Request) -> web.Response:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
         page = await read_page(request.app[SEGMENT_CACHE], conn, org_id, segment_id, context.filters,
                                context.contacts_version, limit, skip, keys)
-    exp, expires_at = expiry(query["expirationDays"])
-    tokens = request.app[SIGNER].contact_tokens(seq, [row.contact_id for row in page.rows], exp)
-    prefix = request.app[SETTINGS].public_base_url + "/c/"
+    prefix, expires_at, sign = link_signer(request.app, context.link_format, context.link_generation, seq,
+                                           query["expirationDays"])
+    tokens = sign([row.contact_id for row in page.rows])
     data = [
-        {"contactId": str(row.contact_id), "surveyUrl": prefix + token, "expiresAt": expires_at,
+        {"contactId": str(row.contact_id), "surveyUrl": prefix + token.decode(), "expiresAt": expires_at,
          "attributes": _NO_ATTRIBUTES if row.attributes_json is None else orjson.Fragment(row.attributes_json)}
         for row, token in zip(page.rows, tokens, strict=True)
     ]
@@ -127,7 +152,7 @@ async def contact_link(request: web.Request) -> web.Response:
     if not target.contact_found:
         raise NotFound("contact", field="contactId")
     require_in_progress(target.survey_status)
-    exp, expires_at = expiry(query["expirationDays"])
-    token = request.app[SIGNER].contact_token(seq, contact_id, exp)
-    url = f"{request.app[SETTINGS].public_base_url}/c/{token}"
+    prefix, expires_at, sign = link_signer(request.app, target.link_format, target.link_generation, seq,
+                                           query["expirationDays"])
+    url = prefix + sign([contact_id])[0].decode()
     return raw_json_response(orjson.dumps({"data": {"surveyUrl": url, "expiresAt": expires_at}}), headers=PERSONAL)

@@ -76,6 +76,8 @@ class SurveyOut(Schema):
     linkQuota = fields.Integer(allow_none=True)
     redirectUrl = fields.String(allow_none=True)
     linkCount = fields.Integer()
+    linkFormat = fields.String(metadata={"enum": ["jwt", "short"],
+                                         "description": "Contact links as `/c/<jwt>` or `/s/<32 characters>`"})
     createdAt = fields.String()
     updatedAt = fields.String()
 

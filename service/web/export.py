@@ -31,10 +31,10 @@ from aiohttp import web
 from ..core.segments import INT64_MAX, compile_filters
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io
-from .contact_links import BASE, expiry, segment_link_context, validated_query
+from .contact_links import BASE, LinkSigning, link_signer, segment_link_context, validated_query
 from .fields import path_uuid
 from .jsonio import PERSONAL
-from .keys import EXPORTS, METRICS, POOL, RATE_HEADERS, REQUEST_ID, SETTINGS, SIGNER
+from .keys import EXPORTS, METRICS, POOL, RATE_HEADERS, REQUEST_ID, SETTINGS
 from .limits import ClientStalled, write_or_cut
 
 log = logging.getLogger("service.export")
@@ -134,8 +134,9 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
         try:
             with client_io(request):
                 await response.prepare(request)
-                await _stream(request, response, _Batches(conn, org_id, context.filters, keys), seq, keys,
-                              query["expirationDays"])
+                sign = link_signer(request.app, context.link_format, context.link_generation, seq,
+                                   query["expirationDays"])
+                await _stream(request, response, _Batches(conn, org_id, context.filters, keys), sign, keys)
                 await _write(request, response.write_eof())
         except ClientGone:
             raise
@@ -159,11 +160,9 @@ async def _write(request: web.Request, write: Awaitable[None]) -> None:
     await write_or_cut(request.transport, write, request.app[SETTINGS].stream_stall_seconds)
 
 
-async def _stream(request: web.Request, response: web.StreamResponse, batches: _Batches, seq: int,
-                  keys: list[str], days: int | None) -> None:
-    exp, expires_at = expiry(days)
-    signer = request.app[SIGNER]
-    prefix = request.app[SETTINGS].public_base_url + "/c/"
+async def _stream(request: web.Request, response: web.StreamResponse, batches: _Batches,
+                  sign: LinkSigning, keys: list[str]) -> None:
+    prefix, expires_at, tokens_of = sign
     # records end in CRLF, as RFC 4180 writes them (a line break inside a quoted field stays as sent)
     head = ",".join(["contactId", "surveyUrl", "expiresAt", *map(csv_field, keys)]) + "\r\n"
     await _write(request, response.write(head.encode()))
@@ -178,7 +177,7 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
             if len(batch.ids) == BATCH:
                 pending = batches.fetch(batch.cursor)
                 await asyncio.sleep(0)  # let the next query leave before this batch is signed
-            tokens = signer.contact_token_bytes(seq, batch.ids, exp)
+            tokens = tokens_of(batch.ids)
             await _write(request, response.write(b"".join([
                 b"%d%s%s%s%s\r\n" % (cid, middle, token, after, tail)
                 for cid, token, tail in zip(batch.ids, tokens, batch.tails, strict=True)])))

@@ -9,6 +9,7 @@ from ..core.auth import KeyResolver, Principal
 from ..core.cursors import CursorCodec
 from ..core.ratelimit import Gate
 from ..core.segment_cache import SegmentCache
+from ..core.short_links import ShortLinks
 from ..core.signing import LinkSigner
 from ..core.unauth import UnauthLimiter
 from ..db.pool import Pool
@@ -27,6 +28,7 @@ KEYS = web.AppKey("keys", KeyResolver)
 UNAUTH = web.AppKey("unauth", UnauthLimiter)  # the limit on requests without a valid key
 SIGNER = web.AppKey("signer", LinkSigner)
 CURSORS = web.AppKey("cursors", CursorCodec)  # signs and reads the lists' cursors
+SHORT_LINKS = web.AppKey("short_links", ShortLinks)  # the /s/ tokens (core/short_links.py)
 METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain

@@ -29,7 +29,7 @@ async def create_survey(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         survey = await survey_db.insert_survey(
             conn, principal_of(request).org_id, data["name"], data["status"], data["link_quota"],
-            data["redirect_url"],
+            data["redirect_url"], data["link_format"],
         )
     return json_response({"data": survey_json(survey)}, status=201)
 
@@ -49,7 +49,7 @@ async def get_survey(request: web.Request) -> web.Response:
 @routes.patch(f"{BASE}/surveys/{{surveyId}}")
 @guarded("manage")
 async def patch_survey(request: web.Request) -> web.Response:
-    """Change a survey's name, status, link quota or redirect URL."""
+    """Change a survey's name, status, link quota, redirect URL or contact-link format."""
     survey_id = path_uuid(request, "surveyId", "survey")
     changes = load(_survey_patch, await read_json(request))
     async with request.app[POOL].acquire() as conn:

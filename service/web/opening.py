@@ -1,4 +1,5 @@
-"""Opening a link (the respondent's side, no API key): `/c/<contact token>` and `/l/<created link>`.
+"""Opening a link (the respondent's side, no API key): `/c/<contact token>`, `/s/<short contact
+token>` (core/short_links.py) and `/l/<created link>`.
 
 The signature is checked first, in-process: a forged, altered or unknown-key link is 404 before
 any database query. An expired contact link is 410 (also before any query), and so is a link to a
@@ -20,7 +21,7 @@ from ..core.signing import ContactClaims, ExpiredLink, InvalidLink
 from ..db import contacts as contact_db
 from ..db import links as link_db
 from .jsonio import json_response
-from .keys import POOL, SIGNER
+from .keys import POOL, SHORT_LINKS, SIGNER
 
 routes = web.RouteTableDef()
 # the token is in the URL: keep it out of shared caches and out of the target's Referer header
@@ -69,13 +70,33 @@ async def check_contact_link(app: web.Application, token: str) -> tuple[ContactC
         raise NotFound("link", field="token") from None
     except ExpiredLink:
         raise Gone("this link has expired") from None
+    return claims, await check_contact_claims(app, claims)
+
+
+async def check_short_link(app: web.Application, token: str) -> tuple[ContactClaims, contact_db.OpenedContactLink]:
+    """check_contact_link for a short token (`/s/`): only the decoding differs."""
+    try:
+        claims = app[SHORT_LINKS].verify(token)
+    except InvalidLink:
+        raise NotFound("link", field="token") from None
+    except ExpiredLink:
+        raise Gone("this link has expired") from None
+    return claims, await check_contact_claims(app, claims)
+
+
+async def check_contact_claims(app: web.Application, claims: ContactClaims) -> contact_db.OpenedContactLink:
+    """The checks of a contact link once its token is decoded, whatever its format: the survey and
+    the contact exist, the link's generation is the survey's (older ones were revoked), and the
+    survey is in progress."""
     async with app[POOL].acquire() as conn:
         target = await contact_db.contact_link_for_opening(conn, claims.survey_seq, claims.contact_id)
     if target is None:
         raise NotFound("link", field="token")
+    if claims.generation < target.link_generation:
+        raise Gone("the link was revoked")
     if target.status != "inProgress":
         raise Gone("the survey is not in progress")
-    return claims, target
+    return target
 
 
 async def check_created_link(app: web.Application, token: str) -> link_db.OpenedLink:
@@ -97,6 +118,20 @@ async def check_created_link(app: web.Application, token: str) -> link_db.Opened
 async def open_contact_link(request: web.Request) -> web.Response:
     """A personal (contact) link: the survey id and the contact id."""
     claims, target = await check_contact_link(request.app, request.match_info["token"])
+    return answer_contact_open(request, claims, target)
+
+
+@routes.get("/s/{token}")
+async def open_short_contact_link(request: web.Request) -> web.Response:
+    """A short contact link (a survey whose linkFormat is short): answered as `/c/` answers."""
+    claims, target = await check_short_link(request.app, request.match_info["token"])
+    return answer_contact_open(request, claims, target)
+
+
+def answer_contact_open(request: web.Request, claims: ContactClaims,
+                        target: contact_db.OpenedContactLink) -> web.Response:
+    """The answer to an open of a contact link of either format: the one place for what an open does
+    (counting it, for one), so `/c/` and `/s/` opens are the same."""
     return answer(target.redirect_url, {"surveyId": str(target.survey_id), "contactId": str(claims.contact_id)})
 
 

@@ -274,6 +274,17 @@ def _ops() -> dict[tuple[str, str], Operation]:
              **ok(OpenedLink, "The link's facts (the survey has no `redirectUrl`)"),
              **errors(FORMBRICKS, 404, 410, e404=NOTHING_TO_OPEN)},
             parameters=[path("token", "The link's signed token (JWT)")], security=PUBLIC),
+        ("GET", "/s/{token}"): op(
+            "open_short_contact_link", "Open a short contact link (a survey with `linkFormat` short)",
+            "respondents",
+            {"302": {"description": "To the survey's `redirectUrl`, with `surveyId` and `contactId` added"},
+             **ok(OpenedLink, "The link's facts (the survey has no `redirectUrl`)"),
+             **errors(FORMBRICKS, 404, 410, e404=NOTHING_TO_OPEN)},
+            description="Answered exactly as `/c/{token}`: a forged token is 404 before any database query; an "
+                        "expired or revoked link, or a survey not in progress, is 410.",
+            parameters=[path("token", "32 characters of base64url: key tag, survey number, contact id, expiry "
+                                      "hour, link generation and a 96-bit HMAC-SHA256 (50 when an id passes 2^32)")],
+            security=PUBLIC),
         ("GET", "/l/{token}"): op(
             "open_created_link", "Open a created (Filum) survey link", "respondents",
             {"302": {"description": "To the survey's `redirectUrl`, with `surveyId`, `publicId` and each "

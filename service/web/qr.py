@@ -35,6 +35,7 @@ class LinkKind:
 # one line per kind of link, keyed by its path prefix (`/c/<token>`)
 KINDS: dict[str, LinkKind] = {
     "c": LinkKind(opening.check_contact_link, "contact_link", "a contact link", "The link's signed token (JWT)"),
+    "s": LinkKind(opening.check_short_link, "short_link", "a short contact link", "32 characters of base64url"),
     "l": LinkKind(opening.check_created_link, "created_link", "a created (Filum) link", "`<kid>.<public_id>.<mac>`"),
 }
 FORMATS = {"svg": "image/svg+xml", "png": "image/png"}

@@ -49,6 +49,7 @@ def survey_json(survey: Survey) -> dict[str, Any]:
         "linkQuota": survey.link_quota,
         "redirectUrl": survey.redirect_url,
         "linkCount": survey.link_count,
+        "linkFormat": survey.link_format,
         "createdAt": iso(survey.created_at),
         "updatedAt": iso(survey.updated_at),
     }

@@ -14,6 +14,7 @@ MAX_METADATA_ITEMS = 200
 MAX_VALUE_CHARS = 2000
 MAX_LIST_ITEMS = 200
 SURVEY_STATUSES = ("draft", "inProgress", "paused", "completed")
+LINK_FORMATS = ("jwt", "short")  # contact links as /c/<jwt> or /s/<short token>
 
 
 class MetadataValue(fields.Field):
@@ -93,6 +94,7 @@ class SurveyCreateSchema(Schema):
                     data_key="linkQuota", attribute="link_quota")
     redirectUrl = HttpUrl(allow_none=True, load_default=None, max_length=2048,
                           data_key="redirectUrl", attribute="redirect_url")
+    linkFormat = Choice(LINK_FORMATS, load_default="jwt", data_key="linkFormat", attribute="link_format")
 
 
 class SurveyPatchSchema(Schema):
@@ -103,6 +105,7 @@ class SurveyPatchSchema(Schema):
     status = Choice(SURVEY_STATUSES)
     linkQuota = Int(allow_none=True, minimum=0, maximum=10_000_000, data_key="linkQuota", attribute="link_quota")
     redirectUrl = HttpUrl(allow_none=True, max_length=2048, data_key="redirectUrl", attribute="redirect_url")
+    linkFormat = Choice(LINK_FORMATS, data_key="linkFormat", attribute="link_format")
 
 
 class MetadataFieldCreateSchema(Schema):

@@ -131,7 +131,8 @@ async def test_a_valid_key_as_bearer_is_accepted_on_every_endpoint(client, world
         return [(status, None, ctype, body)] * 3
 
     a_survey = {"id": world.survey_id, "name": "A's survey", "type": "link", "status": "inProgress",
-                "linkQuota": None, "redirectUrl": None, "linkCount": 2, "createdAt": "<ts>", "updatedAt": "<ts>"}
+                "linkQuota": None, "redirectUrl": None, "linkCount": 2, "linkFormat": "jwt", "createdAt": "<ts>",
+                "updatedAt": "<ts>"}
     fields = [{"id": world.field_id, "name": "A's field", "variable": "A's field"},
               *({"id": field_ids[n], "name": n, "variable": n} for n in names)]
     contact_links = {"data": [{"contactId": world.contact_id, "surveyUrl": world.contact_url, "expiresAt": None,
