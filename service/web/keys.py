@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
+from ..core.opens import OpenCounter
 from ..core.ratelimit import Gate
 from ..core.signing import LinkSigner
 from ..core.unauth import UnauthLimiter
@@ -28,6 +29,7 @@ METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
 EXPORTS = web.AppKey("exports", Slots)  # exports streaming on this worker, capped
+OPENS = web.AppKey("opens", OpenCounter)  # opens not yet written (absent with OPEN_COUNTING=off)
 OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 
 PRINCIPAL = web.RequestKey("principal", Principal)
