@@ -5,7 +5,10 @@ Both live in one hash per (segment, contacts version), `{o:<org>}:seg:<segment>:
 page order. Every contact write bumps the organisation's
 contacts version in PostgreSQL, in the writing transaction, so a write makes the old hash unreachable
 at once (it expires on its own); segments never change after they are created, so (segment,
-version) determines both facts.
+version) determines both facts. The reminder list (`?opened=true|false`) is another set: its hash
+adds the survey, the flag and the survey's opens version, `...:<version>:o<survey>:<1|0>:<opens
+version>`, which every write of the survey's contact opens moves on in the writing statement
+(service/db/opens.py), so an open once written is never answered for from an older hash.
 
 With the member before a page known, the page is a keyset seek through the page index instead of
 an OFFSET walk over `skip` rows: paging on through a segment, or asking for the same deep page
@@ -27,7 +30,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from ..db import segments as segment_db
-from ..db.segments import PageRow
+from ..db.segments import OpenedFilter, PageRow
 from .ratelimit import REDIS_DOWN, Breaker, org_key
 
 log = logging.getLogger("service.segments")
@@ -39,8 +42,11 @@ _REMEMBER = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXP
 _breakers: weakref.WeakKeyDictionary[Redis, Breaker] = weakref.WeakKeyDictionary()
 
 
-def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int) -> str:
-    return org_key(str(org_id), f"seg:{segment_id}:{version}")
+def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int, opened: OpenedFilter | None = None) -> str:
+    if opened is None:
+        return org_key(str(org_id), f"seg:{segment_id}:{version}")
+    flag = 1 if opened.opened else 0
+    return org_key(str(org_id), f"seg:{segment_id}:{version}:o{opened.survey_id}:{flag}:{opened.version}")
 
 
 def _breaker(redis: Redis) -> Breaker:
@@ -68,10 +74,11 @@ async def _write(redis: Redis, key: str, fields: dict[str, Any]) -> None:
 
 
 async def _count(redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
-                 filters: dict[str, Any]) -> int:
-    total, counted_at = await segment_db.count_members(conn, org_id, filters)
-    # remembered under the version the count really saw, which may be newer than the caller's
-    await _write(redis, cache_key(org_id, segment_id, counted_at), {"t": total})
+                 filters: dict[str, Any], opened: OpenedFilter | None = None) -> int:
+    total, counted_at = await segment_db.count_members(conn, org_id, filters, opened)
+    # remembered under the version the count really saw, which may be newer than the caller's (so may
+    # the opens it saw be: a hash never holds facts older than its versions)
+    await _write(redis, cache_key(org_id, segment_id, counted_at, opened), {"t": total})
     return total
 
 
@@ -93,16 +100,17 @@ class SegmentPage:
 
 async def read_page(
     redis: Redis, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, filters: dict[str, Any],
-    version: int, limit: int, skip: int, attribute_keys: list[str],
+    version: int, limit: int, skip: int, attribute_keys: list[str], opened: OpenedFilter | None = None,
 ) -> SegmentPage:
-    """A page of the segment and its total: one Redis read, the page query, and what was learnt."""
-    key = cache_key(org_id, segment_id, version)
+    """A page of the segment (of its members that have or have not opened, with `opened`) and its
+    total: one Redis read, the page query, and what was learnt."""
+    key = cache_key(org_id, segment_id, version, opened)
     end = skip + limit
     cached_total, start, end_known = await _read(redis, key, "t", f"p{skip}", f"p{end}")
     total = int(cached_total) if cached_total is not None else await _count(
-        redis, conn, org_id, segment_id, filters)
+        redis, conn, org_id, segment_id, filters, opened)
     after = None if start is None else int(start)
-    page = await segment_db.member_page(conn, org_id, filters, limit, skip, attribute_keys, after)
+    page = await segment_db.member_page(conn, org_id, filters, limit, skip, attribute_keys, after, opened)
     learnt: dict[str, str] = {}
     if page.before is not None and skip % MARKER_EVERY == 0:
         learnt[f"p{skip}"] = str(page.before)
