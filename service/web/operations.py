@@ -243,7 +243,7 @@ def _ops() -> dict[tuple[str, str], Operation]:
                            "PostgreSQL or Redis not answering; retry later")},
             description="Read in keyset batches and signed on the fly: memory stays flat whatever the segment's "
                         "size. " + LINKS_QUERY,
-            parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS]),
+            parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS, OPENED]),
         # the respondent's side
         ("GET", "/c/{token}"): op(
             "open_contact_link", "Open a contact link", "respondents",

@@ -115,3 +115,17 @@ async def test_a_value_that_is_not_a_boolean_is_422(client, tenant, world, value
 async def test_empty_means_every_contact(client, tenant, db, world):
     body = await page(client, tenant.headers, world["survey"], world["segment"], opened="", limit=250)
     assert body["meta"]["total"] == 90
+
+
+@pytest.mark.parametrize("opened", [True, False])
+async def test_the_export_takes_opened_too(client, tenant, db, world, monkeypatch, opened):
+    from service.web import export
+
+    monkeypatch.setattr(export, "BATCH", 7)  # several batches: the filter holds across the cursor
+    resp = await client.get(segment_links_path(world["survey"], world["segment"]) + "/export",
+                            params={"opened": str(opened).lower()}, headers=tenant.headers)
+    assert resp.status == 200
+    lines = (await resp.text()).splitlines()
+    assert lines[0] == "contactId,surveyUrl,expiresAt"
+    ids = [line.split(",")[0] for line in lines[1:]]
+    assert len(ids) == len(set(ids)) and set(ids) == await truth(db, tenant, world["survey"], opened)
