@@ -39,7 +39,7 @@ WITH written AS (
     JOIN surveys s ON s.id = u.survey_id
     JOIN contacts c ON c.id = u.contact_id AND c.org_id = s.org_id
     ORDER BY s.id, c.id
-    FOR KEY SHARE OF s, c
+    FOR KEY SHARE OF c
     ON CONFLICT (survey_id, contact_id) DO UPDATE SET count = contact_opens.count + excluded.count,
         first_at = least(contact_opens.first_at, excluded.first_at),
         last_at = greatest(contact_opens.last_at, excluded.last_at)
