@@ -128,3 +128,10 @@ CREATE TABLE contact_opens (
     PRIMARY KEY (survey_id, contact_id)
 );
 CREATE INDEX contact_opens_contact_idx ON contact_opens (contact_id);
+
+-- moved on by each flush of a survey's contact opens: the key of the reminder list's cached counts
+CREATE TABLE contact_opens_versions (
+    survey_id  uuid PRIMARY KEY REFERENCES surveys (id) ON DELETE CASCADE,
+    org_id     uuid NOT NULL REFERENCES organizations (id),
+    version    bigint NOT NULL DEFAULT 0
+);

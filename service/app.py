@@ -13,6 +13,7 @@ from aiohttp import web
 from .connections import ConnectionGuard
 from .core.auth import KeyResolver
 from .core.cursors import CursorCodec
+from .core.opens import OpenCounter
 from .core.ratelimit import Gate, ReplayCache
 from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
@@ -37,6 +38,7 @@ from .web.keys import (
     GATE,
     KEYS,
     METRICS,
+    OPENS,
     POOL,
     REDIS,
     SEGMENT_CACHE,
@@ -73,6 +75,18 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     app[KEYS] = KeyResolver(pool, settings.key_cache_seconds)
     yield
     await pool.close()
+
+
+async def opens_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The open counter and its flush every second; registered after postgres_ctx, so that its last
+    flush, at shutdown, runs before the pool closes (cleanup contexts end in reverse order)."""
+    if not app[SETTINGS].open_counting:
+        yield
+        return
+    counter = app[OPENS] = OpenCounter(app[POOL], app[METRICS].opens_dropped_count)
+    task = asyncio.create_task(counter.run())
+    yield
+    await counter.close(task)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -139,6 +153,7 @@ def create_app(settings: Settings) -> web.Application:
                          on_refused=functools.partial(app[METRICS].limit_reached, "exports"))
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(postgres_ctx)
+    app.cleanup_ctx.append(opens_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.on_startup.append(docs.build_openapi)
     routes = [route for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,

@@ -75,6 +75,9 @@ class Metrics:
         self.pg_failures = Counter("sls_postgres_failures", "Requests that found PostgreSQL unavailable", registry=reg)
         self.limits = Counter("sls_limits_reached", "Requests refused (503) or cut at a limit: pool_wait, exports, "
                               "stream_stall", ("limit",), registry=reg)
+        self.opens_dropped = Counter("sls_opens_dropped", "Link opens not counted: more links and contacts were "
+                                     "waiting to be written than a worker holds (PostgreSQL not taking them)",
+                                     registry=reg)
         # per worker process: shows how evenly the kernel spreads connections over the workers
         self.worker_requests = Gauge("sls_worker_requests", "Requests answered by each live worker process",
                                      registry=reg, multiprocess_mode="liveall")
@@ -143,6 +146,10 @@ class Metrics:
     def limit_reached(self, limit: str) -> None:
         """One request refused or cut at a limit (rare: counted at once, not tallied)."""
         self._limits[limit].inc()
+
+    def opens_dropped_count(self, count: int) -> None:
+        """Opens dropped because too many were waiting to be written (rare: counted at once)."""
+        self.opens_dropped.inc(count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker in multiprocess mode).

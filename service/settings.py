@@ -81,6 +81,8 @@ class Settings:
     body_timeout_seconds: float = 60.0
     # an idle keep-alive connection (or one whose next request's headers are incomplete) is closed after this
     keepalive_timeout_seconds: float = 75.0
+    # count opens of links (link_opens, contact_opens); off only to measure what counting costs
+    open_counting: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -213,6 +215,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
     pool_max = _int(env, "PG_POOL_MAX", Settings.pg_pool_max)
+    open_counting = (env.get("OPEN_COUNTING") or "on").strip().lower()
+    if open_counting not in ("on", "off"):
+        raise SettingsError("OPEN_COUNTING must be 'on' or 'off'")
     settings = Settings(
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
@@ -235,6 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         header_timeout_seconds=_seconds(env, "HEADER_TIMEOUT_SECONDS", Settings.header_timeout_seconds),
         body_timeout_seconds=_seconds(env, "BODY_TIMEOUT_SECONDS", Settings.body_timeout_seconds),
         keepalive_timeout_seconds=_seconds(env, "KEEPALIVE_TIMEOUT_SECONDS", Settings.keepalive_timeout_seconds),
+        open_counting=open_counting == "on",
     )
     if settings.database_url and not settings.signing_keys:
         raise SettingsError("SIGNING_KEYS is required with an external DATABASE_URL")

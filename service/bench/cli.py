@@ -97,7 +97,9 @@ class Bench:
         return row
 
     def wanted(self, case: Case) -> bool:
-        return case.key.startswith("ref-") or not self.only or case.key in self.only
+        """References always; a case named in --only, or its group (`f` is f-valid and f-forged)."""
+        return (case.key.startswith("ref-") or not self.only or case.key in self.only
+                or case.key.split("-")[0] in self.only)
 
     async def run(self) -> None:
         ready = self.ready
@@ -112,7 +114,7 @@ class Bench:
         data = await seed(ready.database_url, service.url)
         refs = {c.key: c for c in reference_cases()}
         groups = [("ref-evalsha", link_cases(data))]
-        if not self.only or self.only & {"d", "d-short", "e", "f-valid", "f-forged", "qr", "deep"}:
+        if not self.only or self.only & {"d", "d-short", "e", "f", "f-valid", "f-forged", "qr", "deep"}:
             self.say(f"seeding {self.contacts:,} contacts...")
             people = await seed_contacts(ready.database_url, service.url, "bench-contacts", self.contacts)
             # before (d), which teaches the service where deep pages start
@@ -120,25 +122,46 @@ class Bench:
             cases = contact_cases(people, self.log_dir, await link_paths(service.url, people))
             groups += [("ref-pyjwt", cases[:2]), ("ref-fixed", cases[2:])]
         measured = set()
+        valid = None
         for ref_key, cases in groups:
             chosen = [case for case in cases if self.wanted(case)]
             if chosen:
                 await self.measure(refs[ref_key])
                 measured.add(ref_key)
             for case in chosen:
-                await self.measure(case)
+                row = await self.measure(case)
+                if case.key == "f-valid":
+                    valid = (case, row)
         for ref_key in refs.keys() - measured:
             await self.measure(refs[ref_key])
         if self.export_contacts and (not self.only or "export" in self.only):
             self.say(f"seeding {self.export_contacts:,} contacts for the export...")
             crowd = await seed_contacts(ready.database_url, service.url, "bench-export", self.export_contacts)
             self.checks += await checks.export(service, crowd, self.rss)
+        if valid is not None:
+            await self.counting_off(*valid)
         if not self.args.no_workers and self.wanted(link_cases(data)[0]):
             await self.two_workers(data)
         await self.rss.stop()
         peak = self.rss.peak_kb / 1024
         self.checks.append(Check(f"peak worker RSS, whole run ({self.rss.samples} samples)", f"{peak:.0f} MB",
                                  f"< {RSS_LIMIT_MB} MB", peak < RSS_LIMIT_MB))
+
+    async def counting_off(self, case: Case, on: Row) -> None:
+        """(f) valid again on a service with OPEN_COUNTING=off: what counting opens costs the open path."""
+        one = self.servers.pop("service")
+        self.rss.forget(one)
+        await one.stop()
+        service = await start_service(self.data_dir, 1, self.log_dir, {**self.service_env, "OPEN_COUNTING": "off"})
+        self.servers["service"] = service
+        self.rss.watch(service)
+        off = await self.measure(case, service)
+        off.key, off.label = "f-valid-off", "(f) open a valid link (302), open counting off"
+        ratio = on.result.rps / off.result.rps if off.result.rps else 0.0
+        # CPU per request too: less sensitive than req/s to whatever else the machine runs meanwhile
+        cpu = f" ({on.cpu_us or 0:,.0f} vs {off.cpu_us or 0:,.0f} CPU us/req)"
+        self.checks.append(Check("(f) valid link: req/s with open counting on / off", f"{ratio:.2f}x{cpu}",
+                                 ">= 0.90x", ratio >= 0.9))
 
     async def two_workers(self, data) -> None:
         """(a) again with `--workers 2`, against (a) with one worker in this run."""

@@ -7,6 +7,10 @@ the organisation's contacts version in PostgreSQL, in the writing transaction, a
 segment's filters changes their digest, so either makes the old hash unreachable at once, on every
 worker (it expires on its own): the filters and the version determine both facts. A reader that
 still holds the old filters writes under the old digest, which no reader of the new ones reads.
+The reminder list (`?opened=true|false`) is another set: its hash adds the survey, the flag and the
+survey's opens version, `...:<digest>:o<survey>:<1|0>:<opens version>`, which every write of the
+survey's contact opens moves on in the writing statement (service/db/opens.py), so an open once
+written is never answered for from an older hash.
 
 With the member before a page known, the page is a keyset seek through the page index instead of
 an OFFSET walk over `skip` rows: paging on through a segment, or asking for the same deep page
@@ -29,7 +33,7 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 
 from ..db import segments as segment_db
-from ..db.segments import PageRow
+from ..db.segments import OpenedFilter, PageRow
 from .ratelimit import REDIS_DOWN, Breaker, org_key
 
 log = logging.getLogger("service.segments")
@@ -39,10 +43,14 @@ MARKER_EVERY = 50
 _REMEMBER = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
 
 
-def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int, filters: dict[str, Any]) -> str:
+def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int, filters: dict[str, Any],
+              opened: OpenedFilter | None = None) -> str:
     # sorted keys: the same tree has one digest whatever order its JSON came in
     digest = hashlib.blake2b(orjson.dumps(filters, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
-    return org_key(str(org_id), f"seg:{segment_id}:{version}:{digest}")
+    key = f"seg:{segment_id}:{version}:{digest}"
+    if opened is not None:
+        key += f":o{opened.survey_id}:{1 if opened.opened else 0}:{opened.version}"
+    return org_key(str(org_id), key)
 
 
 @dataclass
@@ -72,10 +80,11 @@ async def _write(cache: SegmentCache, key: str, fields: dict[str, Any]) -> None:
 
 
 async def _count(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
-                 filters: dict[str, Any]) -> int:
-    total, counted_at = await segment_db.count_members(conn, org_id, filters)
-    # remembered under the version the count really saw, which may be newer than the caller's
-    await _write(cache, cache_key(org_id, segment_id, counted_at, filters), {"t": total})
+                 filters: dict[str, Any], opened: OpenedFilter | None = None) -> int:
+    total, counted_at = await segment_db.count_members(conn, org_id, filters, opened)
+    # remembered under the version the count really saw, which may be newer than the caller's (so may
+    # the opens it saw be: a hash never holds facts older than its versions)
+    await _write(cache, cache_key(org_id, segment_id, counted_at, filters, opened), {"t": total})
     return total
 
 
@@ -97,16 +106,17 @@ class SegmentPage:
 
 async def read_page(
     cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, filters: dict[str, Any],
-    version: int, limit: int, skip: int, attribute_keys: list[str],
+    version: int, limit: int, skip: int, attribute_keys: list[str], opened: OpenedFilter | None = None,
 ) -> SegmentPage:
-    """A page of the segment and its total: one Redis read, the page query, and what was learnt."""
-    key = cache_key(org_id, segment_id, version, filters)
+    """A page of the segment (of its members that have or have not opened, with `opened`) and its
+    total: one Redis read, the page query, and what was learnt."""
+    key = cache_key(org_id, segment_id, version, filters, opened)
     end = skip + limit
     cached_total, start, end_known = await _read(cache, key, "t", f"p{skip}", f"p{end}")
     total = int(cached_total) if cached_total is not None else await _count(
-        cache, conn, org_id, segment_id, filters)
+        cache, conn, org_id, segment_id, filters, opened)
     after = None if start is None else int(start)
-    page = await segment_db.member_page(conn, org_id, filters, limit, skip, attribute_keys, after)
+    page = await segment_db.member_page(conn, org_id, filters, limit, skip, attribute_keys, after, opened)
     learnt: dict[str, str] = {}
     if page.before is not None and skip % MARKER_EVERY == 0:
         learnt[f"p{skip}"] = str(page.before)

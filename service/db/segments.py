@@ -35,6 +35,28 @@ class LinkContext:
     contacts_version: int
     link_format: str | None  # the survey's: 'jwt' or 'short'
     link_generation: int | None
+    # moved on by every write of the survey's contact opens (the reminder list's cache key)
+    opens_version: int = 0
+
+
+@dataclass(frozen=True)
+class OpenedFilter:
+    """Only the members that have (or have not) opened the survey's contact link: `?opened=`."""
+
+    survey_id: uuid.UUID
+    opened: bool
+    # the survey's opens version when the request began (see LinkContext)
+    version: int
+
+    def sql(self, param: int) -> str:
+        """The condition on `contacts`, the survey id being `$param`: a probe of contact_opens' key."""
+        exists = "EXISTS" if self.opened else "NOT EXISTS"
+        return (f" AND {exists} (SELECT 1 FROM contact_opens o"
+                f" WHERE o.survey_id = ${param} AND o.contact_id = contacts.id)")
+
+
+def _opened(opened: OpenedFilter | None, param: int) -> tuple[str, list[Any]]:
+    return ("", []) if opened is None else (opened.sql(param), [opened.survey_id])
 
 
 @dataclass(frozen=True)
@@ -122,26 +144,32 @@ async def list_segments(
 async def link_context(
     conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID | None
 ) -> LinkContext:
-    """The survey, the segment (when one is named) and the contacts version, in one round trip."""
+    """The survey, the segment (when one is named), the contacts version and the survey's opens
+    version, in one round trip."""
     row = await conn.fetchrow(
-        f"SELECT s.seq, s.status, g.filters, {_VERSION}, s.link_format, s.link_generation FROM (SELECT 1) AS one"
+        f"SELECT s.seq, s.status, g.filters, {_VERSION}, s.link_format, s.link_generation,"
+        " (SELECT coalesce(max(v.version), 0) FROM contact_opens_versions v WHERE v.survey_id = s.id) AS opens"
+        " FROM (SELECT 1) AS one"
         " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"
         " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1",
         org_id, survey_id, segment_id,
     )
     return LinkContext(row["seq"], row["status"], row["filters"], row["version"], row["link_format"],
-                       row["link_generation"])
+                       row["link_generation"], row["opens"])
 
 
-async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any]) -> tuple[int, int]:
-    """How many contacts the segment holds, and the contacts version that count belongs to.
+async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any],
+                        opened: OpenedFilter | None = None) -> tuple[int, int]:
+    """How many contacts the segment holds (that have or have not opened, with `opened`), and the
+    contacts version that count belongs to.
 
     One statement, so one snapshot: the version read is the one the count saw.
     """
     condition, params = compile_filters(filters, 2)
+    opened_sql, opened_params = _opened(opened, 2 + len(params))
     row = await conn.fetchrow(
-        f"SELECT count(*) AS total, {_VERSION} FROM contacts WHERE org_id = $1 AND {condition}",
-        org_id, *params,
+        f"SELECT count(*) AS total, {_VERSION} FROM contacts WHERE org_id = $1 AND {condition}{opened_sql}",
+        org_id, *params, *opened_params,
     )
     return row["total"], row["version"]
 
@@ -151,7 +179,7 @@ _SEEK = " AND (created_at, id) < ((SELECT m.created_at FROM contacts m WHERE m.i
 
 
 def _page_sql(condition: str, key_count: int, seek: bool) -> str:
-    where = f"org_id = $1{_SEEK if seek else ''} AND {condition}"
+    where = f"org_id = $1{_SEEK if seek else ''} AND {condition}"  # `condition` ends with any opened filter
     order = "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     if key_count == 0:
         return f"SELECT id, NULL::text AS attrs, {_VERSION} FROM contacts WHERE {where} {order}"
@@ -170,7 +198,7 @@ def _page_sql(condition: str, key_count: int, seek: bool) -> str:
 
 async def member_page(
     conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], limit: int, skip: int,
-    attribute_keys: list[str], after: int | None = None,
+    attribute_keys: list[str], after: int | None = None, opened: OpenedFilter | None = None,
 ) -> Page:
     """One page of the segment's contacts, newest first (ties by id), with the asked-for attributes.
 
@@ -184,7 +212,9 @@ async def member_page(
     if seek:
         fixed.append(after)
     condition, params = compile_filters(filters, len(fixed) + 1 + len(attribute_keys))
-    rows = await conn.fetch(_page_sql(condition, len(attribute_keys), seek), *fixed, *attribute_keys, *params)
+    opened_sql, opened_params = _opened(opened, len(fixed) + 1 + len(attribute_keys) + len(params))
+    rows = await conn.fetch(_page_sql(condition + opened_sql, len(attribute_keys), seek),
+                            *fixed, *attribute_keys, *params, *opened_params)
     version = rows[0][2] if rows else None
     before = rows[0][0] if head and rows else None
     rows = rows[head:]

@@ -32,7 +32,7 @@ from .render import iso
 
 routes = web.RouteTableDef()
 BASE = f"{MANAGEMENT}/surveys/{{surveyId}}/contact-links"
-PAGE_QUERY = ("limit", "skip", "expirationDays", "attributeKeys")
+PAGE_QUERY = ("limit", "skip", "expirationDays", "attributeKeys", "opened")
 CONTACT_QUERY = ("expirationDays",)
 DAY_SECONDS = 86_400
 _NO_ATTRIBUTES = orjson.Fragment(b"{}")
@@ -117,7 +117,8 @@ def validated_query(request: web.Request, names: tuple[str, ...]) -> dict[str, A
 @routes.get(f"{BASE}/segments/{{segmentId}}")
 @guarded("links:read", reads_query=True)
 async def segment_links(request: web.Request) -> web.Response:
-    """A page of the segment's contacts, newest first, each with its signed survey link."""
+    """A page of the segment's contacts, newest first, each with its signed survey link; with
+    `opened=true|false`, only those that have (or have not) opened the survey's link."""
     query = validated_query(request, PAGE_QUERY)
     survey_id = path_uuid(request, "surveyId", "survey")
     segment_id = path_uuid(request, "segmentId", "segment")
@@ -125,8 +126,10 @@ async def segment_links(request: web.Request) -> web.Response:
     limit, skip, keys = query["limit"], query["skip"], query["attributeKeys"]
     async with request.app[POOL].acquire() as conn:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
+        opened = None if query["opened"] is None else segment_db.OpenedFilter(
+            survey_id, query["opened"], context.opens_version)
         page = await read_page(request.app[SEGMENT_CACHE], conn, org_id, segment_id, context.filters,
-                               context.contacts_version, limit, skip, keys)
+                               context.contacts_version, limit, skip, keys, opened)
     prefix, expires_at, sign = link_signer(request.app, context.link_format, context.link_generation, seq,
                                            query["expirationDays"])
     tokens = sign([row.contact_id for row in page.rows])

@@ -213,6 +213,10 @@ QUERY_INTEGERS: dict[str, tuple[int, int, int | None]] = {
 }
 
 
+# `opened`: true or false (1 or 0), in any case; empty is absent (no filter)
+QUERY_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
 def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[dict[str, Any], list[Issue]]:
     """The contact-links query parameters in `names`, each invalid one an Issue of its own.
 
@@ -231,6 +235,11 @@ def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[d
                                     "value_error.list.max_items"))
             # keys that cannot exist are as unknown as keys that do not: ignored
             values[name] = [k for k in keys if valid_attribute_key(k)]
+            continue
+        if name == "opened":
+            values[name] = QUERY_BOOLEANS.get(raw.strip().lower())
+            if raw and values[name] is None:
+                issues.append(Issue(("query", name), "value could not be parsed to a boolean", "type_error.bool"))
             continue
         low, high, default = QUERY_INTEGERS[name]
         if not raw:

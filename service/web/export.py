@@ -29,6 +29,7 @@ import asyncpg
 from aiohttp import web
 
 from ..core.segments import INT64_MAX, compile_filters
+from ..db.segments import OpenedFilter
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io
 from .contact_links import BASE, LinkSigning, link_signer, segment_link_context, validated_query
@@ -94,10 +95,14 @@ class _Batches:
     # before every contact: contacts are created at now(), never at the end of time
     START = (datetime(9999, 12, 31, tzinfo=UTC), INT64_MAX)
 
-    def __init__(self, conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], keys: list[str]) -> None:
+    def __init__(self, conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], keys: list[str],
+                 opened: OpenedFilter | None = None) -> None:
         self._conn, self._org_id = conn, org_id
-        # $1 org, $2 limit, $3/$4 cursor, then the attribute keys, then the filter's parameters
+        # $1 org, $2 limit, $3/$4 cursor, then the attribute keys, the filter's parameters, the survey (opened=)
         condition, params = compile_filters(filters, 5 + len(keys))
+        if opened is not None:
+            condition += opened.sql(5 + len(keys) + len(params))
+            params.append(opened.survey_id)
         self._sql = batch_sql(condition, range(5, 5 + len(keys)))
         self._tail_params = [*keys, *params]
 
@@ -112,13 +117,14 @@ class _Batches:
         return Batch(ids, tails, (oldest, ids[-1]))
 
 
-EXPORT_QUERY = ("expirationDays", "attributeKeys")
+EXPORT_QUERY = ("expirationDays", "attributeKeys", "opened")
 
 
 @routes.get(f"{BASE}/segments/{{segmentId}}/export")
 @guarded("links:read", reads_query=True)
 async def export_segment_links(request: web.Request) -> web.StreamResponse:
-    """Every link of the segment as a CSV file."""
+    """Every link of the segment as a CSV file (with `opened=true|false`, of those that have or have not
+    opened the survey's link)."""
     query = validated_query(request, EXPORT_QUERY)
     survey_id = path_uuid(request, "surveyId", "survey")
     segment_id = path_uuid(request, "segmentId", "segment")
@@ -136,7 +142,9 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
                 await response.prepare(request)
                 sign = link_signer(request.app, context.link_format, context.link_generation, seq,
                                    query["expirationDays"])
-                await _stream(request, response, _Batches(conn, org_id, context.filters, keys), sign, keys)
+                opened = None if query["opened"] is None else OpenedFilter(
+                    survey_id, query["opened"], context.opens_version)
+                await _stream(request, response, _Batches(conn, org_id, context.filters, keys, opened), sign, keys)
                 await _write(request, response.write_eof())
         except ClientGone:
             raise

@@ -7,6 +7,7 @@ from aiohttp import web
 from ..connections import ConnectionGuard
 from ..core.auth import KeyResolver, Principal
 from ..core.cursors import CursorCodec
+from ..core.opens import OpenCounter
 from ..core.ratelimit import Gate
 from ..core.segment_cache import SegmentCache
 from ..core.short_links import ShortLinks
@@ -33,6 +34,7 @@ METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # which connections carried a request
 DRAIN = web.AppKey("drain", Drain)  # requests in flight, for the SIGTERM drain
 EXPORTS = web.AppKey("exports", Slots)  # exports streaming on this worker, capped
+OPENS = web.AppKey("opens", OpenCounter)  # opens not yet written (absent with OPEN_COUNTING=off)
 OPENAPI = web.AppKey("openapi", bytes)  # the JSON document, built at startup
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -6,6 +6,9 @@ any database query. An expired contact link is 410 (also before any query), and 
 survey that is not in progress. A valid link redirects (302) to the survey's `redirectUrl` with
 the link's facts as query parameters, or, without a `redirectUrl`, answers them as JSON (200).
 Errors use the Formbricks body, like every path outside `/external/`.
+
+Every open answered 302 or 200 is counted by its handler (tallied in memory and written in batches,
+service/core/opens.py), never by the check functions: a QR code is checked by them and is not an open.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ..core.signing import ContactClaims, ExpiredLink, InvalidLink
 from ..db import contacts as contact_db
 from ..db import links as link_db
 from .jsonio import json_response
-from .keys import POOL, SHORT_LINKS, SIGNER
+from .keys import OPENS, POOL, SHORT_LINKS, SIGNER
 
 routes = web.RouteTableDef()
 # the token is in the URL: keep it out of shared caches and out of the target's Referer header
@@ -132,6 +135,9 @@ def answer_contact_open(request: web.Request, claims: ContactClaims,
                         target: contact_db.OpenedContactLink) -> web.Response:
     """The answer to an open of a contact link of either format: the one place for what an open does
     (counting it, for one), so `/c/` and `/s/` opens are the same."""
+    counter = request.app.get(OPENS)
+    if counter is not None:  # tallied in memory, written in batches (core/opens.py): no query here
+        counter.contact_opened(target.survey_id, claims.contact_id)
     return answer(target.redirect_url, {"surveyId": str(target.survey_id), "contactId": str(claims.contact_id)})
 
 
@@ -139,6 +145,9 @@ def answer_contact_open(request: web.Request, claims: ContactClaims,
 async def open_created_link(request: web.Request) -> web.Response:
     """A created (Filum) link: the survey id, the public id, and each metadata field's variable."""
     link = await check_created_link(request.app, request.match_info["token"])
+    counter = request.app.get(OPENS)
+    if counter is not None:
+        counter.link_opened(link.public_id)
     facts: dict[str, Any] = {}
     for item in link.metadata_mapping:
         variable = link.variables.get(item["metadata_id"])

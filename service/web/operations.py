@@ -121,6 +121,11 @@ ATTRIBUTE_KEYS = {
                    "answered in `attributes`; unknown keys are ignored",
     "schema": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_LINK_ATTRIBUTE_KEYS},
 }
+OPENED = {
+    "name": "opened", "in": "query", "required": False, "schema": {"type": "boolean"},
+    "description": "`true`: only the segment's contacts that have opened this survey's link; `false`: only those "
+                   "that have not (the reminder list); `meta.total` counts that set. Absent or empty: every contact",
+}
 PUBLIC: list[dict[str, list[str]]] = []  # no API key
 
 
@@ -248,7 +253,7 @@ def _ops() -> dict[tuple[str, str], Operation]:
             description="Every link is an HS256 JWT signed on the fly (its header names the key, `kid`); "
                         "nothing is stored per link. " + LINKS_QUERY,
             parameters=[SURVEY_ID, SEGMENT_ID, query_int("limit", "Contacts per page"),
-                        query_int("skip", "Contacts to skip"), EXPIRATION, ATTRIBUTE_KEYS]),
+                        query_int("skip", "Contacts to skip"), EXPIRATION, ATTRIBUTE_KEYS, OPENED]),
         ("GET", f"{CONTACT_LINKS}/contacts/{{contactId}}"): op(
             "contact_link", "The signed survey link of one contact", "links",
             {**ok(ContactLinkData, "The link", headers=PERSONAL),
@@ -266,7 +271,7 @@ def _ops() -> dict[tuple[str, str], Operation]:
                            "PostgreSQL or Redis not answering; retry later")},
             description="Read in keyset batches and signed on the fly: memory stays flat whatever the segment's "
                         "size. " + LINKS_QUERY,
-            parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS]),
+            parameters=[SURVEY_ID, SEGMENT_ID, EXPIRATION, ATTRIBUTE_KEYS, OPENED]),
         # the respondent's side
         ("GET", "/c/{token}"): op(
             "open_contact_link", "Open a contact link", "respondents",

@@ -11,7 +11,7 @@ import segno
 
 from service.core.signing import LinkSigner
 from service.settings import SigningKey
-from service.web.keys import POOL
+from service.web.keys import OPENS, POOL
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import bulk, contact_link_path, error
 from tests.helpers import create_survey, links_path
@@ -74,6 +74,25 @@ async def test_both_formats_decode_to_the_exact_link(client, links, link):
     assert not any(any(row) for row in svg.modules[:4] + svg.modules[-4:])
     assert svg.modules == [[bool(v) for v in row] for row in segno.make(url, error="M", micro=False).matrix_iter(
         scale=1, border=4)]
+
+
+async def test_showing_a_code_is_not_an_open(client, links, db):
+    for link in ("c", "l"):
+        for kind in ("svg", "png"):
+            await fetch(client, qr_path(links[link], kind))
+    counter = client.app[OPENS]
+    assert counter.pending == 0
+    await counter.flush()
+    assert await db.fetchval("SELECT count(*) FROM link_opens") == 0
+    assert await db.fetchval("SELECT count(*) FROM contact_opens") == 0
+    # while opening the same links is counted
+    for link in ("c", "l"):
+        assert (await client.get(links[link].removeprefix(BASE))).status == 200
+    await counter.flush()
+    survey_id = uuid.UUID(links["survey"])
+    assert await db.fetchval("SELECT count FROM contact_opens WHERE survey_id = $1", survey_id) == 1
+    assert await db.fetchval("SELECT o.count FROM link_opens o JOIN survey_links l ON l.id = o.link_id"
+                             " WHERE l.survey_id = $1", survey_id) == 1
 
 
 @pytest.mark.parametrize("link", ["c", "l"])

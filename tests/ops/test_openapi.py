@@ -99,7 +99,8 @@ def test_constraints_come_from_the_fields():
 def test_contact_links_query_parameters_follow_the_validation_table():
     document = build_document(_app())
     params = {p["name"]: p for p in document["paths"][LINKS]["get"]["parameters"]}
-    assert set(params) == {"surveyId", "segmentId", "limit", "skip", "expirationDays", "attributeKeys"}
+    assert set(params) == {"surveyId", "segmentId", "limit", "skip", "expirationDays", "attributeKeys", "opened"}
+    assert (params["opened"]["in"], params["opened"]["schema"]) == ("query", {"type": "boolean"})
     for name, (low, high, default) in QUERY_INTEGERS.items():
         schema = params[name]["schema"]
         assert (params[name]["in"], schema["minimum"], schema["maximum"], schema.get("default")) == (

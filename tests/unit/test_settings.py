@@ -71,10 +71,17 @@ def test_bad_signing_keys(raw):
     {"EXPORT_CONCURRENCY": "0"},
     {"EXPORT_CONCURRENCY": "10"},  # all of the default pool of 10
     {"EXPORT_CONCURRENCY": "two"},
+    {"OPEN_COUNTING": "yes"},
+    {"OPEN_COUNTING": "0"},
 ])
 def test_bad_settings(env):
     with pytest.raises(SettingsError, match=next(iter(env))):
         load_settings(env)
+
+
+@pytest.mark.parametrize(("raw", "counting"), [(None, True), ("", True), ("on", True), (" OFF ", False)])
+def test_open_counting_is_on_unless_turned_off(raw, counting):
+    assert load_settings({} if raw is None else {"OPEN_COUNTING": raw}).open_counting is counting
 
 
 @pytest.mark.parametrize("raw", ["debug", "INFO", "Warning", " error "])
