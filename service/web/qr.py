@@ -1,8 +1,9 @@
 """QR codes of links, for print: `/c/<token>/qr.svg`, `/l/<token>/qr.png`, ... answer the link's URL
 (`PUBLIC_BASE_URL/c/<token>`, as the API hands it out) as a QR code.
 
-zxing-cpp's writer (libzint in C) encodes the symbol: the smallest version for the level asked, with
-the mask of lowest penalty by ISO/IEC 18004's rules, in ~0.4 ms where segno's pure Python needs ~9.
+zxing-cpp's writer (libzint in C) encodes the symbol: the smallest version for the level asked (raised
+when that version holds more), the mask of lowest penalty by ISO/IEC 18004's rules, in ~0.4-0.8 ms
+where segno's pure Python needed ~9.
 Its SVG and PNG are not ours to shape (a fixed quiet zone, a <desc>), so both are drawn here from its
 one-pixel-a-module matrix: the SVG as one path of runs, the PNG one bit a pixel, rows built by bytes
 methods (C), so the largest code allowed is a few ms.
@@ -98,11 +99,24 @@ def qr_options(query: MultiMapping[str]) -> QrOptions:
     return QrOptions(str(values["ecc"]), int(values["scale"]), int(values["border"]))
 
 
+def _symbol(url: str, ecc: str, version: int | None = None) -> zxingcpp.Image:
+    options = {"ecLevel": ecc} if version is None else {"ecLevel": ecc, "version": version}
+    return zxingcpp.create_barcode(url, zxingcpp.BarcodeFormat.QRCode, **options).to_image(add_quiet_zones=False)
+
+
 def modules(url: str, ecc: str) -> list[bytes]:
-    """The symbol of `url` at level `ecc`, quiet zone excluded: a row of bytes per module row, 0 dark
-    and 255 light. zint takes the level as given (it raises it only when none is given)."""
-    code = zxingcpp.create_barcode(url, zxingcpp.BarcodeFormat.QRCode, ecLevel=ecc)
-    image = code.to_image(scale=1, add_quiet_zones=False)
+    """The symbol of `url`, quiet zone excluded: a row of bytes per module row, 0 dark and 255 light.
+    The smallest version for level `ecc`, then the highest level that still fits that version (zint
+    keeps a level it is given, so it is asked for each higher one with the version fixed: one that
+    does not fit fails before any masking, in ~50 µs)."""
+    image = _symbol(url, ecc)
+    version = (image.shape[0] - 17) // 4
+    for higher in reversed(ECC_LEVELS[ECC_LEVELS.index(ecc) + 1:]):
+        try:
+            image = _symbol(url, higher, version)
+            break
+        except ValueError:  # "Input too long for Version v-<higher>"
+            continue
     height, width = image.shape
     pixels = memoryview(image).tobytes()
     return [pixels[y * width:(y + 1) * width] for y in range(height)]

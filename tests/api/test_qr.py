@@ -12,6 +12,7 @@ import zxingcpp
 from service.core.signing import LinkSigner
 from service.settings import SigningKey
 from service.web.keys import POOL
+from service.web.qr import QrOptions, render
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import bulk, contact_link_path, error
 from tests.helpers import create_survey, links_path
@@ -50,6 +51,12 @@ def symbol(url: str, ecc: str, border: int = 0) -> list[list[bool]]:
     return [light] * border + [[False] * border + row + [False] * border for row in rows] + [light] * border
 
 
+def level(url: str, asked: str) -> str:
+    """The level a code is drawn at: the highest from `asked` up whose smallest symbol is no larger."""
+    size = len(symbol(url, asked))
+    return [ecc for ecc in "LMQH"["LMQH".index(asked):] if len(symbol(url, ecc)) == size][-1]
+
+
 def qr_path(url: str, kind: str, query: str = "") -> str:
     return url.removeprefix(BASE) + f"/qr.{kind}" + (f"?{query}" if query else "")
 
@@ -75,14 +82,14 @@ async def test_both_formats_decode_to_the_exact_link(client, links, link):
     png = png_image(await png_resp.read())
     decoded = decode(png)
     assert decoded.text == url
-    assert decoded.ec_level == "M"  # the default, as asked: never raised behind the caller's back
+    assert decoded.ec_level == level(url, "M")  # the default M, or more when the size allows it
     svg = svg_modules(await svg_resp.read())
     assert decode(modules_image(svg.modules)).text == url
     # the same code in both, drawn with the defaults: 4 px a module, a border of 4 modules
     assert svg.scale == 4 and (svg.width, svg.height) == (png.width, png.height)
     assert png_modules(png, 4) == svg.modules
     assert not any(any(row) for row in svg.modules[:4] + svg.modules[-4:])
-    assert svg.modules == symbol(url, "M", border=4)
+    assert svg.modules == symbol(url, level(url, "M"), border=4)
 
 
 @pytest.mark.parametrize("link", ["c", "l"])
@@ -99,10 +106,22 @@ async def test_options_change_the_drawing_not_the_link(client, links, link):
     assert decode(modules_image(framed)).ec_level == "H"
     svg = svg_modules(await fetch(client, qr_path(url, "svg", "ecc=q&scale=1&border=10&x=1")))
     assert (svg.scale, svg.width) == (1, len(symbol(url, "Q")) + 20)
-    assert decode(modules_image(svg.modules)) == Decoded(url, "Q")
+    assert decode(modules_image(svg.modules)) == Decoded(url, level(url, "Q"))
     big = png_image(await fetch(client, qr_path(url, "png", "scale=20&border=10")))
     assert big.width == (len(symbol(url, "M")) + 20) * 20
-    assert decode(big) == Decoded(url, "M")
+    assert decode(big) == Decoded(url, level(url, "M"))
+
+
+@pytest.mark.parametrize("link", ["c", "l"])
+async def test_each_level_is_the_one_asked_or_a_higher_one_of_the_same_size(client, links, link):
+    url = links[link]
+    drawn = {}
+    for asked in "LMQH":
+        svg = svg_modules(await fetch(client, qr_path(url, "svg", f"ecc={asked}&scale=1")))
+        drawn[asked] = decode(modules_image(svg.modules)).ec_level
+        assert drawn[asked] == level(url, asked)
+        assert svg.modules == symbol(url, drawn[asked], border=4)
+    assert drawn["H"] == "H" and list(drawn.values()) == sorted(drawn.values(), key="LMQH".index)
 
 
 def query_issue(field: str, issue: str) -> dict[str, str]:
@@ -200,3 +219,13 @@ async def test_openapi_documents_every_qr_route_with_its_bounds(client):
             assert params["ecc"]["schema"] == {"type": "string", "enum": ["L", "M", "Q", "H"], "default": "M"}
             assert params["scale"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 20, "default": 4}
             assert params["border"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 10, "default": 4}
+
+
+def test_a_level_is_raised_only_while_the_symbol_keeps_its_size():
+    url = f"{BASE}/l/k1.0123456789abcdef.ABCDEFGHIJKLMNOPQRSTUV"  # version 4 at L and at M, larger at Q and H
+    sizes = {ecc: len(symbol(url, ecc)) for ecc in "LMQH"}
+    assert sizes == {"L": 33, "M": 33, "Q": 37, "H": 41}
+    for asked, drawn in (("L", "M"), ("M", "M"), ("Q", "Q"), ("H", "H")):
+        code = svg_modules(render(url, "svg", QrOptions(asked, 1, 4)))
+        assert decode(modules_image(code.modules)) == Decoded(url, drawn)
+        assert code.modules == symbol(url, drawn, border=4)
