@@ -113,10 +113,12 @@ def modules(url: str, ecc: str) -> list[bytes]:
     """The symbol of `url`, quiet zone excluded: a row of bytes per module row, 0 dark and 255 light.
 
     The smallest version for level `ecc`, at the highest level that still fits that version (zint
-    keeps a level it is given, so each higher one is tried at that version). Sizing uses a fixed
-    mask (~0.1 ms; a level that does not fit fails before any masking, in ~0.05): the eight masks
-    are scored once, by the one encode drawn (~0.3-0.4 ms)."""
-    version = (_symbol(url, ecc, mask=0).shape[0] - 17) // 4
+    keeps a level it is given, so each higher one is tried at that version, with a fixed mask: a
+    level that does not fit fails before any masking, in ~0.03 ms). Above a few dozen characters a
+    higher level never fits the version a lower one needed, so a link's code is one encode, the
+    eight masks scored once (~0.3-0.4 ms), and one refused try."""
+    image = _symbol(url, ecc)
+    version = (image.shape[0] - 17) // 4
     level = ecc
     for higher in ECC_LEVELS[ECC_LEVELS.index(ecc) + 1:]:
         try:
@@ -124,7 +126,8 @@ def modules(url: str, ecc: str) -> list[bytes]:
         except ValueError:  # "Input too long for Version <version>-<higher>": no higher one fits either
             break
         level = higher
-    image = _symbol(url, level, version)
+    if level != ecc:
+        image = _symbol(url, level, version)
     height, width = image.shape
     pixels = memoryview(image).tobytes()
     return [pixels[y * width:(y + 1) * width] for y in range(height)]
