@@ -2,11 +2,11 @@
 (`PUBLIC_BASE_URL/c/<token>`, as the API hands it out) as a QR code.
 
 zxing-cpp's writer (libzint in C) encodes the symbol: the smallest version for the level asked (raised
-when that version holds more), the mask of lowest penalty by ISO/IEC 18004's rules, in ~0.4-0.8 ms
-where segno's pure Python needed ~9.
-Its SVG and PNG are not ours to shape (a fixed quiet zone, a <desc>), so both are drawn here from its
-one-pixel-a-module matrix: the SVG as one path of runs, the PNG one bit a pixel, rows built by bytes
-methods (C), so the largest code allowed is a few ms.
+when that version holds more), the mask of lowest penalty by ISO/IEC 18004's rules, in ~0.2-0.8 ms
+where segno's pure Python needed ~9. Its SVG and PNG are not ours to shape (a fixed quiet zone, a
+<desc>), so both are drawn here from its one-pixel-a-module matrix: the SVG as one path of runs, the
+PNG one bit a pixel with rows built by bytes methods (C). The largest QR code at the largest options
+takes ~18 ms as PNG, on the event loop: the writer holds the GIL, a thread would not help.
 
 The token is checked by the same functions as opening it (service/web/opening.py): a forged one is
 404 before any database query, an expired one or a survey not in progress is 410. Only the checks:
