@@ -1,7 +1,7 @@
 """Reading the service's QR codes back: its PNG and SVG turned into pixels, decoded by zxing-cpp.
 
 The PNG reader is PNG's own definition (chunks, zlib, the five row filters) for the greyscale
-images segno writes; the SVG reader draws segno's one path of horizontal runs (`M`, `m`, `h`).
+images the service writes; the SVG reader draws its one path of horizontal runs (`M`, `m`, `h`).
 Anything else in either fails loudly rather than decoding something else.
 """
 
@@ -99,7 +99,7 @@ class Svg:
 
 
 def svg_modules(data: bytes) -> Svg:
-    """The modules segno's SVG draws: one stroked path of horizontal runs, scaled by `transform`."""
+    """The modules the service's SVG draws: one stroked path of horizontal runs, scaled by `transform`."""
     root = ET.fromstring(data)
     assert root.tag == f"{SVG_NS}svg", root.tag
     (path,) = list(root)

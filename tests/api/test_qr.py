@@ -7,15 +7,16 @@ import time
 import uuid
 
 import pytest
-import segno
+import zxingcpp
 
 from service.core.signing import LinkSigner
 from service.settings import SigningKey
 from service.web.keys import OPENS, POOL
+from service.web.qr import QrOptions, render
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import bulk, contact_link_path, error
 from tests.helpers import create_survey, links_path
-from tests.qr_decode import decode, modules_image, png_image, png_modules, svg_modules
+from tests.qr_decode import Decoded, decode, modules_image, png_image, png_modules, svg_modules
 
 SURVEYS = "/api/v2/management/surveys"
 BASE = "http://links.test"
@@ -38,6 +39,22 @@ async def links(client, tenant, db):
     seq = await db.fetchval("SELECT seq FROM surveys WHERE id = $1", uuid.UUID(survey["id"]))
     assert contact_url.startswith(f"{BASE}/c/") and created_url.startswith(f"{BASE}/l/")
     return {"survey": survey["id"], "seq": seq, "contact": contact_id, "c": contact_url, "l": created_url}
+
+
+def symbol(url: str, ecc: str, border: int = 0) -> list[list[bool]]:
+    """The modules zxing-cpp's writer gives `url` at level `ecc` (True dark), in a light border."""
+    image = zxingcpp.create_barcode(url, zxingcpp.BarcodeFormat.QRCode, ecLevel=ecc).to_image(add_quiet_zones=False)
+    height, width = image.shape
+    pixels = memoryview(image).tobytes()
+    rows = [[pixels[y * width + x] < 128 for x in range(width)] for y in range(height)]
+    light = [False] * (width + 2 * border)
+    return [light] * border + [[False] * border + row + [False] * border for row in rows] + [light] * border
+
+
+def level(url: str, asked: str) -> str:
+    """The level a code is drawn at: the highest from `asked` up whose smallest symbol is no larger."""
+    size = len(symbol(url, asked))
+    return [ecc for ecc in "LMQH"["LMQH".index(asked):] if len(symbol(url, ecc)) == size][-1]
 
 
 def qr_path(url: str, kind: str, query: str = "") -> str:
@@ -65,15 +82,14 @@ async def test_both_formats_decode_to_the_exact_link(client, links, link):
     png = png_image(await png_resp.read())
     decoded = decode(png)
     assert decoded.text == url
-    assert decoded.ec_level in ("M", "Q", "H")  # the default M, or more when the size allows it
+    assert decoded.ec_level == level(url, "M")  # the default M, or more when the size allows it
     svg = svg_modules(await svg_resp.read())
     assert decode(modules_image(svg.modules)).text == url
     # the same code in both, drawn with the defaults: 4 px a module, a border of 4 modules
     assert svg.scale == 4 and (svg.width, svg.height) == (png.width, png.height)
     assert png_modules(png, 4) == svg.modules
     assert not any(any(row) for row in svg.modules[:4] + svg.modules[-4:])
-    assert svg.modules == [[bool(v) for v in row] for row in segno.make(url, error="M", micro=False).matrix_iter(
-        scale=1, border=4)]
+    assert svg.modules == symbol(url, level(url, "M"), border=4)
 
 
 async def test_showing_a_code_is_not_an_open(client, links, db):
@@ -98,8 +114,7 @@ async def test_showing_a_code_is_not_an_open(client, links, db):
 @pytest.mark.parametrize("link", ["c", "l"])
 async def test_options_change_the_drawing_not_the_link(client, links, link):
     url = links[link]
-    code = segno.make(url, error="H", micro=False)
-    size = code.symbol_size(scale=1, border=0)[0]
+    size = len(symbol(url, "H"))
     png = png_image(await fetch(client, qr_path(url, "png", "ecc=H&scale=2&border=0&utm_source=mail")))
     assert (png.width, png.height) == (size * 2, size * 2)
     # no quiet zone: give the decoder one by drawing the modules inside a light frame
@@ -109,11 +124,23 @@ async def test_options_change_the_drawing_not_the_link(client, links, link):
     assert decode(modules_image(framed)).text == url
     assert decode(modules_image(framed)).ec_level == "H"
     svg = svg_modules(await fetch(client, qr_path(url, "svg", "ecc=q&scale=1&border=10&x=1")))
-    assert (svg.scale, svg.width) == (1, segno.make(url, error="Q", micro=False).symbol_size(scale=1, border=10)[0])
-    assert decode(modules_image(svg.modules)).text == url
+    assert (svg.scale, svg.width) == (1, len(symbol(url, "Q")) + 20)
+    assert decode(modules_image(svg.modules)) == Decoded(url, level(url, "Q"))
     big = png_image(await fetch(client, qr_path(url, "png", "scale=20&border=10")))
-    assert big.width == segno.make(url, error="M", micro=False).symbol_size(scale=20, border=10)[0]
-    assert decode(big).text == url
+    assert big.width == (len(symbol(url, "M")) + 20) * 20
+    assert decode(big) == Decoded(url, level(url, "M"))
+
+
+@pytest.mark.parametrize("link", ["c", "l"])
+async def test_each_level_is_the_one_asked_or_a_higher_one_of_the_same_size(client, links, link):
+    url = links[link]
+    drawn = {}
+    for asked in "LMQH":
+        svg = svg_modules(await fetch(client, qr_path(url, "svg", f"ecc={asked}&scale=1")))
+        drawn[asked] = decode(modules_image(svg.modules)).ec_level
+        assert drawn[asked] == level(url, asked)
+        assert svg.modules == symbol(url, drawn[asked], border=4)
+    assert drawn["H"] == "H" and list(drawn.values()) == sorted(drawn.values(), key="LMQH".index)
 
 
 def query_issue(field: str, issue: str) -> dict[str, str]:
@@ -211,3 +238,13 @@ async def test_openapi_documents_every_qr_route_with_its_bounds(client):
             assert params["ecc"]["schema"] == {"type": "string", "enum": ["L", "M", "Q", "H"], "default": "M"}
             assert params["scale"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 20, "default": 4}
             assert params["border"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 10, "default": 4}
+
+
+def test_a_level_is_raised_only_while_the_symbol_keeps_its_size():
+    url = f"{BASE}/l/k1.0123456789abcdef.ABCDEFGHIJKLMNOPQRSTUV"  # version 4 at L and at M, larger at Q and H
+    sizes = {ecc: len(symbol(url, ecc)) for ecc in "LMQH"}
+    assert sizes == {"L": 33, "M": 33, "Q": 37, "H": 41}
+    for asked, drawn in (("L", "M"), ("M", "M"), ("Q", "Q"), ("H", "H")):
+        code = svg_modules(render(url, "svg", QrOptions(asked, 1, 4)))
+        assert decode(modules_image(code.modules)) == Decoded(url, drawn)
+        assert code.modules == symbol(url, drawn, border=4)
