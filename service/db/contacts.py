@@ -148,6 +148,8 @@ class ContactLinkTarget:
     survey_seq: int | None
     survey_status: str | None
     contact_found: bool
+    # the generation new tokens carry (the survey's; 1 when there is no survey)
+    link_generation: int = 1
 
 
 async def contact_link_target(
@@ -155,11 +157,12 @@ async def contact_link_target(
 ) -> ContactLinkTarget:
     """The survey and whether the contact exists, both within the organisation, in one round trip."""
     row = await conn.fetchrow(
-        "SELECT s.seq, s.status, EXISTS (SELECT 1 FROM contacts c WHERE c.id = $3 AND c.org_id = $1) AS found"
+        "SELECT s.seq, s.status, coalesce(s.link_generation, 1) AS generation,"
+        " EXISTS (SELECT 1 FROM contacts c WHERE c.id = $3 AND c.org_id = $1) AS found"
         " FROM (SELECT 1) AS one LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1",
         org_id, survey_id, contact_id,
     )
-    return ContactLinkTarget(row["seq"], row["status"], row["found"])
+    return ContactLinkTarget(row["seq"], row["status"], row["found"], row["generation"])
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class OpenedContactLink:
     survey_id: uuid.UUID
     status: str
     redirect_url: str | None
+    # the survey's contact-link generation: tokens of an earlier one were revoked
+    link_generation: int = 1
 
 
 async def contact_link_for_opening(
@@ -174,8 +179,8 @@ async def contact_link_for_opening(
 ) -> OpenedContactLink | None:
     """The survey a contact link points at, if the contact still exists in the survey's organisation."""
     row = await conn.fetchrow(
-        "SELECT s.id, s.status, s.redirect_url FROM surveys s WHERE s.seq = $1"
+        "SELECT s.id, s.status, s.redirect_url, s.link_generation FROM surveys s WHERE s.seq = $1"
         " AND EXISTS (SELECT 1 FROM contacts c WHERE c.id = $2 AND c.org_id = s.org_id)",
         survey_seq, contact_id,
     )
-    return OpenedContactLink(row["id"], row["status"], row["redirect_url"]) if row else None
+    return OpenedContactLink(row["id"], row["status"], row["redirect_url"], row["link_generation"]) if row else None

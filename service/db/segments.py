@@ -33,6 +33,8 @@ class LinkContext:
     survey_status: str | None
     filters: dict[str, Any] | None
     contacts_version: int
+    # the generation new tokens carry (the survey's; 1 when there is no survey)
+    link_generation: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,13 @@ async def link_context(
 ) -> LinkContext:
     """The survey, the segment (when one is named) and the contacts version, in one round trip."""
     row = await conn.fetchrow(
-        f"SELECT s.seq, s.status, g.filters, {_VERSION} FROM (SELECT 1) AS one"
+        f"SELECT s.seq, s.status, g.filters, {_VERSION}, coalesce(s.link_generation, 1) AS generation"
+        " FROM (SELECT 1) AS one"
         " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"
         " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1",
         org_id, survey_id, segment_id,
     )
-    return LinkContext(row["seq"], row["status"], row["filters"], row["version"])
+    return LinkContext(row["seq"], row["status"], row["filters"], row["version"], row["generation"])
 
 
 async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any]) -> tuple[int, int]:

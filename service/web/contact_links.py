@@ -103,7 +103,8 @@ async def segment_links(request: web.Request) -> web.Response:
         page = await read_page(request.app[CACHE_REDIS], conn, org_id, segment_id, context.filters,
                                context.contacts_version, limit, skip, keys)
     exp, expires_at = expiry(query["expirationDays"])
-    tokens = request.app[SIGNER].contact_tokens(seq, [row.contact_id for row in page.rows], exp)
+    tokens = request.app[SIGNER].contact_tokens(seq, [row.contact_id for row in page.rows], exp,
+                                                context.link_generation)
     prefix = request.app[SETTINGS].public_base_url + "/c/"
     data = [
         {"contactId": str(row.contact_id), "surveyUrl": prefix + token, "expiresAt": expires_at,
@@ -128,6 +129,6 @@ async def contact_link(request: web.Request) -> web.Response:
         raise NotFound("contact", field="contactId")
     require_in_progress(target.survey_status)
     exp, expires_at = expiry(query["expirationDays"])
-    token = request.app[SIGNER].contact_token(seq, contact_id, exp)
+    token = request.app[SIGNER].contact_token(seq, contact_id, exp, target.link_generation)
     url = f"{request.app[SETTINGS].public_base_url}/c/{token}"
     return raw_json_response(orjson.dumps({"data": {"surveyUrl": url, "expiresAt": expires_at}}), headers=PERSONAL)

@@ -135,7 +135,7 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
             with client_io(request):
                 await response.prepare(request)
                 await _stream(request, response, _Batches(conn, org_id, context.filters, keys), seq, keys,
-                              query["expirationDays"])
+                              query["expirationDays"], context.link_generation)
                 await _write(request, response.write_eof())
         except ClientGone:
             raise
@@ -160,7 +160,7 @@ async def _write(request: web.Request, write: Awaitable[None]) -> None:
 
 
 async def _stream(request: web.Request, response: web.StreamResponse, batches: _Batches, seq: int,
-                  keys: list[str], days: int | None) -> None:
+                  keys: list[str], days: int | None, generation: int) -> None:
     exp, expires_at = expiry(days)
     signer = request.app[SIGNER]
     prefix = request.app[SETTINGS].public_base_url + "/c/"
@@ -178,7 +178,7 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
             if len(batch.ids) == BATCH:
                 pending = batches.fetch(batch.cursor)
                 await asyncio.sleep(0)  # let the next query leave before this batch is signed
-            tokens = signer.contact_token_bytes(seq, batch.ids, exp)
+            tokens = signer.contact_token_bytes(seq, batch.ids, exp, generation)
             await _write(request, response.write(b"".join([
                 b"%d%s%s%s%s\r\n" % (cid, middle, token, after, tail)
                 for cid, token, tail in zip(batch.ids, tokens, batch.tails, strict=True)])))
