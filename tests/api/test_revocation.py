@@ -5,10 +5,16 @@ cache held it, also for a replay in flight), the mapping makes a new link, the q
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
+import time
 import uuid
+from pathlib import Path
 
+import aiohttp
+import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -21,6 +27,7 @@ from service.web.keys import GATE, SETTINGS
 from service.web.render import iso
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import error
+from tests.faults.conftest import new_tenant, signing_keys_env, start_serve, stop_serve
 from tests.helpers import create_metadata_field, create_survey, links_path
 
 SURVEYS = "/api/v2/management/surveys"
@@ -270,3 +277,137 @@ async def test_a_revocation_redis_cannot_take_changes_nothing(client, tenant, ca
         await r.aclose()
     assert await revoke(client, tenant, campaign["id"], old["id"]) == 204
     assert await rows(db, campaign["id"]) == [(old["id"], False)]
+
+
+# the real server: `serve --workers 2`
+
+
+@pytest.fixture
+def two_workers(database_url, redis_url, tmp_path):
+    """Two workers on the module's database and the session's Redis, configured by environment only."""
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SIGNING_KEYS": signing_keys_env()}
+    server = start_serve(env, 2, tmp_path / "serve.log")
+    yield server
+    stop_serve(server)
+
+
+def connection_owners(port: int, pids: list[int]) -> dict[int, int]:
+    """{client port: worker pid} of the connections the workers accepted on `port`, from /proc."""
+    by_inode: dict[int, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    by_inode[int(target[8:-1])] = pid
+    owners: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = (int(fields[i].rsplit(":", 1)[1], 16) for i in (1, 2))
+            inode = int(fields[9])
+            if local == port and inode in by_inode:
+                owners[remote] = by_inode[inode]
+    return owners
+
+
+class KeptAlive:
+    """One HTTP/1.1 connection kept open, so that its requests all go to the worker that accepted it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.port = writer.get_extra_info("sockname")[1]
+
+    @classmethod
+    async def open(cls, port: int) -> KeptAlive:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_a_revoked_link_is_410_on_both_workers_within_one_second(two_workers, database_url):
+    base = two_workers.base_url
+    tenant = await new_tenant(database_url)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}{SURVEYS}", json={"name": "S"}, headers=tenant.headers) as r:
+            survey_id = (await r.json())["data"]["id"]
+        async with http.post(f"{base}{links_path(survey_id)}", json={"name": "n"}, headers=tenant.headers) as r:
+            assert r.status == 200
+            link = await r.json()
+    opened = link["survey_url"].removeprefix(base)
+    # connections kept open until both workers hold some: each connection's requests go to its worker
+    connections: list[KeptAlive] = []
+    owners: dict[int, int] = {}
+    try:
+        for _ in range(64):
+            conn = await KeptAlive.open(two_workers.port)
+            connections.append(conn)
+            assert (await conn.get(opened))[0] == 200
+            owners = connection_owners(two_workers.port, two_workers.worker_pids())
+            if len({owners.get(c.port) for c in connections} - {None}) == 2 and len(connections) >= 8:
+                break
+        workers = {owners[c.port] for c in connections}
+        assert workers == set(two_workers.worker_pids()) and len(workers) == 2
+
+        async with aiohttp.ClientSession() as http, http.delete(
+                f"{base}{SURVEYS}/{survey_id}/links/{link['id']}", headers=tenant.headers) as r:
+            assert r.status == 204
+        revoked = time.monotonic()
+        answers = await asyncio.gather(*(conn.get(opened) for conn in connections))
+        elapsed = time.monotonic() - revoked
+        assert [(status, orjson.loads(body)) for status, body in answers] == [(410, GONE)] * len(connections)
+        assert elapsed < 1.0, elapsed
+    finally:
+        for conn in connections:
+            conn.close()
+
+
+async def test_revoking_while_replays_are_in_flight_on_two_workers(two_workers, database_url):
+    """50 replays over fresh connections (both workers) and the DELETE at once: afterwards no replay,
+    on either worker, answers the revoked link."""
+    base = two_workers.base_url
+    tenant = await new_tenant(database_url)
+    connector = aiohttp.TCPConnector(limit=200, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.post(f"{base}{SURVEYS}", json={"name": "S"}, headers=tenant.headers) as r:
+            survey_id = (await r.json())["data"]["id"]
+        async with http.post(f"{base}/api/v2/management/metadata-fields", json={"name": "f"},
+                             headers=tenant.headers) as r:
+            field = (await r.json())["data"]["id"]
+        body = {"name": "n", "metadata_mapping": [{"metadata_id": field, "value": "in flight"}]}
+
+        async def replay() -> tuple[int, int]:
+            async with http.post(f"{base}{links_path(survey_id)}", json=body, headers=tenant.headers) as r:
+                return r.status, (await r.json())["id"]
+
+        async def delete(link_id: int) -> int:
+            async with http.delete(f"{base}{SURVEYS}/{survey_id}/links/{link_id}", headers=tenant.headers) as r:
+                return r.status
+
+        for _ in range(3):
+            status, old = await replay()
+            assert status == 200 and (await replay()) == (200, old)  # the cache holds it
+            storm = await asyncio.gather(*[replay() for _ in range(25)], delete(old), *[replay() for _ in range(25)])
+            assert storm[25] == 204
+            after = await asyncio.gather(*[replay() for _ in range(30)])
+            new = {link_id for _, link_id in after}
+            assert {status for status, _ in after} == {200} and len(new) == 1 and old not in new
+            assert {link_id for _, link_id in storm[:25] + storm[26:]} <= {old, *new}
+            conn = await asyncpg.connect(database_url)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM survey_links WHERE survey_id = $1"
+                                           " AND revoked_at IS NULL", uuid.UUID(survey_id)) == 1
+            finally:
+                await conn.close()
