@@ -46,7 +46,7 @@ def check_generation(token_generation: int, survey_generation: int) -> None:
         raise Gone(REVOKED)
 
 
-def check_created_link(revoked_at: datetime | None) -> None:
+def check_link_revoked(revoked_at: datetime | None) -> None:
     """410 `the link was revoked` for a revoked created link."""
     if revoked_at is not None:
         raise Gone(REVOKED)

@@ -93,7 +93,7 @@ async def check_created_link(app: web.Application, token: str) -> link_db.Opened
     if link is None:
         raise NotFound("link", field="token")
     # read from PostgreSQL on every open: revoked on every worker and instance from the commit on
-    revocation.check_created_link(link.revoked_at)
+    revocation.check_link_revoked(link.revoked_at)
     if link.status != "inProgress":
         raise Gone("the survey is not in progress")
     return link
