@@ -23,6 +23,7 @@ from service.app import create_app
 from service.core.links import epoch_key, replay_key
 from service.core.mapping import canonical_mapping, legacy_mapping_hash, mapping_hash
 from service.core.ratepolicy import parse_policy
+from service.settings import SigningKey
 from service.web.keys import GATE, SETTINGS
 from service.web.render import iso
 from tests.conftest import TEST_KEYS
@@ -157,6 +158,23 @@ async def test_every_cache_entry_of_the_revoked_link_stops_answering_legacy_alia
     assert stored not in answers.values() and len(set(answers.values())) == 2
     assert sorted(await rows(db, campaign["id"])) == sorted(
         [(stored, False), (answers[2**53 + 1], True), (answers[2**53], True)])
+
+
+async def test_entries_under_another_signing_key_stop_answering_too(client, aiohttp_client, settings, tenant,
+                                                                    campaign, db):
+    """An instance that signs with a rotated-in key caches its answers under its own kid: revoking
+    through another instance makes those stale as well."""
+    rotated = await aiohttp_client(create_app(dataclasses.replace(
+        settings, signing_keys=(SigningKey("t2", b"the-rotated-in-signing-secret-0123456789"), *TEST_KEYS))))
+    old = await make(client, tenant, campaign, "rotating")
+    for instance in (client, rotated, client, rotated):  # each caches it under its kid, then replays it
+        status, body, replayed = await post(instance, tenant, campaign, "rotating")
+        assert (status, body["id"], replayed) == (200, old["id"], True)
+    assert await revoke(client, tenant, campaign["id"], old["id"]) == 204
+    status, new, replayed = await post(rotated, tenant, campaign, "rotating")
+    assert (status, replayed) == (200, False) and new["id"] != old["id"]
+    assert (await post(client, tenant, campaign, "rotating"))[1]["id"] == new["id"]
+    assert await rows(db, campaign["id"]) == [(old["id"], False), (new["id"], True)]
 
 
 @pytest.fixture(params=["REDIS_URL", "CACHE_REDIS_URL"])
