@@ -32,7 +32,7 @@ CREATE TABLE surveys (
                   CHECK (status IN ('draft', 'inProgress', 'paused', 'completed')),
     link_quota    integer CHECK (link_quota >= 0),
     redirect_url  text,
-    -- links created so far; moved in the same transaction as the insert, so it is exact
+    -- live links (created, not revoked); moved in the same transaction as the insert or the revoke, so exact
     link_count    integer NOT NULL DEFAULT 0,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
@@ -58,16 +58,18 @@ CREATE TABLE survey_links (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     public_id         text NOT NULL UNIQUE,
     survey_id         uuid NOT NULL REFERENCES surveys (id),
-    -- SHA-256 of the canonical metadata mapping: the idempotency key within a survey
+    -- SHA-256 of the canonical metadata mapping: the idempotency key of a survey's live links
     mapping_hash      bytea NOT NULL,
     name              text NOT NULL,
     metadata_mapping  jsonb NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
-    revoked_at        timestamptz,
-    UNIQUE (survey_id, mapping_hash)
+    revoked_at        timestamptz
 );
 CREATE INDEX survey_links_page_idx ON survey_links (survey_id, id DESC);
+-- one live link per mapping: a revoked link keeps its row, and the mapping may be created again
+CREATE UNIQUE INDEX survey_links_live_mapping_idx ON survey_links (survey_id, mapping_hash)
+    WHERE revoked_at IS NULL;
 
 -- Contacts (Formbricks contract). Attribute values are JSON strings, numbers or booleans; a null
 -- in a write removes the attribute, so a stored key always has a value (`?` means "is set").

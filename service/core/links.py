@@ -1,8 +1,10 @@
 """Create a survey link, idempotently, within the survey's quota.
 
-PostgreSQL is the truth: the unique constraint on (survey, mapping hash) makes a duplicate
-impossible, and the quota counter is moved in the same statement as the insert, under the
-survey row's lock, so the quota is exact however many creators race. Redis only caches answers.
+PostgreSQL is the truth: the unique index on (survey, mapping hash) over the live (not revoked)
+links makes a duplicate impossible, and the quota counter of live links is moved in the same
+statement as the insert, under the survey row's lock, so the quota is exact however many creators
+race. Redis only caches answers, each under its survey's replay epoch, which revoking a link moves
+on (core/revocation.py, lua/remember.lua).
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ from ..db.pool import Pool
 from ..db.surveys import MetadataField
 from .errors import Issue, NotFound, QuotaExceeded, ValidationFailed
 from .mapping import Value, canonical_mapping, legacy_mapping_hash, mapping_hash
+from .ratelimit import org_key
+
+
+def replay_key(org: str, kid: str, tail: str) -> str:
+    """The replay-cache key of an answer: `tail` is `<survey id>:<mapping hash hex>`. The signing kid is
+    part of it: after a key rotation, answers are re-signed, not replayed stale."""
+    return org_key(org, f"lk:{kid}:{tail}")
+
+
+def epoch_key(org: str, survey_id: uuid.UUID | str) -> str:
+    """The survey's replay epoch: the entries of the survey answer only under it (lua/remember.lua)."""
+    return org_key(org, f"lke:{survey_id}")
 
 
 @dataclass(frozen=True)

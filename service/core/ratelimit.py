@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import NamedTuple
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError, SlotNotCoveredError
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -21,6 +30,8 @@ from .redis_pipe import PipelinedRedis
 log = logging.getLogger("service.ratelimit")
 
 GATE_SCRIPT = resources.files("service").joinpath("lua/gate.lua").read_text()
+REMEMBER_SCRIPT = resources.files("service").joinpath("lua/remember.lua").read_text()
+REMEMBER_SHA = hashlib.sha1(REMEMBER_SCRIPT.encode()).hexdigest()
 # what an unreachable or restarting Redis looks like (BusyLoadingError is a ConnectionError);
 # any other error is a bug and must surface, not be mistaken for an outage. A Redis Cluster with a
 # master down answers CLUSTERDOWN (or leaves a slot uncovered): an outage too
@@ -49,6 +60,11 @@ def refusal(exc: RedisError) -> str | None:
             return None
         text = text[found.start():].lstrip("-")
     return text.partition(" script: ")[0]
+
+
+def new_epoch() -> bytes:
+    """A survey's replay epoch: 16 hex digits (every epoch has that length: gate.lua strips it off an entry)."""
+    return secrets.token_hex(8).encode()
 
 
 def org_key(org_id: str, suffix: str) -> str:
@@ -100,6 +116,8 @@ class Decision(NamedTuple):
     # per window: (remaining tokens, seconds until the bucket is full)
     windows: tuple[tuple[int, int], ...] = ()
     degraded: bool = False
+    # the survey's replay epoch the lookup saw (asked with an epoch key), for remember()
+    epoch: bytes | None = None
 
     def headers(self, policy: RatePolicy) -> dict[str, str]:
         """`RateLimit-Policy` and `RateLimit` (IETF httpapi draft), plus `Retry-After` when refused."""
@@ -141,13 +159,50 @@ class ReplayCache:
             log.warning("replay cache unavailable; PostgreSQL answers replays")
             return None
 
-    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
-        """Remember an answer; skipped when the cache Redis is down or refuses the write."""
-        if self._pipe is not None:
-            pipe = self._pipe
-            await self._breaker.cache_write("replay cache", lambda: pipe.execute("SET", key, value, "EX", ttl_seconds))
+    async def lookup(self, key: str, epoch_key: str) -> tuple[bytes | None, bytes | None]:
+        """The answer an entry holds under the survey's epoch (see remember.lua), and that epoch."""
+        if self._breaker.resting():
+            return None, None
+        try:
+            if self._pipe is not None:
+                entry, epoch = await self._pipe.execute("MGET", key, epoch_key)
+            else:
+                entry, epoch = await self._redis.mget(key, epoch_key)
+        except REDIS_DOWN:
+            self._breaker.trip()
+            log.warning("replay cache unavailable; PostgreSQL answers replays")
+            return None, None
+        return (entry[len(epoch):] if entry and epoch and entry.startswith(epoch) else None), epoch
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int, epoch_key: str | None = None,
+                  seen: bytes | None = None) -> None:
+        """Remember an answer (with `epoch_key`: under the epoch the lookup saw, else not at all); skipped
+        when the cache Redis is down or refuses the write."""
+        if epoch_key is None:
+            command: tuple = ("SET", key, value, "EX", ttl_seconds)
         else:
-            await self._breaker.cache_write("replay cache", lambda: self._redis.set(key, value, ex=ttl_seconds))
+            command = ("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds, seen or b"", new_epoch())
+        await self._breaker.cache_write("replay cache", lambda: self._call(command, REMEMBER_SCRIPT))
+
+    async def _call(self, command: tuple, script: str) -> object:
+        """The command; an EVALSHA whose script the server lacks is sent again as EVAL (which loads it)."""
+        call = self._pipe.execute if self._pipe is not None else self._redis.execute_command
+        try:
+            return await call(*command)
+        except NoScriptError:
+            return await call("EVAL", script, *command[2:])
+
+    async def move_epoch(self, epoch_key: str, ttl_seconds: int) -> None:
+        """Put a new epoch in place (every entry of the survey stops answering), or Unavailable."""
+        try:
+            await self._redis.set(epoch_key, new_epoch(), ex=ttl_seconds)
+        except REDIS_DOWN:
+            self._breaker.trip()
+            raise Unavailable("redis") from None
+        except RedisError as exc:
+            if refusal(exc) is None:
+                raise
+            raise Unavailable("redis") from None
 
     async def aclose(self) -> None:
         """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""
@@ -176,16 +231,20 @@ class Gate(Breaker):
         self._cache = cache
         self._replays = cache if cache is not None else ReplayCache(redis, pipe, self)
 
-    async def check(self, org_id: str, policy: RatePolicy, cache_key: str | None = None) -> Decision:
-        """Spend a token (or refuse), and read `cache_key` when allowed."""
+    async def check(self, org_id: str, policy: RatePolicy, cache_key: str | None = None,
+                    epoch_key: str | None = None) -> Decision:
+        """Spend a token (or refuse), and read `cache_key` when allowed (with `epoch_key`: only an entry
+        written under the survey's epoch answers, see remember.lua)."""
         if policy.off and cache_key is None:
             return ALLOW_UNLIMITED
         if cache_key is not None and self._cache is not None:
-            return await self._check_then_read(org_id, policy, self._cache, cache_key)
+            return await self._check_then_read(org_id, policy, self._cache, cache_key, epoch_key)
         # resting(), inlined: this runs on every request, where the method call costs ~40% more
         if self._clock() < self._down_until:
             return self._degraded()
         keys = [org_key(org_id, "rl")] if cache_key is None else [org_key(org_id, "rl"), cache_key]
+        if epoch_key is not None and cache_key is not None:
+            keys.append(epoch_key)
         args = policy.gate_args
         try:
             if self._pipe is not None:
@@ -205,16 +264,21 @@ class Gate(Breaker):
             self.trip()
             log.warning("redis refused the rate limiter's write: %s", refused[:120])
             return self._degraded()
+        epoch = (reply.pop() or None) if len(keys) == 3 else None  # the script answers it last
         windows = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2)) if len(reply) > 3 else ()
-        return Decision(bool(reply[0]), -(-int(reply[1]) // 1000), reply[2] or None, windows)
+        return Decision(bool(reply[0]), -(-int(reply[1]) // 1000), reply[2] or None, windows, epoch=epoch)
 
-    async def _check_then_read(self, org_id: str, policy: RatePolicy, cache: ReplayCache, cache_key: str) -> Decision:
+    async def _check_then_read(self, org_id: str, policy: RatePolicy, cache: ReplayCache, cache_key: str,
+                               epoch_key: str | None) -> Decision:
         """The buckets on REDIS_URL, then, when allowed, the replay cache on its own server."""
         decision = await self.check(org_id, policy)
         if not decision.allowed:
             return decision
-        cached = await cache.get(cache_key)
-        return decision if cached is None else decision._replace(cached=cached)
+        if epoch_key is None:
+            cached = await cache.get(cache_key)
+            return decision if cached is None else decision._replace(cached=cached)
+        cached, epoch = await cache.lookup(cache_key, epoch_key)
+        return decision._replace(cached=cached, epoch=epoch)
 
     def _degraded(self) -> Decision:
         if self._on_failure is not None:
@@ -223,9 +287,15 @@ class Gate(Breaker):
             raise Unavailable("redis")
         return Decision(True, degraded=True)
 
-    async def remember(self, key: str, value: bytes, ttl_seconds: int) -> None:
-        """Cache an answer; best effort, since PostgreSQL stays the truth."""
-        await self._replays.set(key, value, ttl_seconds)
+    async def remember(self, key: str, value: bytes, ttl_seconds: int, epoch_key: str | None = None,
+                       seen: bytes | None = None) -> None:
+        """Cache an answer (under the epoch `seen`, see ReplayCache.set); best effort, since PostgreSQL stays
+        the truth."""
+        await self._replays.set(key, value, ttl_seconds, epoch_key, seen)
+
+    async def move_epoch(self, epoch_key: str, ttl_seconds: int) -> None:
+        """Make every replay-cache entry of a survey stale (Unavailable when Redis does not take it)."""
+        await self._replays.move_epoch(epoch_key, ttl_seconds)
 
     async def aclose(self) -> None:
         """Close the pipelined connections, if any (the redis-py clients are closed by their owner)."""

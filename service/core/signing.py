@@ -1,8 +1,10 @@
 """Signed links.
 
 Contact links carry an HS256 JWT (`kid` in the header; claims `s` survey number, `c` contact id,
-`exp` when asked). Tokens are built by a signer that precomputes each key's header and is
-byte-identical to `jwt.encode(claims, secret, "HS256", headers={"kid": kid, "typ": None})`;
+`g` the survey's link generation when past the first, `exp` when asked). A token without `g` is of
+the first generation, so tokens of the first stay byte for byte what they were before generations.
+Tokens are built by a signer that precomputes each key's header and is byte-identical to
+`jwt.encode(claims, secret, "HS256", headers={"kid": kid, "typ": None})`;
 PyJWT stays the verifier.
 
 Created (Filum) links carry `<kid>.<public_id>.<mac>`: a truncated HMAC-SHA256 of the public id,
@@ -58,12 +60,16 @@ class _Hmac:
         return outer.digest()
 
 
+# surveys.link_generation is an integer column: a claim past it names no generation
+_GENERATION_MAX = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class ContactClaims:
     survey_seq: int
     contact_id: int
     expires_at: int | None
-    # the survey's contact-link generation the token was signed in: tokens without one are the first's
+    # the survey's link generation the token was issued in (core/revocation.py compares it)
     generation: int = 1
 
 
@@ -75,10 +81,13 @@ class ExpiredLink(Exception):
     """The link verified but its `exp` has passed."""
 
 
-def _accept(survey: object, contact: object, exp: object, iat: object, now: float | None) -> ContactClaims:
+def _accept(survey: object, contact: object, exp: object, iat: object, now: float | None,
+            generation: object = 1) -> ContactClaims:
     """The checks after the signature: integer claims, not issued in the future, not expired."""
     if type(survey) is not int or type(contact) is not int:
         raise InvalidLink("claims are not integers")
+    if type(generation) is not int or not 1 <= generation <= _GENERATION_MAX:
+        raise InvalidLink("generation is not a generation")
     # survey numbers and contact ids are positive bigints: a claim outside them names no row (and past
     # INT64_MAX would not even fit the query's parameter)
     if not (1 <= survey <= INT64_MAX and 1 <= contact <= INT64_MAX):
@@ -90,7 +99,7 @@ def _accept(survey: object, contact: object, exp: object, iat: object, now: floa
         raise InvalidLink("issued in the future")
     if exp is not None and exp <= current:
         raise ExpiredLink()
-    return ContactClaims(survey, contact, exp)
+    return ContactClaims(survey, contact, exp, generation)
 
 
 class LinkSigner:
@@ -113,23 +122,28 @@ class LinkSigner:
     def kid(self) -> str:
         return self._kid
 
-    def contact_token(self, survey_seq: int, contact_id: int, expires_at: int | None) -> str:
-        """A compact HS256 JWT naming the survey and the contact."""
-        return self.contact_tokens(survey_seq, (contact_id,), expires_at)[0]
+    def contact_token(self, survey_seq: int, contact_id: int, expires_at: int | None, generation: int = 1) -> str:
+        """A compact HS256 JWT naming the survey and the contact (and the survey's link generation)."""
+        return self.contact_tokens(survey_seq, (contact_id,), expires_at, generation)[0]
 
-    def contact_tokens(self, survey_seq: int, contact_ids: Sequence[int], expires_at: int | None) -> list[str]:
+    def contact_tokens(self, survey_seq: int, contact_ids: Sequence[int], expires_at: int | None,
+                       generation: int = 1) -> list[str]:
         """One token per contact of one survey."""
-        return [token.decode("ascii") for token in self.contact_token_bytes(survey_seq, contact_ids, expires_at)]
+        return [token.decode("ascii")
+                for token in self.contact_token_bytes(survey_seq, contact_ids, expires_at, generation)]
 
-    def contact_token_bytes(self, survey_seq: int, contact_ids: Sequence[int], expires_at: int | None) -> list[bytes]:
+    def contact_token_bytes(self, survey_seq: int, contact_ids: Sequence[int], expires_at: int | None,
+                            generation: int = 1) -> list[bytes]:
         """The tokens as ASCII bytes (what the CSV export writes), with the per-token work cut to the minimum."""
         header = self._header_b64.encode("ascii")
         inner, outer = self._mac_of.inner.copy, self._mac_of.outer.copy
         to_b64, alphabet = binascii.b2a_base64, _URLSAFE
+        # the first generation is written as no claim at all: its tokens are those issued before generations
+        gen = b"" if generation == 1 else b',"g":%d' % generation
         if expires_at is None:
-            template = b'{"s":%d,"c":%%d}' % survey_seq
+            template = b'{"s":%d,"c":%%d%s}' % (survey_seq, gen)
         else:
-            template = b'{"s":%d,"c":%%d,"exp":%d}' % (survey_seq, expires_at)
+            template = b'{"s":%d,"c":%%d%s,"exp":%d}' % (survey_seq, gen, expires_at)
         tokens: list[bytes] = []
         append = tokens.append
         for contact_id in contact_ids:
@@ -188,7 +202,8 @@ class LinkSigner:
             )
         except jwt.PyJWTError as exc:
             raise InvalidLink("signature or claims refused") from exc
-        return _accept(claims.get("s"), claims.get("c"), claims.get("exp"), claims.get("iat"), now)
+        return _accept(claims.get("s"), claims.get("c"), claims.get("exp"), claims.get("iat"), now,
+                       claims.get("g", 1))
 
     @staticmethod
     def _link_mac(mac: _Hmac, public_id: str) -> str:

@@ -229,7 +229,8 @@ class ContactLinkTarget:
     survey_status: str | None
     contact_found: bool
     link_format: str | None
-    link_generation: int | None
+    # the generation new tokens carry (the survey's; 1 when there is no survey)
+    link_generation: int
 
 
 async def contact_link_target(
@@ -238,7 +239,7 @@ async def contact_link_target(
     """The survey and whether the contact exists, both within the organisation, in one round trip."""
     row = await conn.fetchrow(
         "SELECT s.seq, s.status, EXISTS (SELECT 1 FROM contacts c WHERE c.id = $3 AND c.org_id = $1) AS found,"
-        " s.link_format, s.link_generation"
+        " s.link_format, coalesce(s.link_generation, 1) AS link_generation"
         " FROM (SELECT 1) AS one LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1",
         org_id, survey_id, contact_id,
     )
@@ -250,7 +251,8 @@ class OpenedContactLink:
     survey_id: uuid.UUID
     status: str
     redirect_url: str | None
-    link_generation: int  # links of an older generation were revoked
+    # the survey's contact-link generation: tokens of an earlier one were revoked
+    link_generation: int = 1
 
 
 async def contact_link_for_opening(

@@ -23,9 +23,15 @@ class SurveyLink:
     updated_at: datetime
 
 
+# a mapping names at most one live link (the partial unique index survey_links_live_mapping_idx); revoked
+# links keep their rows but never answer for their mapping again
+LIVE = "revoked_at IS NULL"
+
+
 async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash: bytes) -> SurveyLink | None:
+    """The live link of the mapping."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = $2",
+        f"SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = $2 AND {LIVE}",
         survey_id, mapping_hash,
     )
     return SurveyLink(**row) if row else None
@@ -34,14 +40,15 @@ async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash
 # One statement, so the survey row is locked only while PostgreSQL runs it and commits: no client
 # round trip (nor the worker's event loop) sits between taking the lock and releasing it. A link
 # already stored under one of the hashes (a replay the Redis cache no longer holds) is answered as
-# it is, without the lock, so replays never queue behind creators of the same survey. Otherwise the
+# it is, without the lock, so replays never queue behind creators of the same survey (only live links
+# answer: a revoked one frees its mapping and its place in the quota, see db/created_links.py). Otherwise the
 # row is locked (FOR UPDATE re-reads the newest count after any wait), the link is inserted if there
 # is room, and the count moves only if the insert happened; one committed by a concurrent creator
 # after this statement began is caught by ON CONFLICT (and the statement answers nothing).
 # `counted` is data-modifying, so PostgreSQL runs it even though the final SELECT never reads it.
 _CLAIM_OR_FIND = f"""
 WITH stored AS (
-    SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = any($6::bytea[])
+    SELECT {_COLUMNS} FROM survey_links WHERE survey_id = $1 AND mapping_hash = any($6::bytea[]) AND {LIVE}
     ORDER BY mapping_hash = $3 DESC LIMIT 1
 ), quota AS (
     SELECT s.id FROM surveys s JOIN organizations o ON o.id = s.org_id
@@ -50,7 +57,7 @@ WITH stored AS (
 ), created AS (
     INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)
     SELECT $2, id, $3, $4, $5 FROM quota
-    ON CONFLICT (survey_id, mapping_hash) DO NOTHING
+    ON CONFLICT (survey_id, mapping_hash) WHERE {LIVE} DO NOTHING
     RETURNING {_COLUMNS}
 ), counted AS (
     UPDATE surveys SET link_count = link_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM created)
@@ -91,12 +98,13 @@ class OpenedLink:
     redirect_url: str | None
     metadata_mapping: list[dict[str, Any]]
     variables: dict[int, str]
+    revoked_at: datetime | None = None
 
 
 async def link_for_opening(conn: asyncpg.Connection, public_id: str) -> OpenedLink | None:
     """A created link with its survey's state and the variable name of each metadata field."""
     row = await conn.fetchrow(
-        "SELECT l.public_id, l.survey_id, s.status, s.redirect_url, l.metadata_mapping,"
+        "SELECT l.public_id, l.survey_id, s.status, s.redirect_url, l.metadata_mapping, l.revoked_at,"
         " (SELECT coalesce(jsonb_object_agg(m.id::text, m.variable), '{}'::jsonb) FROM metadata_fields m"
         "   WHERE m.org_id = s.org_id"
         "   AND m.id IN (SELECT (e->>'metadata_id')::bigint FROM jsonb_array_elements(l.metadata_mapping) e))"
@@ -108,4 +116,4 @@ async def link_for_opening(conn: asyncpg.Connection, public_id: str) -> OpenedLi
         return None
     variables = {int(k): v for k, v in row["variables"].items()}
     return OpenedLink(row["public_id"], row["survey_id"], row["status"], row["redirect_url"],
-                      row["metadata_mapping"], variables)
+                      row["metadata_mapping"], variables, row["revoked_at"])

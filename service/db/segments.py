@@ -34,7 +34,8 @@ class LinkContext:
     filters: dict[str, Any] | None
     contacts_version: int
     link_format: str | None  # the survey's: 'jwt' or 'short'
-    link_generation: int | None
+    # the generation new tokens carry (the survey's; 1 when there is no survey)
+    link_generation: int
     # moved on by every write of the survey's contact opens (the reminder list's cache key)
     opens_version: int = 0
 
@@ -147,7 +148,8 @@ async def link_context(
     """The survey, the segment (when one is named), the contacts version and the survey's opens
     version, in one round trip."""
     row = await conn.fetchrow(
-        f"SELECT s.seq, s.status, g.filters, {_VERSION}, s.link_format, s.link_generation,"
+        f"SELECT s.seq, s.status, g.filters, {_VERSION}, s.link_format,"
+        " coalesce(s.link_generation, 1) AS link_generation,"
         " (SELECT coalesce(max(v.version), 0) FROM contact_opens_versions v WHERE v.survey_id = s.id) AS opens"
         " FROM (SELECT 1) AS one"
         " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"

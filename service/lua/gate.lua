@@ -2,14 +2,18 @@
 -- the one Redis round trip of an authenticated request.
 --
 -- KEYS[1]  the organisation's bucket hash, e.g. {o:<org>}:rl
--- KEYS[2]  optional replay-cache key in the same hash slot, e.g. {o:<org>}:lk:<survey>:<hash>
+-- KEYS[2]  optional replay-cache key in the same hash slot, e.g. {o:<org>}:lk:<kid>:<survey>:<hash>
+-- KEYS[3]  optional, with KEYS[2]: the survey's replay epoch, e.g. {o:<org>}:lke:<survey>. An entry
+--          is its epoch then the answer; one written under another epoch (a revocation has moved it
+--          on since, see remember.lua) or with no epoch in place is no answer
 -- ARGV     n, then n pairs (limit, seconds)
 --
 -- Each window is a token bucket of `limit` tokens refilled continuously at limit/seconds per
 -- second, on Redis's clock. A refused request spends nothing. Buckets are stored as two fields per
 -- window, tokens and the microsecond time they were computed at.
 --
--- Returns {allowed (1/0), retry_after_ms, cached value or false, then per window remaining, reset_s}
+-- Returns {allowed (1/0), retry_after_ms, cached value or false, then per window remaining, reset_s,
+-- then, with KEYS[3], the epoch or false}
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local n = tonumber(ARGV[1])
@@ -70,10 +74,25 @@ if allowed == 1 then
     out[3] = redis.call('GET', KEYS[2])
   end
 end
+local epoch = false
+if KEYS[3] and allowed == 1 then
+  epoch = redis.call('GET', KEYS[3])
+  local cached = out[3]
+  if cached then
+    if epoch and string.sub(cached, 1, #epoch) == epoch then
+      out[3] = string.sub(cached, #epoch + 1)
+    else
+      out[3] = false
+    end
+  end
+end
 for i = 1, n do
   local limit = tonumber(ARGV[2 * i])
   local secs = tonumber(ARGV[2 * i + 1])
   out[#out + 1] = math.floor(tokens[i])
   out[#out + 1] = math.ceil((limit - tokens[i]) * secs / limit)
+end
+if KEYS[3] then
+  out[#out + 1] = epoch
 end
 return out

@@ -58,15 +58,16 @@ def link_signer(app: web.Application, link_format: str | None, generation: int |
     answered, and a function signing a batch of contact ids. A short link expires on the hour, so
     its expiry is rounded up to one and the rounded instant is the one answered."""
     exp, expires_at = expiry(days)
+    gen = generation or 1  # the survey's link generation, carried by every token it issues
     if link_format == "short":
         exp = expiry_hour_ceiling(exp)
         expires_at = None if exp is None else iso(datetime.fromtimestamp(exp, UTC))
-        short, gen = app[SHORT_LINKS], generation or 1
+        short = app[SHORT_LINKS]
         return LinkSigning(app[SETTINGS].public_base_url + "/s/", expires_at,
                            lambda ids: short.tokens(seq, ids, exp, gen))
     signer = app[SIGNER]
     return LinkSigning(app[SETTINGS].public_base_url + "/c/", expires_at,
-                       lambda ids: signer.contact_token_bytes(seq, ids, exp))
+                       lambda ids: signer.contact_token_bytes(seq, ids, exp, gen))
 
 
 def check_survey(seq: int | None) -> int:

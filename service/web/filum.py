@@ -17,8 +17,7 @@ from ..core.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from ..core.links import LinkRequest, create_or_replay
-from ..core.ratelimit import org_key
+from ..core.links import LinkRequest, create_or_replay, epoch_key, replay_key
 from ..core.ratepolicy import parse_policy
 from .auth import admit, identify, require_scope, spend
 from .expect import expects_continue
@@ -117,17 +116,18 @@ async def create_survey_link(request: web.Request) -> web.Response:
     validated = None if issues or raw is None or not json_typed else _recent.get((segment, raw))
     if validated is None:
         validated = _validate(segment, raw, json_typed, issues)
-    link_request = cache_key = None
+    link_request = cache_key = epoch = None
     if validated is not None:
         link_request, key_tail = validated
-        # the signing kid is part of the key: after a key rotation, answers are re-signed, not replayed stale
-        cache_key = org_key(principal.org, f"lk:{app[SIGNER].kid}:{key_tail}")
+        cache_key = replay_key(principal.org, app[SIGNER].kid, key_tail)
+        # an entry answers only under its survey's epoch, which revoking a link moves on
+        epoch = epoch_key(principal.org, link_request.survey_id)
 
     gate = app[GATE]
     if RATE_HEADERS in request:  # admitted before the body was read: only the replay-cache lookup is left
-        decision = await gate.check(principal.org, NO_LIMIT, cache_key)
+        decision = await gate.check(principal.org, NO_LIMIT, cache_key, epoch)
     else:
-        decision = await gate.check(principal.org, principal.policy, cache_key)
+        decision = await gate.check(principal.org, principal.policy, cache_key, epoch)
         spend(request, principal, decision)
     require_scope(principal, "links:write")
     _check_filum_headers(request, principal.org)
@@ -143,7 +143,8 @@ async def create_survey_link(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     body = orjson.dumps(link_json(result, app[SIGNER], settings.public_base_url))
     assert cache_key is not None
-    await gate.remember(cache_key, body, settings.link_cache_seconds)
+    # under the epoch the lookup saw: a revocation committed since then refuses the write (lua/remember.lua)
+    await gate.remember(cache_key, body, settings.link_cache_seconds, epoch, decision.epoch)
     if result.replayed:
         app[METRICS].replay("database")
     return raw_json_response(body, headers=REPLAYED if result.replayed else PERSONAL)

@@ -2,8 +2,9 @@
 token>` (core/short_links.py) and `/l/<created link>`.
 
 The signature is checked first, in-process: a forged, altered or unknown-key link is 404 before
-any database query. An expired contact link is 410 (also before any query), and so is a link to a
-survey that is not in progress. A valid link redirects (302) to the survey's `redirectUrl` with
+any database query. An expired contact link is 410 (also before any query), and so is a revoked
+link (a created link revoked, a contact link of a revoked generation: core/revocation.py) and a link
+to a survey that is not in progress. A valid link redirects (302) to the survey's `redirectUrl` with
 the link's facts as query parameters, or, without a `redirectUrl`, answers them as JSON (200).
 Errors use the Formbricks body, like every path outside `/external/`.
 
@@ -19,6 +20,7 @@ from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 import orjson
 from aiohttp import web
 
+from ..core import revocation
 from ..core.errors import Gone, NotFound
 from ..core.signing import ContactClaims, ExpiredLink, InvalidLink
 from ..db import contacts as contact_db
@@ -95,8 +97,8 @@ async def check_contact_claims(app: web.Application, claims: ContactClaims) -> c
         target = await contact_db.contact_link_for_opening(conn, claims.survey_seq, claims.contact_id)
     if target is None:
         raise NotFound("link", field="token")
-    if claims.generation < target.link_generation:
-        raise Gone("the link was revoked")
+    # issued before the survey's contact links were revoked: no state per link, the survey row says it
+    revocation.check_generation(claims.generation, target.link_generation)
     if target.status != "inProgress":
         raise Gone("the survey is not in progress")
     return target
@@ -112,6 +114,8 @@ async def check_created_link(app: web.Application, token: str) -> link_db.Opened
         link = await link_db.link_for_opening(conn, public_id)
     if link is None:
         raise NotFound("link", field="token")
+    # read from PostgreSQL on every open: revoked on every worker and instance from the commit on
+    revocation.check_link_revoked(link.revoked_at)
     if link.status != "inProgress":
         raise Gone("the survey is not in progress")
     return link

@@ -20,6 +20,8 @@ from .contact_schemas import (
     SegmentCreateSchema,
     SegmentPatchSchema,
 )
+from .created_link_docs import ContactLinksRevoked, CreatedLinkData, CreatedLinksPage
+from .created_links import LINKS as CREATED_LINKS
 from .doc_schemas import (
     AttributeKeyData,
     AttributeKeyList,
@@ -51,7 +53,7 @@ ERROR_TEXT = {
     401: "Missing, unknown or revoked API key",
     403: "The key lacks the scope this operation needs",
     404: "Not found (also when it belongs to another organisation)",
-    410: "Expired link, or survey not in progress",
+    410: "Expired or revoked link, or survey not in progress",
     413: "Request body larger than the limit",
     415: "Content-Type is not JSON",
     422: "Invalid input: one item per problem",
@@ -352,4 +354,46 @@ def _qr_ops() -> dict[tuple[str, str], Operation]:
     return out
 
 
-OPERATIONS: dict[tuple[str, str], Operation] = {**_ops(), **_list_ops(), **_qr_ops()}
+def _created_link_ops() -> dict[tuple[str, str], Operation]:
+    """Created links in the management API, and revoking links (SPEC "The life of a link")."""
+    guarded = (401, 403, 422, 429, 503)  # 422: a query parameter the operation does not take
+    link_id = path("linkId", "The link's id (the Filum answer's `id`)", type="string", pattern="^[0-9]{1,19}$")
+    not_found = "Survey or link not found"
+    return {
+        ("GET", CREATED_LINKS): op(
+            "list_created_links", "The survey's created links, newest first, a page at a time", "management",
+            {**ok(CreatedLinksPage, "A page; `meta.nextCursor` names the next one (null: the last page)",
+                  headers=PERSONAL),
+             **errors(FORMBRICKS, *guarded, 404, e404="Survey not found",
+                      e422="An invalid `limit`, a `cursor` that was altered or belongs to another list, or a "
+                           "query parameter the operation does not take")},
+            description="Revoked links are listed too (`revokedAt`). The cursor is opaque and stable while links "
+                        "are added: every link that existed when the first page was read is answered exactly once.",
+            parameters=[SURVEY_ID, query_int("limit", "Links per page"),
+                        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                         "description": "The `meta.nextCursor` of the page before; absent or empty: the first page"}]),
+        ("GET", f"{CREATED_LINKS}/{{linkId}}"): op(
+            "get_created_link", "One created link, with its revocation and its opens", "management",
+            {**ok(CreatedLinkData, "The link", headers=PERSONAL), **errors(FORMBRICKS, *guarded, 404, e404=not_found)},
+            parameters=[SURVEY_ID, link_id]),
+        ("DELETE", f"{CREATED_LINKS}/{{linkId}}"): op(
+            "revoke_created_link", "Revoke a created link", "management",
+            {"204": {"description": "Revoked (also when it was already: nothing changes)"},
+             **errors(FORMBRICKS, *guarded, 404, e404=not_found)},
+            description="From the answer on, the link's `survey_url` answers 410 on every instance, no replay of "
+                        "the Filum path hands it out again, the same mapping makes a new link, and the link no "
+                        "longer counts against the `linkQuota`. 503 when Redis does not take the revocation: "
+                        "repeat the request.",
+            parameters=[SURVEY_ID, link_id]),
+        ("POST", f"{CONTACT_LINKS}/revoke"): op(
+            "revoke_contact_links", "Revoke every contact link issued for the survey so far", "links",
+            {**ok(ContactLinksRevoked, "The instant of the revocation"),
+             **errors(FORMBRICKS, *guarded, 404, e404="Survey not found", e403="The key lacks `manage`")},
+            description="Every contact link (`/c/<token>`, in pages, single links and exports) issued for the survey "
+                        "before this instant answers 410 from now on; links issued afterwards open. Nothing is "
+                        "stored per link: the survey's link generation moves on and new links carry it.",
+            parameters=[SURVEY_ID]),
+    }
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {**_ops(), **_list_ops(), **_qr_ops(), **_created_link_ops()}

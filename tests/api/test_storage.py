@@ -36,7 +36,8 @@ async def test_every_redis_key_expires_and_contact_links_store_nothing(client, m
     r = aioredis.Redis.from_url(redis_url)
     keys = [k async for k in r.scan_iter(count=1000)]
     kinds = {k.decode().partition("}:")[2].split(":")[0] for k in keys}
-    assert kinds == {"rl", "lk", "seg"}, keys  # buckets, the replay cache and the segment cache were written
+    # buckets, the replay cache (its entries and its survey's epoch) and the segment cache were written
+    assert kinds == {"rl", "lk", "lke", "seg"}, keys
     assert all(k.decode().startswith(f"{{o:{tenant.org}}}:") for k in keys), keys  # one hash slot
     ttls = {k: await r.ttl(k) for k in keys}
     await r.aclose()
