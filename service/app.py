@@ -22,7 +22,7 @@ from .db.pool import create_pool
 from .metrics import FLUSH_SECONDS, Metrics
 from .redis_client import connect_redis, warn_if_evicting
 from .settings import Settings
-from .web import contact_links, contacts, docs, export, filum, management, opening, ops, qr, segments
+from .web import batch, contact_links, contacts, docs, export, filum, management, opening, ops, qr, segments
 from .web.drain import Drain
 from .web.expect import defer_continue
 from .web.fields import any_segment
@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(docs.build_openapi)
     routes = [route for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
                                   contact_links.routes, export.routes, opening.routes, qr.routes,
-                                  docs.routes)
+                                  docs.routes, batch.routes)
               for route in _any_segment_ids(table)]
     app.add_routes(routes)
     # after every route, so that a path without the slash finds its route first and pays nothing for these

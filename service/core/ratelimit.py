@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -144,6 +145,37 @@ class ReplayCache:
         else:
             await self._breaker.cache_write("replay cache", lambda: self._redis.set(key, value, ex=ttl_seconds))
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The cached answers of `keys` (one MGET: a batch's keys share its organisation's slot); all
+        None when the cache Redis does not answer."""
+        if not keys or self._breaker.resting():
+            return [None] * len(keys)
+        try:
+            if self._pipe is not None:
+                return await self._pipe.execute("MGET", *keys)
+            return await self._redis.mget(keys)
+        except REDIS_DOWN:
+            self._breaker.trip()
+            log.warning("replay cache unavailable; PostgreSQL answers replays")
+            return [None] * len(keys)
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_seconds: int) -> None:
+        """Remember many answers in one pipeline (SET ... EX each: MSET takes no expiry); best effort."""
+        if not items:
+            return
+        await self._breaker.cache_write("replay cache", lambda: self._set_many(items, ttl_seconds))
+
+    async def _set_many(self, items: list[tuple[str, bytes]], ttl_seconds: int) -> None:
+        if self._pipe is not None:
+            # issued in one event-loop turn: the pipe writes them with one write(2)
+            pipe = self._pipe
+            await asyncio.gather(*[pipe.execute("SET", key, value, "EX", ttl_seconds) for key, value in items])
+            return
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            for key, value in items:
+                pipeline.set(key, value, ex=ttl_seconds)
+            await pipeline.execute()
+
     async def aclose(self) -> None:
         """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""
         if self._pipe is not None:
@@ -221,6 +253,14 @@ class Gate(Breaker):
     async def remember(self, key: str, value: bytes, ttl_seconds: int) -> None:
         """Cache an answer; best effort, since PostgreSQL stays the truth."""
         await self._replays.set(key, value, ttl_seconds)
+
+    async def recall_many(self, keys: list[str]) -> list[bytes | None]:
+        """The replay cache's answers for `keys`, wherever it lives (after check() spent the token)."""
+        return await self._replays.get_many(keys)
+
+    async def remember_many(self, items: list[tuple[str, bytes]], ttl_seconds: int) -> None:
+        """Cache many answers in one pipeline; best effort."""
+        await self._replays.set_many(items, ttl_seconds)
 
     async def aclose(self) -> None:
         """Close the pipelined connections, if any (the redis-py clients are closed by their owner)."""

@@ -1,0 +1,137 @@
+"""POST /external/survey-campaigns/{survey_campaign_id}/links/batch: many single creates in one call.
+
+Each item is answered as the single create would answer it (filum.py: the same validation, cache
+keys and link JSON), in request order; the call spends one rate-limit token. The replay cache is
+read with one MGET and written in one pipeline; the rest is one round of queries (core/batch.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..core.batch import create_or_replay_many
+from ..core.errors import DomainError, Issue, ValidationFailed
+from ..core.links import LinkRequest, LinkResult
+from ..core.ratelimit import org_key
+from .auth import admit, require_scope
+from .errors import filum_detail
+from .fastbody import load_link
+from .filum import check_filum_headers
+from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
+from .jsonio import PERSONAL, is_json, parse_json, raw_json_response, read_body
+from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
+from .render import link_json
+from .schemas import MAX_BATCH_ITEMS
+
+routes = web.RouteTableDef()
+_LINKS = ("body", "links")
+_NO_LINKS = Issue(_LINKS, "field required", "value_error.missing")
+_NULL_LINKS = Issue(_LINKS, "none is not an allowed value", "type_error.none.not_allowed")
+_NOT_A_LIST = Issue(_LINKS, "value is not a valid list", "type_error.list")
+_TOO_FEW = Issue(_LINKS, "ensure this value has at least 1 items", "value_error.list.min_items", {"limit_value": 1})
+_TOO_MANY = Issue(_LINKS, f"ensure this value has at most {MAX_BATCH_ITEMS} items", "value_error.list.max_items",
+                  {"limit_value": MAX_BATCH_ITEMS})
+_CREATED, _REPLAYED = b'{"status":200,"replayed":false,"link":', b'{"status":200,"replayed":true,"link":'
+
+
+def envelope(raw: bytes, json_typed: bool) -> list[Any]:
+    """The items of a batch body, or 422 for the whole call: not JSON, not an object, `links` missing,
+    not a list of 1 to 1,000 objects (FastAPI's answers for `links: conlist(dict, 1, 1000)`)."""
+    if not raw or not json_typed:
+        raise ValidationFailed([MISSING if not raw else NOT_A_DICT])
+    try:
+        body = parse_json(raw)
+    except ValidationFailed as exc:
+        raise ValidationFailed([decode_issue(raw) or exc.issues[0]]) from None
+    if body is None:
+        raise ValidationFailed([MISSING])
+    if type(body) is not dict:
+        raise ValidationFailed([NOT_A_DICT])
+    if "links" not in body:
+        raise ValidationFailed([_NO_LINKS])
+    links = body["links"]
+    if links is None:
+        raise ValidationFailed([_NULL_LINKS])
+    if type(links) is not list:
+        raise ValidationFailed([_NOT_A_LIST])
+    if not links:
+        raise ValidationFailed([_TOO_FEW])
+    if len(links) > MAX_BATCH_ITEMS:
+        raise ValidationFailed([_TOO_MANY])
+    not_objects = [Issue((*_LINKS, i), NOT_A_DICT.msg, NOT_A_DICT.type)
+                   for i, item in enumerate(links) if type(item) is not dict]
+    if not_objects:
+        raise ValidationFailed(not_objects)
+    return links
+
+
+def at_item(error: DomainError, pos: int) -> DomainError:
+    """A single create's error as item `pos` of a batch answers it: each `loc` under the item."""
+    if not isinstance(error, ValidationFailed):
+        return error
+    return ValidationFailed([Issue((*_LINKS, pos, *i.loc[1:]), i.msg, i.type, i.ctx) for i in error.issues])
+
+
+def _refused(error: DomainError) -> bytes:
+    return orjson.dumps({"status": error.status, "detail": filum_detail(error)})
+
+
+@routes.post("/external/survey-campaigns/{survey_campaign_id}/links/batch")
+async def create_survey_links(request: web.Request) -> web.Response:
+    """Create (or replay) up to 1,000 survey links of a campaign, each as the single create would."""
+    app = request.app
+    principal = await admit(request)  # 401, then 429: one token for the whole batch
+    require_scope(principal, "links:write")
+    check_filum_headers(request, principal.org)
+    survey_id = campaign_uuid(request.match_info["survey_campaign_id"])
+    settings = app[SETTINGS]
+    raw = await read_body(request, settings.bulk_max_body_bytes, any_type=True)
+    try:
+        items = envelope(raw, is_json(request))
+    except ValidationFailed as exc:
+        raise ValidationFailed(exc.issues if survey_id else [NOT_A_UUID, *exc.issues]) from None
+    if survey_id is None:
+        raise ValidationFailed([NOT_A_UUID])
+
+    answers: list[bytes | None] = [None] * len(items)
+    requests: list[LinkRequest | None] = [None] * len(items)
+    for pos, item in enumerate(items):
+        data, issues = load_link(item, (*_LINKS, pos))
+        if data is None:
+            answers[pos] = _refused(ValidationFailed(issues))
+        else:
+            requests[pos] = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
+
+    gate, signer, metrics = app[GATE], app[SIGNER], app[METRICS]
+    # the single create's keys: a batch replays what single creates made, and the other way round
+    prefix = f"lk:{signer.kid}:{survey_id}:"
+    keyed = [(pos, org_key(principal.org, prefix + req.hash.hex())) for pos, req in enumerate(requests) if req]
+    cached = await gate.recall_many([key for _, key in keyed])
+    misses: list[LinkRequest | None] = [None] * len(items)
+    keys: dict[int, str] = {}
+    for (pos, key), hit in zip(keyed, cached, strict=True):
+        if hit is not None:
+            answers[pos] = _REPLAYED + hit + b"}"
+            metrics.replay("cache")
+        else:
+            misses[pos], keys[pos] = requests[pos], key
+    if keys:
+        results = await create_or_replay_many(app[POOL], principal.org_id, survey_id, misses)
+        remember: dict[str, bytes] = {}
+        bodies: dict[int, bytes] = {}  # by link id: the same mapping twice is one link, rendered once
+        for pos, result in enumerate(results):
+            if isinstance(result, LinkResult):
+                link = bodies.get(result.link.id)
+                if link is None:
+                    link = bodies[result.link.id] = orjson.dumps(link_json(result, signer, settings.public_base_url))
+                remember[keys[pos]] = link
+                answers[pos] = (_REPLAYED if result.replayed else _CREATED) + link + b"}"
+                if result.replayed:
+                    metrics.replay("database")
+            elif result is not None:
+                answers[pos] = _refused(at_item(result, pos))
+        await gate.remember_many(list(remember.items()), settings.link_cache_seconds)
+    return raw_json_response(b'{"results":[' + b",".join(answers) + b"]}", headers=PERSONAL)  # type: ignore[arg-type]
