@@ -376,3 +376,31 @@ async def test_a_link_stored_under_the_legacy_hash_replays_in_a_batch(client, ma
     assert results[0]["link"]["id"] == results[2]["link"]["id"] == stored
     assert results[1]["link"]["metadata_mapping"][0]["value"] == 2**53 + 3  # exact
     assert await link_count(db, survey) == 2
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+async def test_the_replay_cache_reads_and_writes_many_keys_at_once(redis_url, pipelined):
+    """Both ways to Redis (the lean pipe, and redis-py for a cluster or TLS), and Redis gone."""
+    from service.core.ratelimit import ReplayCache
+    from service.core.redis_pipe import PipelinedRedis
+
+    client = aioredis.from_url(redis_url)
+    pipe = PipelinedRedis.for_client(client) if pipelined else None
+    cache = ReplayCache(client, pipe)
+    try:
+        keys = [f"{{o:x}}:lk:{i}" for i in range(300)]
+        await cache.set_many([(k, f"v{i}".encode()) for i, k in enumerate(keys[:200])], 60)
+        assert await cache.get_many(keys) == [f"v{i}".encode() for i in range(200)] + [None] * 100
+        assert 0 < await client.ttl(keys[0]) <= 60 and await client.ttl(keys[199]) > 0
+        assert await cache.get_many([]) == []
+    finally:
+        await cache.aclose()
+        await client.aclose()
+    gone = aioredis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    down = ReplayCache(gone, PipelinedRedis.for_client(gone) if pipelined else None)
+    try:
+        await down.set_many([("{o:x}:lk:a", b"v")], 60)  # best effort: no error
+        assert await down.get_many(["{o:x}:lk:a", "{o:x}:lk:b"]) == [None, None]
+    finally:
+        await down.aclose()
+        await gone.aclose()
