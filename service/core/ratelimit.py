@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -18,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .errors import Unavailable
 from .ratepolicy import RatePolicy
 from .redis_pipe import PipelinedRedis
+from .resp import set_ex
 
 log = logging.getLogger("service.ratelimit")
 
@@ -167,9 +167,7 @@ class ReplayCache:
 
     async def _set_many(self, items: list[tuple[str, bytes]], ttl_seconds: int) -> None:
         if self._pipe is not None:
-            # issued in one event-loop turn: the pipe writes them with one write(2)
-            pipe = self._pipe
-            await asyncio.gather(*[pipe.execute("SET", key, value, "EX", ttl_seconds) for key, value in items])
+            await self._pipe.execute_many([set_ex(key, value, ttl_seconds) for key, value in items])
             return
         async with self._redis.pipeline(transaction=False) as pipeline:
             for key, value in items:

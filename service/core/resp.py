@@ -99,3 +99,11 @@ def text_bulk_strings(texts: list[str]) -> bytes:
     """Like bulk_strings for str arguments, encoded once for all of them (keys are ASCII here)."""
     joined = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
     return joined.encode() if joined.isascii() else bulk_strings(texts)
+
+
+def set_ex(key: str, value: bytes, seconds: int) -> bytes:
+    """`SET key value EX seconds`, encoded in one step (a batch writes a thousand of them)."""
+    name = key.encode()
+    ttl = b"%d" % seconds
+    return b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$%d\r\n%b\r\n" % (
+        len(name), name, len(value), value, len(ttl), ttl)

@@ -13,17 +13,25 @@ from .links import _COLUMNS, SurveyLink
 # partial index on live links, this line becomes "(survey_id, mapping_hash) WHERE revoked_at IS NULL".
 CONFLICT_TARGET = "(survey_id, mapping_hash)"
 
-# A replay answers the live link only (a revoked one is not answered again)
-_LIVE = f"""
-SELECT mapping_hash, {_COLUMNS} FROM survey_links
-WHERE survey_id = $1 AND mapping_hash = any($2::bytea[]) AND revoked_at IS NULL
+# A replay answers the live link only (a revoked one is not answered again). One index probe per
+# hash, whatever the table's statistics say: the LIMIT keeps PostgreSQL from flattening the lateral
+# subquery into a join, which with statistics taken while the survey was small (a generic plan of
+# the statement cached by the connection) it ran as a nested loop comparing every link of the survey
+# with every hash: 300 ms at 10,000 links and 1,000 hashes
+LIVE_LINKS = f"""
+SELECT l.mapping_hash, {", ".join(f"l.{c}" for c in _COLUMNS.split(", "))}
+FROM unnest($2::bytea[]) AS h(mapping_hash)
+CROSS JOIN LATERAL (
+    SELECT * FROM survey_links WHERE survey_id = $1 AND mapping_hash = h.mapping_hash AND revoked_at IS NULL
+    LIMIT 1
+) l
 """
 
 
 async def live_links(conn: asyncpg.Connection, survey_id: uuid.UUID,
                      hashes: Sequence[bytes]) -> dict[bytes, SurveyLink]:
     """The live links of a survey stored under any of `hashes`, by hash."""
-    rows = await conn.fetch(_LIVE, survey_id, hashes)
+    rows = await conn.fetch(LIVE_LINKS, survey_id, hashes)
     return {row["mapping_hash"]: _link(row) for row in rows}
 
 

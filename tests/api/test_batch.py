@@ -404,3 +404,21 @@ async def test_the_replay_cache_reads_and_writes_many_keys_at_once(redis_url, pi
     finally:
         await down.aclose()
         await gone.aclose()
+
+
+async def test_the_stored_links_are_looked_up_one_index_probe_a_hash(db):
+    """Also in a generic plan (the connection's cached statement, with statistics from when the
+    survey was small): never every link of the survey against every hash."""
+    from service.db.batch_links import LIVE_LINKS
+
+    def nodes(plan):
+        yield plan
+        for child in plan.get("Plans", []):
+            yield from nodes(child)
+
+    async with db.transaction():
+        await db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        plan = (await (await db.prepare(LIVE_LINKS)).explain(uuid.uuid4(), [bytes(32)] * 1000))[0]["Plan"]
+    kinds = [(n["Node Type"], n.get("Relation Name")) for n in nodes(plan)]
+    assert kinds[0] == ("Nested Loop", None) and ("Function Scan", None) in kinds, kinds
+    assert [k for k in kinds if k[1] == "survey_links"] == [("Index Scan", "survey_links")], kinds
