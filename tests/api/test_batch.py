@@ -12,7 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.auth import SCOPES
-from tests.helpers import JSON, create_metadata_field, create_survey, links_path, table_snapshot
+from service.web.keys import DRAIN
+from tests.helpers import JSON, create_metadata_field, create_survey, links_path, table_snapshot, wait_until
 
 VARYING = ("id", "public_id", "survey_url", "created", "updated")
 
@@ -422,3 +423,39 @@ async def test_the_stored_links_are_looked_up_one_index_probe_a_hash(db):
     kinds = [(n["Node Type"], n.get("Relation Name")) for n in nodes(plan)]
     assert kinds[0] == ("Nested Loop", None) and ("Function Scan", None) in kinds, kinds
     assert [k for k in kinds if k[1] == "survey_links"] == [("Index Scan", "survey_links")], kinds
+
+
+async def test_a_client_gone_half_way_through_its_batch_writes_nothing(aiohttp_client, settings, tenant, fields, db):
+    from dataclasses import replace
+
+    from service.app import create_app
+
+    client = await aiohttp_client(create_app(replace(settings, body_timeout_seconds=1)))
+    survey = (await create_survey(client, tenant.headers))["id"]
+    body = json.dumps({"links": [{"name": f"n{i}", "metadata_mapping": [{"metadata_id": fields["sku"], "value": i}]}
+                                 for i in range(1000)]}).encode()
+    before = await table_snapshot(db)
+    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(f"POST {batch_path(survey)} HTTP/1.1\r\nHost: x\r\nx-api-key: {tenant.key}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                 + body[:len(body) // 2])
+    await writer.drain()
+    drain = client.app[DRAIN]
+
+    async def started():
+        return drain.active == 1
+
+    async def done():
+        return drain.active == 0
+
+    assert await wait_until(started, 5, 0.01)  # the handler is reading the body
+    writer.close()
+    await writer.wait_closed()
+    # the server is done with it (the client's leaving ends it, at the latest the body's time limit)
+    assert await wait_until(done, 10, 0.05)
+    resp = await post_batch(client, tenant, survey, {"links": [{"name": "after"}]})
+    assert resp.status == 200
+    assert await rows(db, survey) == [("after", "[]")]
+    after = await table_snapshot(db)
+    changed = {t for t in after if after[t] != before[t]}
+    assert changed <= {"survey_links", "surveys"} and await link_count(db, survey) == 1
