@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .errors import Unavailable
 from .ratepolicy import RatePolicy
 from .redis_pipe import PipelinedRedis
-from .resp import set_ex
+from .resp import encode, set_ex
 
 log = logging.getLogger("service.ratelimit")
 
@@ -31,6 +31,7 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError
 # (NOREPLICAS). Inside a script Redis 6 wraps the code ("ERR Error running script ...: -OOM ..."),
 # Redis 7 and Valkey pass it on, redis-py strips it off for the classes it knows
 _REFUSED_WRITE = re.compile(r"(?:^|-)(?:OOM|READONLY|MISCONF|NOREPLICAS) ")
+_MGET_KEYS = 100
 # after a failed call, skip Redis for this long so that requests don't each wait for a timeout
 BREAKER_SECONDS = 1.0
 
@@ -152,7 +153,11 @@ class ReplayCache:
             return [None] * len(keys)
         try:
             if self._pipe is not None:
-                return await self._pipe.execute("MGET", *keys)
+                # MGETs of 100 keys, pipelined: the pipe parses a reply again from its start each time
+                # more of it arrives, so a 700 kB reply (1,000 links) would be parsed a dozen times over
+                replies = await self._pipe.execute_many([encode(("MGET", *keys[i:i + _MGET_KEYS]))
+                                                         for i in range(0, len(keys), _MGET_KEYS)])
+                return [value for reply in replies for value in reply]
             return await self._redis.mget(keys)
         except REDIS_DOWN:
             self._breaker.trip()

@@ -459,3 +459,18 @@ async def test_a_client_gone_half_way_through_its_batch_writes_nothing(aiohttp_c
     after = await table_snapshot(db)
     changed = {t for t in after if after[t] != before[t]}
     assert changed <= {"survey_links", "surveys"} and await link_count(db, survey) == 1
+
+
+async def test_the_same_bytes_sent_as_another_content_type_are_still_refused_whole(client, tenant, fields, db):
+    """A batch read once is remembered by its bytes: not across content types."""
+    survey = (await create_survey(client, tenant.headers))["id"]
+    raw = json.dumps({"links": [{"name": "a"}]}).encode()
+    first = await client.post(batch_path(survey), data=raw, headers={**tenant.headers, **JSON})
+    assert first.status == 200
+    again = await client.post(batch_path(survey), data=raw, headers={**tenant.headers, "Content-Type": "text/plain"})
+    assert (again.status, await again.json()) == (
+        422, {"detail": [{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}]})
+    other = (await create_survey(client, tenant.headers))["id"]  # and not across campaigns
+    resp = await client.post(batch_path(other), data=raw, headers={**tenant.headers, **JSON})
+    assert (await resp.json())["results"][0]["replayed"] is False
+    assert await link_count(db, survey) == await link_count(db, other) == 1
