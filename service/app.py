@@ -27,6 +27,7 @@ from .metrics import FLUSH_SECONDS, Metrics
 from .redis_client import connect_redis, warn_if_evicting
 from .settings import Settings
 from .web import (
+    batch,
     contact_links,
     contacts,
     created_links,
@@ -171,7 +172,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(docs.build_openapi)
     routes = [route for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
                                   contact_links.routes, export.routes, opening.routes, qr.routes,
-                                  lists.routes, created_links.routes, docs.routes)
+                                  lists.routes, created_links.routes, docs.routes, batch.routes)
               for route in _any_segment_ids(table)]
     app.add_routes(routes)
     # after every route, so that a path without the slash finds its route first and pays nothing for these

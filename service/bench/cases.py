@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from .report import Target
 from .seed import Seed
 from .seed_contacts import ContactSeed, contact_paths, forged, page_paths, write_paths
@@ -23,6 +25,7 @@ class Case:
     reference: str | None = None
     target: Target = field(default_factory=Target)
     header: str | None = None  # a header every answer must carry (checked on one request)
+    connections: int | None = None  # wrk's connections, when not the run's (large bodies: fewer at once)
 
 
 def reference_cases() -> list[Case]:
@@ -47,6 +50,32 @@ def link_cases(seed: Seed) -> list[Case]:
         Case("c", "(c) 429 rejection", "service",
              Load(refused_path, "POST", JSON_HEADERS + seed.refused.headers, body=seed.refused_body), 429,
              "ref-evalsha", Target(ratio=1.0), header="Retry-After"),
+    ]
+
+
+BATCH_ITEMS = 1000
+
+
+def batch_cases(seed: Seed) -> list[Case]:
+    """(g) batch create: calls of 1,000 new mappings each, and the same 1,000 again (replays, which
+    the check request creates before the run); the targets are in links per second."""
+    path = f"/external/survey-campaigns/{seed.survey_id}/links/batch"
+    sku, *rest = seed.field_ids
+
+    def body(sku_value: str) -> str:
+        links = [{"name": f"SKU {sku_value}-{i}", "metadata_mapping": [
+            {"metadata_id": sku, "value": f"SKU-{sku_value}-{i}"},
+            *({"metadata_id": fid, "value": "Store 42"} for fid in rest[:1])]} for i in range(BATCH_ITEMS)]
+        return orjson.dumps({"links": links}).decode()
+
+    headers = JSON_HEADERS + seed.fast.headers
+    return [
+        Case("g-new", "(g) batch create, 1,000 new links per call", "service",
+             Load(path, "POST", headers, body_template=body("%N%")), 200, "b",
+             Target(minimum=20_000, per_call=BATCH_ITEMS), connections=8),
+        Case("g-replay", "(g) batch replay, 1,000 links per call", "service",
+             Load(path, "POST", headers, body=body("replayed").encode()), 200, "a",
+             Target(minimum=100_000, per_call=BATCH_ITEMS), connections=8),
     ]
 
 

@@ -16,7 +16,7 @@ import aiohttp
 from ..runtime import servers
 from ..settings import Settings
 from . import checks, profile
-from .cases import Case, contact_cases, link_cases, reference_cases
+from .cases import Case, batch_cases, contact_cases, link_cases, reference_cases
 from .procs import RssSampler, Server, cpu_seconds, start_reference, start_service, worker_pids
 from .report import Check, Row, Target, checks_table, fill_ratios, table
 from .seed import seed
@@ -69,7 +69,8 @@ class Bench:
         """Verify, warm up, then the measured wrk run; every answer must have the expected status."""
         server = server or self.servers[case.server]
         await self.verify(case, server)
-        run = lambda secs: run_wrk(self.wrk, server.url, case.load, secs, self.args.connections,  # noqa: E731
+        connections = case.connections or self.args.connections
+        run = lambda secs: run_wrk(self.wrk, server.url, case.load, secs, connections,  # noqa: E731
                                    self.args.threads)
         await run(self.warmup)
         spy = None
@@ -91,7 +92,8 @@ class Bench:
         cpu_us = cpu * 1e6 / result.requests if result.requests else 0.0
         share = cpu / result.seconds if result.seconds else None
         self.say(f"  {case.label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms,"
-                 f" {cpu_us:.0f} CPU us/req (server at {share or 0:.0%} of a core, wrk {result.wrk_cpu:.0%})")
+                 f" {cpu_us:.0f} CPU us/req (server at {share or 0:.0%} of a core, wrk {result.wrk_cpu:.0%})"
+                 + (f", {result.rps * case.target.per_call:,.0f} items/s" if case.target.per_call > 1 else ""))
         row = Row(case.key, case.label, result, case.reference, case.target, cpu_us=cpu_us, cpu_share=share)
         self.rows.append(row)
         return row
@@ -113,7 +115,7 @@ class Bench:
         self.rss.start()
         data = await seed(ready.database_url, service.url)
         refs = {c.key: c for c in reference_cases()}
-        groups = [("ref-evalsha", link_cases(data))]
+        groups = [("ref-evalsha", link_cases(data) + batch_cases(data))]
         if not self.only or self.only & {"d", "d-short", "e", "f", "f-valid", "f-forged", "qr", "deep"}:
             self.say(f"seeding {self.contacts:,} contacts...")
             people = await seed_contacts(ready.database_url, service.url, "bench-contacts", self.contacts)

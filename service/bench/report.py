@@ -13,19 +13,20 @@ class Target:
 
     ratio: float | None = None
     minimum: float | None = None
+    per_call: int = 1  # items per request (a batch): `minimum` counts items per second
 
     def text(self) -> str:
         if self.ratio is not None:
             return f">= {self.ratio:.1f}x"
         if self.minimum is not None:
-            return f">= {self.minimum:,.0f}/s"
+            return f">= {self.minimum:,.0f}/s" + (" items" if self.per_call > 1 else "")
         return ""
 
     def met(self, rps: float, ratio: float | None) -> bool | None:
         if self.ratio is not None:
             return ratio is not None and ratio >= self.ratio
         if self.minimum is not None:
-            return rps >= self.minimum
+            return rps * self.per_call >= self.minimum
         return None
 
 
@@ -47,7 +48,8 @@ def fill_ratios(rows: list[Row]) -> None:
     for row in rows:
         ref = by_key.get(row.reference or "")
         if ref is not None and ref.result.rps:
-            row.ratio = row.result.rps / ref.result.rps
+            # a batch row compares its items per second with the reference's requests (single creates)
+            row.ratio = row.result.rps * row.target.per_call / ref.result.rps
 
 
 def _mark(met: bool | None) -> str:

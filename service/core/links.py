@@ -59,6 +59,18 @@ class LinkResult:
     replayed: bool
 
 
+def unknown_fields(req: LinkRequest, known: dict[int, MetadataField]) -> ValidationFailed | None:
+    """The 422 naming each metadata id of the request the organisation does not have, or None."""
+    unknown = [mid for mid, _ in req.canonical if mid not in known]
+    if not unknown:
+        return None
+    return ValidationFailed([
+        Issue(("body", "metadata_mapping", req.positions[mid], "metadata_id"),
+              f"metadata field {mid} does not exist", "value_error.not_found")
+        for mid in sorted(unknown, key=req.positions.__getitem__)
+    ])
+
+
 async def create_or_replay(pool: Pool, org_id: uuid.UUID, req: LinkRequest) -> LinkResult:
     """The link of (survey, mapping): the existing one, or a new one if the quota allows."""
     async with pool.acquire() as conn:
@@ -67,13 +79,9 @@ async def create_or_replay(pool: Pool, org_id: uuid.UUID, req: LinkRequest) -> L
         if known is None:
             raise NotFound("survey_campaign", field="survey_campaign_id")
         # a mapping with an unknown field was never stored: 422 (an existing one is found by the claim below)
-        unknown = [mid for mid in ids if mid not in known]
-        if unknown:
-            raise ValidationFailed([
-                Issue(("body", "metadata_mapping", req.positions[mid], "metadata_id"),
-                      f"metadata field {mid} does not exist", "value_error.not_found")
-                for mid in sorted(unknown, key=req.positions.__getitem__)
-            ])
+        unknown = unknown_fields(req, known)
+        if unknown is not None:
+            raise unknown
         mapping = [{"metadata_id": mid, "value": value} for mid, value in req.canonical]
         # computed here, past the replay cache, not in LinkRequest.build: a replay or a 429 never needs it
         legacy_hash = legacy_mapping_hash(req.canonical)

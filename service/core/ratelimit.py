@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import (
@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import Unavailable
 from .ratepolicy import RatePolicy
-from .redis_pipe import PipelinedRedis
+from .redis_pipe import PipelinedRedis, encode
 
 log = logging.getLogger("service.ratelimit")
 
@@ -41,6 +41,7 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError
 # (NOREPLICAS). Inside a script Redis 6 wraps the code ("ERR Error running script ...: -OOM ..."),
 # Redis 7 and Valkey pass it on, redis-py strips it off for the classes it knows
 _REFUSED_WRITE = re.compile(r"(?:^|-)(?:OOM|READONLY|MISCONF|NOREPLICAS) ")
+_MGET_KEYS = 100
 # after a failed call, skip Redis for this long so that requests don't each wait for a timeout
 BREAKER_SECONDS = 1.0
 
@@ -204,6 +205,63 @@ class ReplayCache:
                 raise
             raise Unavailable("redis") from None
 
+    async def get_many(self, keys: list[str], epoch_key: str) -> tuple[list[bytes | None], bytes | None]:
+        """The answers the entries of `keys` hold under their survey's epoch (see remember.lua), and that
+        epoch: MGETs of the keys and the epoch key (one slot: the organisation's); all None when the
+        cache Redis does not answer."""
+        if not keys or self._breaker.resting():
+            return [None] * len(keys), None
+        names = [epoch_key, *keys]
+        try:
+            if self._pipe is not None:
+                # MGETs of 100 keys, pipelined: the pipe parses a reply again from its start each time
+                # more of it arrives, so a 700 kB reply (1,000 links) would be parsed a dozen times over
+                replies = await self._pipe.execute_many([encode(("MGET", *names[i:i + _MGET_KEYS]))
+                                                         for i in range(0, len(names), _MGET_KEYS)])
+                values = [value for reply in replies for value in reply]
+            else:
+                values = await self._redis.mget(names)
+        except REDIS_DOWN:
+            self._breaker.trip()
+            log.warning("replay cache unavailable; PostgreSQL answers replays")
+            return [None] * len(keys), None
+        epoch, entries = values[0], values[1:]
+        if not epoch:
+            return [None] * len(keys), None
+        return [entry[len(epoch):] if entry and entry.startswith(epoch) else None for entry in entries], epoch
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_seconds: int, epoch_key: str,
+                       seen: bytes | None) -> None:
+        """Remember many answers in one pipeline, each as set() remembers one (under the epoch the lookup
+        saw: remember.lua); best effort."""
+        if not items:
+            return
+        fresh = new_epoch()  # one for the batch: the first write puts it in place, the others find it
+        commands = [("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds, seen or b"", fresh)
+                    for key, value in items]
+        await self._breaker.cache_write("replay cache", lambda: self._call_many(commands))
+
+    async def _call_many(self, commands: list[tuple[Any, ...]]) -> None:
+        """The EVALSHAs in one pipeline; when the server lacks the script, it is loaded and they are sent
+        again (each write is the same the second time)."""
+        for attempt in range(2):
+            try:
+                if self._pipe is not None:
+                    await self._pipe.execute_many([encode(command) for command in commands])
+                else:
+                    async with self._redis.pipeline(transaction=False) as pipeline:
+                        for command in commands:
+                            pipeline.execute_command(*command)
+                        await pipeline.execute()
+                return
+            except NoScriptError:
+                if attempt:
+                    raise
+                if self._pipe is not None:
+                    await self._pipe.execute("SCRIPT", "LOAD", REMEMBER_SCRIPT)
+                else:
+                    await self._redis.script_load(REMEMBER_SCRIPT)
+
     async def aclose(self) -> None:
         """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""
         if self._pipe is not None:
@@ -296,6 +354,16 @@ class Gate(Breaker):
     async def move_epoch(self, epoch_key: str, ttl_seconds: int) -> None:
         """Make every replay-cache entry of a survey stale (Unavailable when Redis does not take it)."""
         await self._replays.move_epoch(epoch_key, ttl_seconds)
+
+    async def recall_many(self, keys: list[str], epoch_key: str) -> tuple[list[bytes | None], bytes | None]:
+        """The replay cache's answers for `keys` under their survey's epoch, and the epoch, wherever the
+        cache lives (after check() spent the token)."""
+        return await self._replays.get_many(keys, epoch_key)
+
+    async def remember_many(self, items: list[tuple[str, bytes]], ttl_seconds: int, epoch_key: str,
+                            seen: bytes | None) -> None:
+        """Cache many answers in one pipeline, under the epoch the lookup saw; best effort."""
+        await self._replays.set_many(items, ttl_seconds, epoch_key, seen)
 
     async def aclose(self) -> None:
         """Close the pipelined connections, if any (the redis-py clients are closed by their owner)."""

@@ -137,6 +137,22 @@ class PipelinedRedis:
             await self._connect()
         return await self._send(encode(args))
 
+    async def execute_many(self, commands: Sequence[bytes]) -> list[Any]:
+        """Send many RESP-encoded commands (see encode) in one write, without a task each;
+        their replies in order, or the first failure once every reply is in (none is left unretrieved)."""
+        if self._transport is None:
+            await self._connect()
+        futures = [self._send(command) for command in commands]
+        replies, failure = [], None
+        for future in futures:
+            try:
+                replies.append(await future)
+            except RedisError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return replies
+
     async def evalsha(self, script: str, sha: str, keys: list[str], args: Sequence[int]) -> Any:
         """EVALSHA; when the server has lost the script (a flush, a new server), load it and retry once."""
         if self._transport is None:

@@ -68,6 +68,21 @@ class SurveyLinkOut(Schema):
     updated = fields.String()
 
 
+class BatchLinkResult(Schema):
+    """One item of a batch, answered as the single create answers it."""
+
+    status = fields.Integer(metadata={"enum": [200, 422], "example": 200})
+    replayed = fields.Boolean(metadata={"description": "200 only: the link existed (as `Idempotent-Replayed`)"})
+    link = fields.Nested(SurveyLinkOut, metadata={"description": "200 only"})
+    detail = fields.Raw(metadata={"description": "422 only: the single create's `detail`, each `loc` under the "
+                                                 "item (`[\"body\", \"links\", 3, \"name\"]`), or "
+                                                 "`threshold_exceeded`"})
+
+
+class BatchLinksOut(Schema):
+    results = fields.List(fields.Nested(BatchLinkResult), metadata={"description": "In request order"})
+
+
 class SurveyOut(Schema):
     id = fields.UUID()
     name = fields.String()

@@ -70,6 +70,11 @@ def _plain_message(error: DomainError) -> str:
 
 def render_filum(error: DomainError) -> web.Response:
     """The reference's bodies: a string detail, a {message, params} detail, or a list of issues."""
+    return json_response({"detail": filum_detail(error)}, error.status, _headers(error))
+
+
+def filum_detail(error: DomainError) -> Any:
+    """The `detail` of a Filum error body (also a batch item's)."""
     detail: Any
     if isinstance(error, Unauthorized):
         detail = "Invalid or missing token"
@@ -85,7 +90,7 @@ def render_filum(error: DomainError) -> web.Response:
         detail = [_filum_issue(i) for i in error.issues]
     else:
         detail = _plain_message(error)
-    return json_response({"detail": detail}, error.status, _headers(error))
+    return detail
 
 
 def _filum_issue(issue: Issue) -> dict[str, Any]:

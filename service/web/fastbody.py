@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..core.errors import Issue
+from .fields import issues_of
 from .schemas import MAX_LIST_ITEMS, MAX_VALUE_CHARS, CreateLinkSchema
 
 # the limits are read off the schema, so the two cannot drift apart
@@ -75,3 +77,16 @@ def fast_create_link(data: Any) -> dict[str, Any] | None:
             return None
         items.append({"metadata_id": metadata_id, "value": value})
     return {"name": name, "metadata_mapping": items}
+
+
+_schema = CreateLinkSchema()
+
+
+def load_link(body: Any, prefix: tuple[str | int, ...] = ("body",)) -> tuple[dict[str, Any] | None, list[Issue]]:
+    """A create-link body as the schema loads it, or None and every problem (`loc` under `prefix`):
+    the one validation of the single create and of each batch item."""
+    data = fast_create_link(body)
+    if data is not None:
+        return data, []
+    data, issues = issues_of(_schema, body, prefix)
+    return (None, issues) if issues else (data, [])

@@ -21,21 +21,18 @@ from ..core.links import LinkRequest, create_or_replay, epoch_key, replay_key
 from ..core.ratepolicy import parse_policy
 from .auth import admit, identify, require_scope, spend
 from .expect import expects_continue
-from .fastbody import fast_create_link
-from .fields import issues_of
+from .fastbody import load_link
 from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
 from .jsonio import PERSONAL, is_json, parse_json, raw_json_response, read_body
 from .keys import GATE, METRICS, POOL, RATE_HEADERS, SETTINGS, SIGNER
 from .render import link_json
-from .schemas import CreateLinkSchema
 
 routes = web.RouteTableDef()
-_schema = CreateLinkSchema()
 REPLAYED = {"Idempotent-Replayed": "true", **PERSONAL}
 NO_LIMIT = parse_policy("off")  # the gate script's replay-cache lookup alone
 
 
-def _check_filum_headers(request: web.Request, org: str) -> None:
+def check_filum_headers(request: web.Request, org: str) -> None:
     """`auth-type`, when sent, must be `token`; `organization-id`, when sent, must be the key's."""
     auth_type = request.headers.get("auth-type")
     if auth_type is not None and auth_type.strip().lower() != "token":
@@ -74,11 +71,9 @@ def _validate(segment: str, raw: bytes | None, json_typed: bool,
         issues.append(MISSING)
         return None
     # the plainly valid body skips marshmallow; anything else gets the schema's own answer
-    data = fast_create_link(body)
-    if data is None:
-        data, body_issues = issues_of(_schema, body)
-        issues += body_issues
-    if issues or survey_id is None:
+    data, body_issues = load_link(body)
+    issues += body_issues
+    if data is None or issues or survey_id is None:
         return None
     link_request = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
     validated = (link_request, f"{survey_id}:{link_request.hash.hex()}")
@@ -98,7 +93,7 @@ async def create_survey_link(request: web.Request) -> web.Response:
         # the key, the rate limit and the scope before the 100 Continue (read_body sends it)
         await admit(request)
         require_scope(principal, "links:write")
-        _check_filum_headers(request, principal.org)
+        check_filum_headers(request, principal.org)
     segment = request.match_info["survey_campaign_id"]
     issues: list[Issue] = []  # the path takes no query parameters: others are ignored, as FastAPI does
     # the body's own errors are answered after the key, rate-limit and scope checks, like bad JSON:
@@ -130,7 +125,7 @@ async def create_survey_link(request: web.Request) -> web.Response:
         decision = await gate.check(principal.org, principal.policy, cache_key, epoch)
         spend(request, principal, decision)
     require_scope(principal, "links:write")
-    _check_filum_headers(request, principal.org)
+    check_filum_headers(request, principal.org)
     if body_error is not None:
         raise body_error
     if link_request is None:

@@ -25,6 +25,7 @@ from .created_links import LINKS as CREATED_LINKS
 from .doc_schemas import (
     AttributeKeyData,
     AttributeKeyList,
+    BatchLinksOut,
     BulkData,
     ContactData,
     ContactLinkData,
@@ -44,7 +45,13 @@ from .doc_schemas import (
 from .fields import MANAGEMENT
 from .paging import ContactListQuerySchema, ListQuerySchema
 from .qr import DEFAULT_ECC, ECC_LEVELS, FORMATS, KINDS, QR_INTEGERS, qr_path
-from .schemas import CreateLinkSchema, MetadataFieldCreateSchema, SurveyCreateSchema, SurveyPatchSchema
+from .schemas import (
+    BatchCreateLinksSchema,
+    CreateLinkSchema,
+    MetadataFieldCreateSchema,
+    SurveyCreateSchema,
+    SurveyPatchSchema,
+)
 
 Operation = dict[str, Any]
 FILUM, FORMBRICKS = "FilumError", "FormbricksError"
@@ -179,6 +186,28 @@ def _ops() -> dict[tuple[str, str], Operation]:
                  "schema": {"type": "string", "enum": ["token"]}, "description": "When sent, must be `token`"},
             ],
             requestBody=body(CreateLinkSchema)),
+        ("POST", "/external/survey-campaigns/{survey_campaign_id}/links/batch"): op(
+            "create_survey_links", "Create (or replay) up to 1,000 survey links in one call", "links",
+            {**ok(BatchLinksOut, "One result per item, in request order", headers=("Cache-Control",)),
+             **errors(FILUM, 401, 403, 404, 413, 422, 429, 503,
+                      e404="Unknown campaign: `{\"detail\": {\"message\": \"not_found\", ...}}`",
+                      e413="Request body larger than 16 MiB",
+                      e422="The envelope is not an object whose `links` is a list of 1 to 1,000 objects "
+                           "(the call writes nothing); an invalid item is its own 422 result, not this",
+                      e403="`organization-id` is not the key's organisation, or the key lacks `links:write`")},
+            description="Each item is answered exactly as `create_survey_link` would answer it, as if the items "
+                        "were sent one after another: the same validation (`loc` under the item), idempotency "
+                        "and link JSON. The same mapping twice in a batch is one link (the later item is "
+                        "`replayed`); once the quota is reached the new mappings after it are refused, replays "
+                        "never are. The call spends one rate-limit token and is written whole or not at all.",
+            parameters=[
+                path("survey_campaign_id", "The campaign (survey) id", type="string", format="uuid"),
+                {"name": "organization-id", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "When sent, must be the key's organisation (else 403)"},
+                {"name": "auth-type", "in": "header", "required": False,
+                 "schema": {"type": "string", "enum": ["token"]}, "description": "When sent, must be `token`"},
+            ],
+            requestBody=body(BatchCreateLinksSchema, "Bodies up to 16 MiB")),
         # management: surveys and metadata fields
         ("POST", f"{MANAGEMENT}/surveys"): op(
             "create_survey", "Create a survey", "management",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,12 @@ def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _link_time(moment: datetime) -> str | None:
+    """iso() of a link's time, remembered: the links of one batch share their transaction's time."""
+    return iso(moment)
 
 
 def metadata_field_json(field: MetadataField) -> dict[str, Any]:
@@ -35,8 +42,8 @@ def link_json(result: LinkResult, signer: LinkSigner, base_url: str) -> dict[str
         "name": link.name,
         "metadata_mapping": mapping,
         "survey_url": f"{base_url}/l/{signer.created_link_token(link.public_id)}",
-        "created": iso(link.created_at),
-        "updated": iso(link.updated_at),
+        "created": _link_time(link.created_at),
+        "updated": _link_time(link.updated_at),
     }
 
 

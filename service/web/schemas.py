@@ -84,6 +84,17 @@ class CreateLinkSchema(Schema):
             raise ValidationError({"metadata_mapping": problems})
 
 
+MAX_BATCH_ITEMS = 1000
+
+
+class BatchCreateLinksSchema(Schema):
+    """Body of POST .../links/batch, for the OpenAPI document: web/batch.py reads the envelope and
+    each item with CreateLinkSchema, answering each item on its own."""
+
+    links = ItemList(Object(CreateLinkSchema), max_items=MAX_BATCH_ITEMS, required=True,
+                     metadata={"minItems": 1})
+
+
 class SurveyCreateSchema(Schema):
     class Meta:
         unknown = RAISE

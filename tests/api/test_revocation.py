@@ -429,3 +429,28 @@ async def test_revoking_while_replays_are_in_flight_on_two_workers(two_workers, 
                                            " AND revoked_at IS NULL", uuid.UUID(survey_id)) == 1
             finally:
                 await conn.close()
+
+
+async def test_a_batch_never_replays_a_revoked_link_and_single_and_batch_share_the_epoch(client, tenant, campaign, db):
+    """The batch create reads and writes the replay cache under the survey's epoch as the single create
+    does: after a revocation, neither the single path's entries nor the batch's own answer it again."""
+    batch_path = links_path(campaign["id"]) + "/batch"
+    items = [mapping(campaign, "SKU-A"), mapping(campaign, "SKU-B")]
+    single = await make(client, tenant, campaign, "SKU-A")  # cached by the single create
+    resp = await client.post(batch_path, json={"links": items}, headers=tenant.headers)
+    first = (await resp.json())["results"]
+    assert [(r["status"], r["replayed"]) for r in first] == [(200, True), (200, False)]
+    assert first[0]["link"] == single
+    resp = await client.post(batch_path, json={"links": items}, headers=tenant.headers)
+    assert (await resp.json())["results"] == [{**r, "replayed": True} for r in first]  # from the cache
+    assert await post(client, tenant, campaign, "SKU-B") == (200, first[1]["link"], True)  # the batch's entry
+
+    assert await revoke(client, tenant, campaign["id"], single["id"]) == 204
+    resp = await client.post(batch_path, json={"links": items}, headers=tenant.headers)
+    again = (await resp.json())["results"]
+    assert [(r["status"], r["replayed"]) for r in again] == [(200, False), (200, True)]
+    assert again[0]["link"]["id"] not in (single["id"], first[1]["link"]["id"])
+    assert again[1]["link"] == first[1]["link"]
+    assert await rows(db, campaign["id"]) == [(single["id"], False), (first[1]["link"]["id"], True),
+                                              (again[0]["link"]["id"], True)]
+    assert await post(client, tenant, campaign, "SKU-A") == (200, again[0]["link"], True)

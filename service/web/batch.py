@@ -1,0 +1,163 @@
+"""POST /external/survey-campaigns/{survey_campaign_id}/links/batch: many single creates in one call.
+
+Each item is answered as the single create would answer it (filum.py: the same validation, cache
+keys and link JSON), in request order; the call spends one rate-limit token. The replay cache is
+read with one MGET and written in one pipeline; the rest is one round of queries (core/batch.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..core.batch import create_or_replay_many
+from ..core.errors import DomainError, Issue, ValidationFailed
+from ..core.links import LinkRequest, LinkResult, epoch_key, replay_key
+from .auth import admit, require_scope
+from .errors import filum_detail
+from .fastbody import load_link
+from .filum import check_filum_headers
+from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
+from .jsonio import PERSONAL, is_json, parse_json, raw_json_response, read_body
+from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
+from .render import link_json
+from .schemas import MAX_BATCH_ITEMS
+
+routes = web.RouteTableDef()
+_LINKS = ("body", "links")
+_NO_LINKS = Issue(_LINKS, "field required", "value_error.missing")
+_NULL_LINKS = Issue(_LINKS, "none is not an allowed value", "type_error.none.not_allowed")
+_NOT_A_LIST = Issue(_LINKS, "value is not a valid list", "type_error.list")
+_TOO_FEW = Issue(_LINKS, "ensure this value has at least 1 items", "value_error.list.min_items", {"limit_value": 1})
+_TOO_MANY = Issue(_LINKS, f"ensure this value has at most {MAX_BATCH_ITEMS} items", "value_error.list.max_items",
+                  {"limit_value": MAX_BATCH_ITEMS})
+_CREATED, _REPLAYED = b'{"status":200,"replayed":false,"link":', b'{"status":200,"replayed":true,"link":'
+
+
+def envelope(raw: bytes, json_typed: bool) -> list[Any]:
+    """The items of a batch body, or 422 for the whole call: not JSON, not an object, `links` missing,
+    not a list of 1 to 1,000 objects (FastAPI's answers for `links: conlist(dict, 1, 1000)`)."""
+    if not raw or not json_typed:
+        raise ValidationFailed([MISSING if not raw else NOT_A_DICT])
+    try:
+        body = parse_json(raw)
+    except ValidationFailed as exc:
+        raise ValidationFailed([decode_issue(raw) or exc.issues[0]]) from None
+    if body is None:
+        raise ValidationFailed([MISSING])
+    if type(body) is not dict:
+        raise ValidationFailed([NOT_A_DICT])
+    if "links" not in body:
+        raise ValidationFailed([_NO_LINKS])
+    links = body["links"]
+    if links is None:
+        raise ValidationFailed([_NULL_LINKS])
+    if type(links) is not list:
+        raise ValidationFailed([_NOT_A_LIST])
+    if not links:
+        raise ValidationFailed([_TOO_FEW])
+    if len(links) > MAX_BATCH_ITEMS:
+        raise ValidationFailed([_TOO_MANY])
+    not_objects = [Issue((*_LINKS, i), NOT_A_DICT.msg, NOT_A_DICT.type)
+                   for i, item in enumerate(links) if type(item) is not dict]
+    if not_objects:
+        raise ValidationFailed(not_objects)
+    return links
+
+
+def at_item(error: DomainError, pos: int) -> DomainError:
+    """A single create's error as item `pos` of a batch answers it: each `loc` under the item."""
+    if not isinstance(error, ValidationFailed):
+        return error
+    return ValidationFailed([Issue((*_LINKS, pos, *i.loc[1:]), i.msg, i.type, i.ctx) for i in error.issues])
+
+
+def _refused(error: DomainError) -> bytes:
+    return orjson.dumps({"status": error.status, "detail": filum_detail(error)})
+
+
+Read = tuple[uuid.UUID, list[bytes | None], list[LinkRequest | None]]
+# Batches read lately: (path segment, raw body) -> each item's refusal or request. A batch sent again
+# (a retry, a replay) is the same bytes, and reading them (parsing, validating, canonicalising and
+# hashing 1,000 items: half a replayed batch's CPU) is a pure function of those bytes, as for the
+# single create (filum.py): remembered, bounded in count and in body size.
+_RECENT_MAX, _RECENT_BODY_MAX = 4, 1024 * 1024
+_recent: dict[tuple[str, bytes], Read] = {}
+
+
+def _read(segment: str, raw: bytes, json_typed: bool) -> Read:
+    """Each item's 422 answer or its LinkRequest; 422 for the whole call when the path or the envelope is bad."""
+    survey_id = campaign_uuid(segment)
+    try:
+        items = envelope(raw, json_typed)
+    except ValidationFailed as exc:
+        raise ValidationFailed(exc.issues if survey_id else [NOT_A_UUID, *exc.issues]) from None
+    if survey_id is None:
+        raise ValidationFailed([NOT_A_UUID])
+    refusals: list[bytes | None] = [None] * len(items)
+    requests: list[LinkRequest | None] = [None] * len(items)
+    for pos, item in enumerate(items):
+        data, issues = load_link(item, (*_LINKS, pos))
+        if data is None:
+            refusals[pos] = _refused(ValidationFailed(issues))
+        else:
+            requests[pos] = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
+    if len(raw) <= _RECENT_BODY_MAX:
+        if len(_recent) >= _RECENT_MAX:
+            del _recent[next(iter(_recent))]
+        _recent[(segment, raw)] = (survey_id, refusals, requests)
+    return survey_id, refusals, requests
+
+
+@routes.post("/external/survey-campaigns/{survey_campaign_id}/links/batch")
+async def create_survey_links(request: web.Request) -> web.Response:
+    """Create (or replay) up to 1,000 survey links of a campaign, each as the single create would."""
+    app = request.app
+    principal = await admit(request)  # 401, then 429: one token for the whole batch
+    require_scope(principal, "links:write")
+    check_filum_headers(request, principal.org)
+    segment = request.match_info["survey_campaign_id"]
+    raw = await read_body(request, app[SETTINGS].bulk_max_body_bytes, any_type=True)
+    json_typed = is_json(request)
+    read = _recent.get((segment, raw)) if json_typed else None
+    if read is None:
+        read = _read(segment, raw, json_typed)
+    survey_id, refusals, requests = read
+    answers = list(refusals)
+
+    gate, signer, metrics = app[GATE], app[SIGNER], app[METRICS]
+    # the single create's keys: a batch replays what single creates made, and the other way round
+    keyed = [(pos, replay_key(principal.org, signer.kid, f"{survey_id}:{req.hash.hex()}"))
+             for pos, req in enumerate(requests) if req]
+    # entries answer only under the survey's epoch, which revoking a link moves on (as for one link)
+    epoch = epoch_key(principal.org, survey_id)
+    cached, seen = await gate.recall_many([key for _, key in keyed], epoch)
+    misses: list[LinkRequest | None] = [None] * len(requests)
+    keys: dict[int, str] = {}
+    for (pos, key), hit in zip(keyed, cached, strict=True):
+        if hit is not None:
+            answers[pos] = _REPLAYED + hit + b"}"
+            metrics.replay("cache")
+        else:
+            misses[pos], keys[pos] = requests[pos], key
+    if keys:
+        results = await create_or_replay_many(app[POOL], principal.org_id, survey_id, misses)
+        remember: dict[str, bytes] = {}
+        base_url = app[SETTINGS].public_base_url
+        bodies: dict[int, bytes] = {}  # by link id: the same mapping twice is one link, rendered once
+        for pos, result in enumerate(results):
+            if isinstance(result, LinkResult):
+                link = bodies.get(result.link.id)
+                if link is None:
+                    link = bodies[result.link.id] = orjson.dumps(link_json(result, signer, base_url))
+                remember[keys[pos]] = link
+                answers[pos] = (_REPLAYED if result.replayed else _CREATED) + link + b"}"
+                if result.replayed:
+                    metrics.replay("database")
+            elif result is not None:
+                answers[pos] = _refused(at_item(result, pos))
+        await gate.remember_many(list(remember.items()), app[SETTINGS].link_cache_seconds, epoch, seen)
+    return raw_json_response(b'{"results":[' + b",".join(answers) + b"]}", headers=PERSONAL)  # type: ignore[arg-type]
