@@ -236,9 +236,11 @@ class ReplayCache:
         saw: remember.lua); best effort."""
         if not items:
             return
-        fresh = new_epoch()  # one for the batch: the first write puts it in place, the others find it
-        commands = [("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds, seen or b"", fresh)
-                    for key, value in items]
+        # one new epoch for the batch: when the lookup saw none, the first write puts it in place and the
+        # others (sent after it, in order) write under it; any other epoch found refuses them all
+        fresh = new_epoch()
+        commands = [("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds,
+                     seen or (fresh if i else b""), fresh) for i, (key, value) in enumerate(items)]
         await self._breaker.cache_write("replay cache", lambda: self._call_many(commands))
 
     async def _call_many(self, commands: list[tuple[Any, ...]]) -> None:
