@@ -19,9 +19,9 @@ from . import checks, profile
 from .cases import Case, contact_cases, link_cases, reference_cases
 from .procs import RssSampler, Server, cpu_seconds, start_reference, start_service, worker_pids
 from .report import Check, Row, Target, checks_table, fill_ratios, table
-from .seed import seed
+from .seed import Seed, seed
 from .seed_contacts import link_paths, seed_contacts
-from .wrk import WrkMissing, find_wrk, run_wrk
+from .wrk import WrkMissing, WrkResult, find_wrk, run_wrk
 
 RSS_LIMIT_MB = 150
 
@@ -69,8 +69,10 @@ class Bench:
         """Verify, warm up, then the measured wrk run; every answer must have the expected status."""
         server = server or self.servers[case.server]
         await self.verify(case, server)
-        run = lambda secs: run_wrk(self.wrk, server.url, case.load, secs, self.args.connections,  # noqa: E731
-                                   self.args.threads)
+
+        async def run(secs: float) -> WrkResult:
+            return await run_wrk(self.wrk, server.url, case.load, secs, self.args.connections, self.args.threads)
+
         await run(self.warmup)
         spy = None
         if self.args.profile and server.proc.pid:
@@ -140,7 +142,7 @@ class Bench:
         self.checks.append(Check(f"peak worker RSS, whole run ({self.rss.samples} samples)", f"{peak:.0f} MB",
                                  f"< {RSS_LIMIT_MB} MB", peak < RSS_LIMIT_MB))
 
-    async def two_workers(self, data) -> None:
+    async def two_workers(self, data: Seed) -> None:
         """(a) again with `--workers 2`, against (a) with one worker in this run."""
         one = self.servers.pop("service")
         self.rss.forget(one)

@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisError, SlotNotCoveredError
@@ -133,9 +133,10 @@ class ReplayCache:
         if self._breaker.resting():
             return None
         try:
+            # bytes: the clients do not decode responses (redis-py's types cannot know it)
             if self._pipe is not None:
-                return await self._pipe.execute("GET", key)
-            return await self._redis.get(key)
+                return cast(bytes | None, await self._pipe.execute("GET", key))
+            return cast(bytes | None, await self._redis.get(key))
         except REDIS_DOWN:
             self._breaker.trip()
             log.warning("replay cache unavailable; PostgreSQL answers replays")
