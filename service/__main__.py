@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .settings import SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 
 def _port(raw: str) -> int:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(settings, args: argparse.Namespace) -> int:
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .listen import ListenError
         from .server import serve
@@ -113,7 +113,7 @@ def _run(settings, args: argparse.Namespace) -> int:
     return 2
 
 
-def _migrate(settings) -> int:
+def _migrate(settings: Settings) -> int:
     from .runtime import migrate_database, servers
 
     if settings.database_url:  # only PostgreSQL is needed: no Redis, embedded or not
@@ -128,7 +128,7 @@ def _migrate(settings) -> int:
     return 0
 
 
-def _url(settings) -> int:
+def _url(settings: Settings) -> int:
     """The running server's base URL (as its links have it), for scripts: one line, or exit 1."""
     from .runtime import served_url
 
@@ -140,7 +140,7 @@ def _url(settings) -> int:
     return 0
 
 
-def _admin(settings, args: argparse.Namespace) -> int:
+def _admin(settings: Settings, args: argparse.Namespace) -> int:
     from . import admin
     from .core.ratepolicy import PolicyError
     from .runtime import servers

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -12,6 +13,8 @@ from .core.auth import SCOPES, hash_secret, issue_key
 from .core.ratepolicy import DEFAULT_POLICY, parse_policy
 from .db import orgs
 from .settings import Settings
+
+T = TypeVar("T")
 
 # an organisation's link quota when none is given (the column default in 0001_initial.sql says the same)
 DEFAULT_LINK_QUOTA = 50
@@ -32,7 +35,7 @@ def _uuid(value: str, what: str) -> uuid.UUID:
         raise AdminError(f"{what} must be a UUID") from None
 
 
-async def _with_conn(settings: Settings, action):
+async def _with_conn(settings: Settings, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """`action` on a connection of its own (the database is migrated: see runtime.servers)."""
     conn = await asyncpg.connect(settings.database_url)
     try:

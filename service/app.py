@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import cast
 
 from aiohttp import web
 
@@ -184,9 +185,9 @@ def _any_segment_ids(table: web.RouteTableDef) -> list[web.RouteDef]:
     """The table's routes, each `{name}` matching any one path segment (see fields.any_segment)."""
     # every entry is a RouteDef (no static routes here): a StaticDef would fail loudly, not vanish;
     # a 100 Continue waits until the body is read, after the key checks (web/expect.py)
-    return [web.RouteDef(route.method, any_segment(route.path), route.handler,  # type: ignore[attr-defined]
-                         {"expect_handler": defer_continue, **route.kwargs})  # type: ignore[attr-defined]
-            for route in table]
+    return [web.RouteDef(route.method, any_segment(route.path), route.handler,
+                         {"expect_handler": defer_continue, **route.kwargs})
+            for route in cast("Iterable[web.RouteDef]", table)]
 
 
 def slash_twins(routes: list[web.RouteDef]) -> list[web.RouteDef]:

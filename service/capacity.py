@@ -40,6 +40,7 @@ async def _limits(database_url: str) -> tuple[int, int, int, int]:
         row = await conn.fetchrow(_LIMITS, timeout=5)
     finally:
         await conn.close()
+    assert row is not None  # settings and counts: one row
     return row[0], row[1], row[2], row[3]
 
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import resource
 import weakref
+from typing import TypedDict
 
 from aiohttp import web
 
@@ -40,7 +41,11 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def runner_options(settings: Settings) -> dict[str, float]:
+class RunnerOptions(TypedDict):
+    keepalive_timeout: float
+
+
+def runner_options(settings: Settings) -> RunnerOptions:
     """The web.AppRunner arguments that bound idle connections."""
     return {"keepalive_timeout": settings.keepalive_timeout_seconds}
 

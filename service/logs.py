@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
@@ -50,7 +50,7 @@ class TextFormatter(logging.Formatter):
         return f"{line} {fields}" if fields else line
 
 
-class JsonLineHandler(logging.StreamHandler):
+class JsonLineHandler(logging.StreamHandler[TextIO]):
     """A stream handler that also takes access lines already encoded, written once per event-loop turn.
 
     One write(2) per loop turn for every access line of that turn, instead of a LogRecord, a
@@ -58,7 +58,7 @@ class JsonLineHandler(logging.StreamHandler):
     so the order of lines is kept.
     """
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._lines: list[bytes] = []
         self._scheduled = False

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -87,7 +88,7 @@ class Metrics:
         self._limits = {name: self.limits.labels(name) for name in LIMITS}
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # not yet flushed: per (method, route, status), [count, count per latency bucket, seconds per bucket]
-        self._requests: dict[tuple[str, str, int], list] = {}
+        self._requests: dict[tuple[str, str, int], list[Any]] = {}
         self._decisions = dict.fromkeys(DECISIONS, 0)
         self._replays = dict.fromkeys(REPLAY_SOURCES, 0)
 
@@ -133,10 +134,10 @@ class Metrics:
             answered += count
         if answered:
             self.worker_requests.inc(answered)
-        for tallies, children in ((self._decisions, self._decision), (self._replays, self._replay)):
+        for tallies, labelled in ((self._decisions, self._decision), (self._replays, self._replay)):
             for name, count in tallies.items():
                 if count:
-                    children[name].inc(count)
+                    labelled[name].inc(count)
                     tallies[name] = 0
 
     def redis_failure(self, operation: str = "gate") -> None:

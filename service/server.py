@@ -78,7 +78,7 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool, m
             await site.start()
         except OSError as exc:  # taken since serve() checked it
             raise ListenError(describe(exc, host, port)) from None
-        waits = [asyncio.create_task(stop.wait())]
+        waits: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
         if master_pid is not None:
             waits.append(asyncio.create_task(_master_gone(master_pid)))
         _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -19,9 +19,9 @@ from . import checks, profile
 from .cases import Case, batch_cases, contact_cases, link_cases, reference_cases
 from .procs import RssSampler, Server, cpu_seconds, start_reference, start_service, worker_pids
 from .report import Check, Row, Target, checks_table, fill_ratios, table
-from .seed import seed
+from .seed import Seed, seed
 from .seed_contacts import link_paths, seed_contacts
-from .wrk import WrkMissing, find_wrk, run_wrk
+from .wrk import WrkMissing, WrkResult, find_wrk, run_wrk
 
 RSS_LIMIT_MB = 150
 
@@ -70,8 +70,10 @@ class Bench:
         server = server or self.servers[case.server]
         await self.verify(case, server)
         connections = case.connections or self.args.connections
-        run = lambda secs: run_wrk(self.wrk, server.url, case.load, secs, connections,  # noqa: E731
-                                   self.args.threads)
+
+        async def run(secs: float) -> WrkResult:
+            return await run_wrk(self.wrk, server.url, case.load, secs, connections, self.args.threads)
+
         await run(self.warmup)
         spy = None
         if self.args.profile and server.proc.pid:
@@ -165,7 +167,7 @@ class Bench:
         self.checks.append(Check("(f) valid link: req/s with open counting on / off", f"{ratio:.2f}x{cpu}",
                                  ">= 0.90x", ratio >= 0.9))
 
-    async def two_workers(self, data) -> None:
+    async def two_workers(self, data: Seed) -> None:
         """(a) again with `--workers 2`, against (a) with one worker in this run."""
         one = self.servers.pop("service")
         self.rss.forget(one)

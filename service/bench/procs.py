@@ -138,7 +138,7 @@ class RssSampler:
     peak_kb: int = 0
     samples: int = 0
     _servers: list[Server] = field(default_factory=list)
-    _task: asyncio.Task | None = None
+    _task: asyncio.Task[None] | None = None
 
     def watch(self, server: Server) -> None:
         self._servers.append(server)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import jwt
 import orjson
@@ -40,9 +42,9 @@ def evalsha_app(redis_url: str) -> web.Application:
     from redis.asyncio import Redis
 
     app = web.Application()
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}  # the client and its script's sha, set by redis_ctx
 
-    async def redis_ctx(app: web.Application):
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         client = Redis.from_url(redis_url, max_connections=256)
         await client.set(CACHE_KEY, CACHED_BODY)
         state["client"] = client
@@ -51,7 +53,7 @@ def evalsha_app(redis_url: str) -> web.Application:
         await client.aclose()
 
     async def handler(request: web.Request) -> web.Response:
-        body = await state["client"].evalsha(state["sha"], 1, CACHE_KEY)  # type: ignore[attr-defined]
+        body = await state["client"].evalsha(state["sha"], 1, CACHE_KEY)
         return web.Response(body=body, content_type="application/json")
 
     app.cleanup_ctx.append(redis_ctx)

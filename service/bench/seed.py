@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -46,7 +47,7 @@ async def _tenant(conn: asyncpg.Connection, name: str, policy: str) -> Tenant:
     return Tenant(org.id, secret)
 
 
-def link_body(field_ids: tuple[int, ...], values: list[object], name: str = "Bench link") -> bytes:
+def link_body(field_ids: tuple[int, ...], values: Sequence[object], name: str = "Bench link") -> bytes:
     mapping = [{"metadata_id": fid, "value": v} for fid, v in zip(field_ids, values, strict=True)]
     return orjson.dumps({"name": name, "metadata_mapping": mapping})
 
@@ -63,10 +64,10 @@ async def seed(database_url: str, base_url: str) -> Seed:
         refused_survey = await survey_db.insert_survey(conn, refused.org_id, "Bench 429", "inProgress", None, None)
         field_ids: dict[uuid.UUID, list[int]] = {fast.org_id: [], refused.org_id: []}
         for name in ("SKU Number", "Store", "Date"):
-            for org_id, ids in field_ids.items():
+            for org_id, org_fields in field_ids.items():
                 field = await survey_db.insert_metadata_field(conn, org_id, name, name.lower().replace(" ", "_"))
                 assert field is not None
-                ids.append(field.id)
+                org_fields.append(field.id)
     finally:
         await conn.close()
     values = ["SKU-12345", "Store 42", "2024-01-15"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -31,7 +31,8 @@ def normalize_number(number: int | float) -> int | float:
     if type(number) is int:
         return number
     # an integral float is exactly one integer: no precision is lost by writing it as that integer
-    if number.is_integer() and _INT_MIN <= number <= _INT_MAX:
+    # a float here: callers pass no bool, the int subclass that `type(...) is int` lets through
+    if cast(float, number).is_integer() and _INT_MIN <= number <= _INT_MAX:
         return int(number)
     return number
 
@@ -47,7 +48,7 @@ def normalize_value(value: Any) -> Value:
         return normalize_number(value)
     if isinstance(value, list):
         return [normalize_number(v) if isinstance(v, int | float) else v for v in value]
-    return value
+    return cast(Value, value)
 
 
 def canonical_mapping(pairs: Sequence[tuple[int, Any]]) -> list[tuple[int, Value]]:

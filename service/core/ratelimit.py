@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import (
@@ -152,9 +152,10 @@ class ReplayCache:
         if self._breaker.resting():
             return None
         try:
+            # bytes: the clients do not decode responses (redis-py's types cannot know it)
             if self._pipe is not None:
-                return await self._pipe.execute("GET", key)
-            return await self._redis.get(key)
+                return cast(bytes | None, await self._pipe.execute("GET", key))
+            return cast(bytes | None, await self._redis.get(key))
         except REDIS_DOWN:
             self._breaker.trip()
             log.warning("replay cache unavailable; PostgreSQL answers replays")

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -66,7 +66,8 @@ async def _read(cache: SegmentCache, key: str, *fields: str) -> list[bytes | Non
     if cache.breaker.resting():
         return [None] * len(fields)
     try:
-        return await cache.redis.hmget(key, list(fields))
+        # bytes: the client does not decode responses (redis-py's types cannot know it)
+        return cast(list[bytes | None], await cache.redis.hmget(key, list(fields)))
     except REDIS_DOWN:
         cache.breaker.trip()
         log.warning("segment cache unavailable; PostgreSQL counts and walks")

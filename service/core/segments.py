@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from .errors import Issue
 
@@ -113,7 +113,8 @@ class _Validator:
             self.fail((*loc, "op"), "contactId supports only the in operator", "value_error.filter.contact_id")
         if len(self.issues) > found:
             return None
-        return self.value(attribute, op, value, (*loc, "value"))
+        # no new issue: both were checked to be strings above
+        return self.value(cast(str, attribute), cast(str, op), value, (*loc, "value"))
 
     def value(self, attribute: str, op: str, node: dict[str, Any], loc: Loc) -> Any:
         present = "value" in node

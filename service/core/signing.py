@@ -187,7 +187,7 @@ class LinkSigner:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise InvalidLink("malformed token") from exc
-        secret = self._keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+        secret = self._keys.get(kid) if isinstance(kid := header.get("kid"), str) else None
         if secret is None:
             raise InvalidLink("unknown key")
         return self._decode_with_pyjwt(token, secret, now)

@@ -243,6 +243,7 @@ async def contact_link_target(
         " FROM (SELECT 1) AS one LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1",
         org_id, survey_id, contact_id,
     )
+    assert row is not None  # FROM (SELECT 1): one row
     return ContactLinkTarget(row["seq"], row["status"], row["found"], row["link_format"], row["link_generation"])
 
 

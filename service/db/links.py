@@ -83,11 +83,12 @@ async def claim_or_find(
 
 
 async def effective_quota(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int:
-    return await conn.fetchval(
+    quota: int = await conn.fetchval(
         "SELECT coalesce(s.link_quota, o.link_quota) FROM surveys s JOIN organizations o ON o.id = s.org_id"
         " WHERE s.id = $1",
         survey_id,
     )
+    return quota
 
 
 @dataclass(frozen=True)

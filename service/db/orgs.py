@@ -31,6 +31,7 @@ async def insert_org(conn: asyncpg.Connection, name: str, link_quota: int, rate_
         " RETURNING id, name, link_quota, rate_limit",
         uuid.uuid4(), name, link_quota, rate_limit,
     )
+    assert row is not None  # RETURNING of an INSERT: one row
     return Organization(**row)
 
 
@@ -54,10 +55,11 @@ async def insert_key(
     key_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """A new key row; `key_id` is the id its secret carries (a new one when not given)."""
-    return await conn.fetchval(
+    new_id: uuid.UUID = await conn.fetchval(
         "INSERT INTO api_keys (id, org_id, name, key_hash, scopes) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         key_id or uuid.uuid4(), org_id, name, key_hash, scopes,
     )
+    return new_id
 
 
 async def revoke_key(conn: asyncpg.Connection, key_id: uuid.UUID) -> bool:

@@ -118,7 +118,8 @@ class Pool:
 
     async def execute(self, query: str, *args: Any) -> str:
         async with self.acquire() as conn:
-            return await conn.execute(query, *args)
+            status: str = await conn.execute(query, *args)
+            return status
 
     async def close(self) -> None:
         await self._pool.close()

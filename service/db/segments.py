@@ -83,6 +83,7 @@ async def insert_segment(conn: asyncpg.Connection, org_id: uuid.UUID, title: str
         " RETURNING id, title, filters, created_at",
         uuid.uuid4(), org_id, title, filters,
     )
+    assert row is not None  # RETURNING of an INSERT: one row
     return Segment(**row)
 
 
@@ -156,6 +157,7 @@ async def link_context(
         " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1",
         org_id, survey_id, segment_id,
     )
+    assert row is not None  # FROM (SELECT 1): one row
     return LinkContext(row["seq"], row["status"], row["filters"], row["version"], row["link_format"],
                        row["link_generation"], row["opens"])
 
@@ -173,6 +175,7 @@ async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: di
         f"SELECT count(*) AS total, {_VERSION} FROM contacts WHERE org_id = $1 AND {condition}{opened_sql}",
         org_id, *params, *opened_params,
     )
+    assert row is not None  # an aggregate without GROUP BY: one row
     return row["total"], row["version"]
 
 

@@ -43,6 +43,7 @@ async def insert_survey(
         f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_SURVEY_COLUMNS}",
         uuid.uuid4(), org_id, name, status, link_quota, redirect_url, link_format,
     )
+    assert row is not None  # RETURNING of an INSERT: one row
     return Survey(**row)
 
 

@@ -29,7 +29,7 @@ def presented_key(request: web.Request) -> str:
 
 async def identify(request: web.Request) -> Principal:
     """The caller's principal, or 401 (429 past the unauthenticated limit of the client's address)."""
-    principal = request.get(PRINCIPAL)  # the 100-continue check may have found it already
+    principal: Principal | None = request.get(PRINCIPAL)  # the 100-continue check may have found it already
     if principal is not None:
         return principal
     app = request.app

@@ -127,6 +127,7 @@ async def segment_links(request: web.Request) -> web.Response:
     limit, skip, keys = query["limit"], query["skip"], query["attributeKeys"]
     async with request.app[POOL].acquire() as conn:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
+        assert context.filters is not None  # the segment exists: segment_link_context answers 404 otherwise
         opened = None if query["opened"] is None else segment_db.OpenedFilter(
             survey_id, query["opened"], context.opens_version)
         page = await read_page(request.app[SEGMENT_CACHE], conn, org_id, segment_id, context.filters,

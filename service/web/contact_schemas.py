@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 from multidict import MultiMapping
@@ -62,24 +62,24 @@ def attribute_problems(value: Any, require_email: bool) -> Any:
     return problems or None
 
 
-class Attributes(Messages, fields.Field):
+class Attributes(Messages, fields.Field[dict[str, Any]]):
     """`{"key": value}` with valid keys and values (see the module docstring)."""
 
     def __init__(self, require_email: bool = False, **kw: Any):
         super().__init__(**kw)
         self.require_email = require_email
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict[str, Any]:
         problems = attribute_problems(value, self.require_email)
         if problems:
             raise ValidationError(problems)
-        return value
+        return cast(dict[str, Any], value)  # a dict: attribute_problems says so otherwise
 
 
-class ContactList(Messages, fields.Field):
+class ContactList(Messages, fields.Field[list[Any]]):
     """Up to 10,000 `{"attributes": {...}}` items, each with an `email`, checked without a schema per item."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list[Any]:
         if not isinstance(value, list):
             raise error("type_error.list", "value is not a valid list")
         if not value:
@@ -139,14 +139,14 @@ class BulkContactsSchema(Schema):
     contacts = ContactList(required=True)
 
 
-class FilterTree(Messages, fields.Field):
+class FilterTree(Messages, fields.Field[dict[str, Any]]):
     """A segment's filter tree, checked by `core.segments.validate_filters` and normalised."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> dict[str, Any]:
         tree, issues = validate_filters(value, loc=())
         if issues:
             raise ValidationError(_nested(issues))
-        return tree
+        return cast(dict[str, Any], tree)  # a dict: validate_filters has an issue for any other root
 
 
 def _nested(issues: list[Issue]) -> dict[Any, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields
 
 
-def _iso(**kw) -> fields.String:
+def _iso(**kw: Any) -> fields.String:
     return fields.String(metadata={"format": "date-time", "example": "2024-01-15T10:30:00.000Z"}, **kw)
 
 

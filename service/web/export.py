@@ -110,8 +110,9 @@ class _Batches:
         return asyncio.ensure_future(self._fetch(cursor))
 
     async def _fetch(self, cursor: tuple[datetime, int]) -> Batch:
-        ids, tails, oldest = await self._conn.fetchrow(
-            self._sql, self._org_id, BATCH, *cursor, *self._tail_params)
+        row = await self._conn.fetchrow(self._sql, self._org_id, BATCH, *cursor, *self._tail_params)
+        assert row is not None  # aggregates without GROUP BY: one row, even for no contact
+        ids, tails, oldest = row
         if not ids:
             return Batch([], [], cursor)
         return Batch(ids, tails, (oldest, ids[-1]))
@@ -132,6 +133,7 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
     keys: list[str] = query["attributeKeys"]
     async with request.app[EXPORTS].hold(), request.app[POOL].acquire() as conn:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
+        assert context.filters is not None  # the segment exists: segment_link_context answers 404 otherwise
         # what the edge middleware would add, sent now because the headers leave with the first byte
         headers = {"Content-Type": CSV_TYPE, **PERSONAL,
                    "Content-Disposition": f'attachment; filename="segment-{segment_id}-links.csv"',

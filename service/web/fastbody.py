@@ -13,17 +13,19 @@ tests/unit/test_fast_body.py checks this on many generated bodies. Marshmallow's
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from ..core.errors import Issue
-from .fields import issues_of
+from .fields import Int, ItemList, Object, Str, issues_of
 from .schemas import MAX_LIST_ITEMS, MAX_VALUE_CHARS, CreateLinkSchema
 
 # the limits are read off the schema, so the two cannot drift apart
-_NAME = CreateLinkSchema._declared_fields["name"]
-NAME_MIN, NAME_MAX = _NAME.min_length, _NAME.max_length
-MAX_METADATA_ITEMS = CreateLinkSchema._declared_fields["metadata_mapping"].max_items
-_ID = CreateLinkSchema._declared_fields["metadata_mapping"].inner.schema._declared_fields["metadata_id"]
+_FIELDS = CreateLinkSchema().fields  # marshmallow's public view of the declared fields
+_NAME = cast(Str, _FIELDS["name"])
+NAME_MIN, NAME_MAX = _NAME.min_length, cast(int, _NAME.max_length)  # the schema bounds the name
+MAX_METADATA_ITEMS = cast(ItemList, _FIELDS["metadata_mapping"]).max_items
+_ITEM = cast(Object, cast(ItemList, _FIELDS["metadata_mapping"]).inner)
+_ID = cast(Int, _ITEM.schema.fields["metadata_id"])
 ID_MIN, ID_MAX = _ID.minimum, _ID.maximum
 
 

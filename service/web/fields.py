@@ -10,11 +10,12 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow.types import ErrorMessages
 
 from ..core.errors import Issue, NotFound, ValidationFailed
 from ..core.segments import INT64_MAX
@@ -56,7 +57,7 @@ def too_many(limit: int) -> ValidationError:
 
 
 class Messages:
-    default_error_messages = {"required": REQUIRED, "null": NOT_NULL}
+    default_error_messages: ErrorMessages = {"required": REQUIRED, "null": NOT_NULL}
 
 
 # past 2**63 a JSON number may be an integer our parser (orjson) read as a double: its digits are lost
@@ -79,7 +80,7 @@ def integer_of(value: Any) -> int | None:
     (`true` is not the id 1), a fraction (int(1.5) is 1), NaN or an infinity."""
     kind = type(value)
     if kind is int:
-        return value
+        return cast(int, value)
     if kind is float:
         return int(value) if value.is_integer() and abs(value) <= 2**53 else None
     if kind is str and len(value) <= 4300:  # pydantic's (and CPython's) limit on digits read from a string
@@ -94,7 +95,7 @@ class Str(Messages, fields.String):
     """A string, trimmed, within [min_length, max_length] characters after trimming; with
     `numbers=True`, a JSON number is read as its text, as pydantic v1 does (see number_text)."""
 
-    default_error_messages = {"invalid": "type_error.str::str type expected",
+    default_error_messages: ErrorMessages = {"invalid": "type_error.str::str type expected",
                               "invalid_utf8": "value_error.str::not valid unicode"}
 
     def __init__(self, *, min_length: int = 0, max_length: int | None = None, trim: bool = True,
@@ -107,7 +108,7 @@ class Str(Messages, fields.String):
             value = number_text(value) if self.numbers else None
             if value is None:
                 raise self.make_error("invalid")
-        text = value.strip() if self.trim else value
+        text: str = value.strip() if self.trim else value
         if len(text) < self.min_length:
             raise too_short(self.min_length)
         if self.max_length is not None and len(text) > self.max_length:
@@ -121,7 +122,7 @@ class Int(Messages, fields.Integer):
     """A JSON integer (never a bool, a float or a numeric string) within [minimum, maximum]; with
     `coerce=True`, also what pydantic v1 reads as an int without loss (see integer_of)."""
 
-    default_error_messages = {"invalid": "type_error.integer::value is not a valid integer"}
+    default_error_messages: ErrorMessages = {"invalid": "type_error.integer::value is not a valid integer"}
 
     def __init__(self, *, minimum: int = -INT64_MAX, maximum: int = INT64_MAX, coerce: bool = False, **kw: Any):
         super().__init__(strict=True, **kw)
@@ -138,7 +139,7 @@ class Int(Messages, fields.Integer):
         if value > self.maximum:
             raise error("value_error.number.not_le", f"ensure this value is less than or equal to {self.maximum}",
                         {"limit_value": self.maximum})
-        return value
+        return cast(int, value)  # an int: checked or read above
 
 
 def parse_uuid(value: Any) -> uuid.UUID | None:
@@ -161,21 +162,21 @@ def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
     return value
 
 
-class ItemList(Messages, fields.List):
-    default_error_messages = {"invalid": "type_error.list::value is not a valid list"}
+class ItemList(Messages, fields.List[Any]):
+    default_error_messages: ErrorMessages = {"invalid": "type_error.list::value is not a valid list"}
 
-    def __init__(self, inner: fields.Field, *, max_items: int, **kw: Any):
+    def __init__(self, inner: fields.Field[Any], *, max_items: int, **kw: Any):
         super().__init__(inner, **kw)
         self.max_items = max_items
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list:
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list[Any]:
         if isinstance(value, list) and len(value) > self.max_items:
             raise too_many(self.max_items)
         return super()._deserialize(value, attr, data, **kw)
 
 
 class Object(Messages, fields.Nested):
-    default_error_messages = {"type": "type_error.dict::value is not a valid dict"}
+    default_error_messages: ErrorMessages = {"type": "type_error.dict::value is not a valid dict"}
 
 
 class Choice(Str):
@@ -229,12 +230,15 @@ def issues_from(messages: Any, prefix: tuple[str | int, ...]) -> list[Issue]:
 def load(schema: Schema, data: Any, prefix: tuple[str | int, ...] = ("body",)) -> dict[str, Any]:
     """Validate `data` against `schema`, raising ValidationFailed with one Issue per problem."""
     try:
-        return schema.load(data)
+        loaded: dict[str, Any] = schema.load(data)
     except ValidationError as exc:
         raise ValidationFailed(issues_from(exc.messages, prefix)) from None
+    return loaded
 
 
-def issues_of(schema: Schema, data: Any, prefix: tuple[str | int, ...] = ("body",)) -> tuple[dict, list[Issue]]:
+def issues_of(
+    schema: Schema, data: Any, prefix: tuple[str | int, ...] = ("body",)
+) -> tuple[dict[str, Any], list[Issue]]:
     """Like load(), but answer the issues instead of raising them."""
     try:
         return schema.load(data), []

@@ -31,7 +31,7 @@ from .schemas import MAX_LIST_ITEMS, MAX_VALUE_CHARS, MetadataValue
 
 TITLE = "Survey-link service"
 VERSION = "1.0.0"
-SECURITY = [{"ApiKey": []}, {"Bearer": []}]
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 DESCRIPTION = """\
 Survey links (the Filum contract, `/external/...`) and signed contact links for segments (the
 Formbricks contract, `/api/v2/management/...`).
@@ -81,7 +81,7 @@ def _attributes(require_email: bool) -> dict[str, Any]:
     return out
 
 
-def _hand_validated(field: fields.Field) -> dict[str, Any] | None:
+def _hand_validated(field: fields.Field[Any]) -> dict[str, Any] | None:
     """The shape of a field that validates by hand (marshmallow knows no type for it)."""
     if isinstance(field, MetadataValue):
         return {"nullable": True, "oneOf": [*_SCALAR, {"type": "array", "maxItems": MAX_LIST_ITEMS,
@@ -98,7 +98,7 @@ def _hand_validated(field: fields.Field) -> dict[str, Any] | None:
     return None
 
 
-def service_fields(self: Any, field: fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
+def service_fields(self: Any, field: fields.Field[Any], ret: dict[str, Any]) -> dict[str, Any]:
     """An apispec attribute function: the constraints our fields keep as attributes, not validators."""
     out: dict[str, Any] = {}
     if isinstance(field, Choice):
@@ -177,6 +177,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     plugin = MarshmallowPlugin()
     spec = APISpec(title=TITLE, version=VERSION, openapi_version="3.0.3", plugins=[plugin],
                    info={"description": DESCRIPTION}, security=SECURITY)
+    assert plugin.converter is not None  # made by the plugin's init_spec, which APISpec() called
     plugin.converter.add_attribute_function(service_fields)
     spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "x-api-key"})
     spec.components.security_scheme("Bearer", {"type": "http", "scheme": "bearer"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -24,7 +25,7 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def _probe(coro) -> bool:
+async def _probe(coro: Awaitable[object]) -> bool:
     try:
         await asyncio.wait_for(coro, timeout=1.0)
         return True

@@ -17,7 +17,7 @@ SURVEY_STATUSES = ("draft", "inProgress", "paused", "completed")
 LINK_FORMATS = ("jwt", "short")  # contact links as /c/<jwt> or /s/<short token>
 
 
-class MetadataValue(fields.Field):
+class MetadataValue(fields.Field[Any]):
     """A string (<= 2000 chars), a finite number (not a boolean), a list of such or nulls, or null."""
 
     def __init__(self, **kw: Any):
@@ -39,14 +39,14 @@ class MetadataValue(fields.Field):
         if isinstance(value, list):
             if len(value) > MAX_LIST_ITEMS:
                 raise too_many(MAX_LIST_ITEMS)
-            errors: dict[int, list[str]] = {}
+            errors: dict[int, list[str] | dict[str, Any]] = {}
             for i, item in enumerate(value):
                 if item is None:
                     continue
                 try:
                     self._scalar(item)
                 except ValidationError as exc:
-                    errors[i] = exc.messages  # type: ignore[assignment]
+                    errors[i] = exc.messages
             if errors:
                 raise ValidationError(errors)
             return value
