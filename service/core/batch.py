@@ -63,7 +63,9 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
         if all(req.hash in stored or legacy in stored for _, req, legacy in valid):
             # a batch of replays: answered without the survey's lock, as single replays are
             for pos, req, legacy in valid:
-                answers[pos] = LinkResult(_found(stored, req.hash, legacy), known, replayed=True)
+                found = _found(stored, req.hash, legacy)
+                assert found is not None  # every one was found just above
+                answers[pos] = LinkResult(found, known, replayed=True)
             return answers
         async with conn.transaction():
             room = await batch_db.lock_room(conn, survey_id)

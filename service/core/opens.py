@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from ..db import opens as opens_db
 from ..db.pool import Pool
@@ -29,7 +30,7 @@ WRITE_TIMEOUT = 10.0
 MAX_PENDING = 200_000
 
 # [count, first, last], times as epoch seconds: cheap to update on the open path
-_Tally = list
+_Tally = list[Any]
 
 
 class OpenCounter:
@@ -57,7 +58,7 @@ class OpenCounter:
     def contact_opened(self, survey_id: uuid.UUID, contact_id: int) -> None:
         self._add(self.contacts, (survey_id, contact_id), 1, self.clock())
 
-    def _add(self, tallies: dict, key: object, count: int, at: float, last: float | None = None) -> None:
+    def _add(self, tallies: dict[Any, _Tally], key: object, count: int, at: float, last: float | None = None) -> None:
         tally = tallies.get(key)
         if tally is not None:
             tally[0] += count
@@ -85,7 +86,8 @@ class OpenCounter:
             if contacts:
                 await self._write(contacts, self.contacts, opens_db.add_contact_opens)
 
-    async def _write(self, batch: dict, tallies: dict, write: Callable[..., Awaitable[object]]) -> None:
+    async def _write(self, batch: dict[Any, _Tally], tallies: dict[Any, _Tally],
+                     write: Callable[..., Awaitable[object]]) -> None:
         try:
             async with self.pool.acquire() as conn:
                 await write(conn, {key: _stored(tally) for key, tally in batch.items()}, WRITE_TIMEOUT)
@@ -102,7 +104,7 @@ class OpenCounter:
             # shielded: a cancel (shutdown) lets a write in flight finish, and close() flushes after it
             await asyncio.shield(self.flush())
 
-    async def close(self, task: asyncio.Task) -> None:
+    async def close(self, task: asyncio.Task[None]) -> None:
         """Stop the periodic flush and write what is left (call before the pool closes)."""
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

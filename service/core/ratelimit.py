@@ -181,12 +181,12 @@ class ReplayCache:
         """Remember an answer (with `epoch_key`: under the epoch the lookup saw, else not at all); skipped
         when the cache Redis is down or refuses the write."""
         if epoch_key is None:
-            command: tuple = ("SET", key, value, "EX", ttl_seconds)
+            command: tuple[str | bytes | int, ...] = ("SET", key, value, "EX", ttl_seconds)
         else:
             command = ("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds, seen or b"", new_epoch())
         await self._breaker.cache_write("replay cache", lambda: self._call(command, REMEMBER_SCRIPT))
 
-    async def _call(self, command: tuple, script: str) -> object:
+    async def _call(self, command: tuple[str | bytes | int, ...], script: str) -> object:
         """The command; an EVALSHA whose script the server lacks is sent again as EVAL (which loads it)."""
         call = self._pipe.execute if self._pipe is not None else self._redis.execute_command
         try:

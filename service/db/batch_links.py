@@ -37,11 +37,12 @@ async def live_links(conn: asyncpg.Connection, survey_id: uuid.UUID,
 
 async def lock_room(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int:
     """Lock the survey row (as the single create does to move link_count) and answer the room left."""
-    return await conn.fetchval(
+    room: int = await conn.fetchval(
         "SELECT greatest(coalesce(s.link_quota, o.link_quota) - s.link_count, 0)"
         " FROM surveys s JOIN organizations o ON o.id = s.org_id WHERE s.id = $1 FOR UPDATE OF s",
         survey_id,
     )
+    return room
 
 
 _INSERT = f"""

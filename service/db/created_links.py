@@ -76,11 +76,12 @@ async def page_links(
 
 async def has_link(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, link_id: int) -> bool:
     """Whether the organisation's survey has this link (revoked or not)."""
-    return await conn.fetchval(
+    found: bool = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM survey_links l JOIN surveys s ON s.id = l.survey_id AND s.org_id = $2"
         " WHERE l.survey_id = $1 AND l.id = $3)",
         survey_id, org_id, link_id,
     )
+    return found
 
 
 # One statement, as creating a link is (db/links.py): the survey row is locked first (the InitPlan runs
@@ -103,14 +104,16 @@ SELECT revoked_at FROM revoked
 
 async def revoke_link(conn: asyncpg.Connection, survey_id: uuid.UUID, link_id: int) -> datetime | None:
     """Revoke a live link and free its place in the quota; None when it was revoked already."""
-    return await conn.fetchval(_REVOKE, survey_id, link_id)
+    revoked_at: datetime | None = await conn.fetchval(_REVOKE, survey_id, link_id)
+    return revoked_at
 
 
 async def revoke_contact_links(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID) -> datetime | None:
     """Move the survey's link generation on (every contact link issued so far is revoked), one UPDATE;
     the instant, or None when the organisation has no such survey."""
-    return await conn.fetchval(
+    revoked_at: datetime | None = await conn.fetchval(
         "UPDATE surveys SET link_generation = link_generation + 1, contact_links_revoked_at = now()"
         " WHERE id = $1 AND org_id = $2 RETURNING contact_links_revoked_at",
         survey_id, org_id,
     )
+    return revoked_at

@@ -72,6 +72,7 @@ async def add_contact_opens(conn: asyncpg.Connection, opens: dict[tuple[uuid.UUI
     """Add opens of contact links, by (survey id, contact id); answers how many rows were written
     (contacts erased meanwhile are left out)."""
     keys: Sequence[tuple[uuid.UUID, int]] = sorted(opens)
-    return await conn.fetchval(_CONTACTS, [k[0] for k in keys], [k[1] for k in keys],
-                               [opens[k].count for k in keys], [opens[k].first_at for k in keys],
-                               [opens[k].last_at for k in keys], timeout=timeout)
+    written: int = await conn.fetchval(_CONTACTS, [k[0] for k in keys], [k[1] for k in keys],
+                                       [opens[k].count for k in keys], [opens[k].first_at for k in keys],
+                                       [opens[k].last_at for k in keys], timeout=timeout)
+    return written

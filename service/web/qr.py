@@ -130,7 +130,8 @@ def modules(url: str, ecc: str) -> list[bytes]:
     if level != ecc:
         image = _symbol(url, level, version)
     height, width = image.shape
-    pixels = memoryview(image).tobytes()
+    # zxingcpp.Image has the buffer protocol; its stub (zxingcpp.pyi) does not declare __buffer__
+    pixels = memoryview(image).tobytes()  # type: ignore[arg-type]
     return [pixels[y * width:(y + 1) * width] for y in range(height)]
 
 
