@@ -328,7 +328,8 @@ async def test_a_loading_redis_is_an_outage_not_an_error(loading_redis, mode, pi
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{loading_redis}/0", socket_timeout=1.0,
                                      socket_connect_timeout=1.0, retry=SINGLE_SERVER_RETRY)
     pipe = PipelinedRedis.for_client(client) if pipelined else None
-    gate = Gate(client, mode, pipe=pipe)
+    clock = Clock()
+    gate = Gate(client, mode, pipe=pipe, clock=clock)
     try:
         for _ in range(2):  # the first call, and one after the breaker
             if mode == "open":
@@ -337,7 +338,7 @@ async def test_a_loading_redis_is_an_outage_not_an_error(loading_redis, mode, pi
             else:
                 with pytest.raises(Unavailable):
                     await asyncio.wait_for(gate.check("org", parse_policy("5/second"), "k"), 5)
-            gate._down_until = 0.0
+            clock.now += BREAKER_SECONDS
     finally:
         await gate.aclose()
         await client.aclose()
