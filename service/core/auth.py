@@ -114,7 +114,7 @@ class KeyResolver:
         if not secret or len(secret) > 256:
             return None
         hit = self._cache.get(hash_secret(secret))
-        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+        return hit[1] if hit is not None and hit[0] > self.clock() else None
 
     async def resolve(self, secret: str) -> Principal | None:
         if not secret or len(secret) > 256 or not could_be_ours(secret):

@@ -56,6 +56,11 @@ class Turns:
                 self.give_back()  # granted, then cancelled before it could use it: the next one's
             raise
 
+    @property
+    def waiting(self) -> int:
+        """How many are in line for a turn (what tests wait on instead of sleeping)."""
+        return sum(not turn.done() for turn in self._line)
+
     def give_back(self) -> None:
         while self._line:
             turn = self._line.popleft()
@@ -81,6 +86,11 @@ class Pool:
         self._turns = Turns(size)
         self._wait = wait
         self._out: set[Any] = set()  # connections handed out, each giving its turn back once
+
+    @property
+    def waiting(self) -> int:
+        """How many acquirers are in line for a connection."""
+        return self._turns.waiting
 
     def acquire(self) -> Acquire:
         """`async with pool.acquire() as conn:` (or `conn = await pool.acquire()`, then release)."""

@@ -21,10 +21,11 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.core.errors import Unavailable
-from service.core.ratelimit import GATE_SCRIPT, Gate
+from service.core.ratelimit import BREAKER_SECONDS, GATE_SCRIPT, Gate
 from service.core.ratepolicy import parse_policy
 from service.core.redis_pipe import PipelinedRedis
-from service.redis_client import SINGLE_SERVER_RETRY
+from service.redis_client import OPTIONS, SINGLE_SERVER_RETRY
+from service.web.keys import GATE
 from tests.conftest import Tenant
 from tests.faults.conftest import OwnRedis
 from tests.helpers import create_metadata_field, create_survey, links_path, wait_until
@@ -34,6 +35,7 @@ FORMBRICKS_503 = {"error": {"code": 503, "message": FILUM_503["detail"], "detail
 GATE_SHA = hashlib.sha1(GATE_SCRIPT.encode()).hexdigest()
 # a policy generous enough never to refuse here, but real, so every request runs the Lua gate
 POLICY = "1000/second"
+REDIS_TIMEOUT = OPTIONS["socket_timeout"]
 
 
 @pytest.fixture
@@ -66,6 +68,33 @@ class Setup(NamedTuple):
     path: str
 
 
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _still_clock(client: TestClient) -> Clock:
+    """The app's gate (and its breaker) on a clock that moves only when the test moves it."""
+    clock = Clock()
+    client.app[GATE]._clock = clock
+    return clock
+
+
+def _redis_asked(caplog: pytest.LogCaptureFixture) -> int:
+    """Gate calls that went to Redis and failed (a resting breaker answers without asking, and without this line)."""
+    return sum(r.name == "service.ratelimit" and r.getMessage().startswith("redis unavailable for the rate limiter")
+               for r in caplog.records)
+
+
+async def _at_least(items: list, count: int) -> bool:
+    return len(items) >= count
+
+
 async def _setup(app_on, redis: OwnRedis, make_tenant, mode: str, rate_limit: str = POLICY,
                  link_quota: int = 1000) -> Setup:
     client = await app_on(redis, mode)
@@ -78,8 +107,11 @@ async def _create(s: Setup, value: object) -> ClientResponse:
     return await s.client.post(s.path, json=_body(s.field, value), headers=s.tenant.headers)
 
 
-async def _rate_limited_again(s: Setup) -> bool:
-    """A create answered with a real rate-limit decision (headers), not the degraded path."""
+async def _rate_limited_again(s: Setup, clock: Clock | None = None) -> bool:
+    """A create answered with a real rate-limit decision (headers), not the degraded path (each try past
+    the breaker, when the test holds the gate's clock)."""
+    if clock is not None:
+        clock.now += BREAKER_SECONDS
     resp = await _create(s, "after")
     return resp.status == 200 and "RateLimit" in resp.headers
 
@@ -122,7 +154,7 @@ async def test_open_mode_keeps_creating_and_replaying_when_redis_dies(app_on, ow
             await asyncio.sleep(0.01)
 
     runner = asyncio.create_task(traffic())
-    await asyncio.sleep(0.15)
+    await wait_until(lambda: _at_least(statuses, 5), timeout=10, interval=0.01)  # the traffic is under way
     own_redis.kill()
     await asyncio.wait_for(runner, 30)
     assert statuses == [200] * 60
@@ -159,8 +191,9 @@ async def test_open_mode_keeps_creating_and_replaying_when_redis_dies(app_on, ow
     assert await _count(db, survey_id) == 64
 
 
-async def test_closed_mode_answers_503_then_recovers(app_on, own_redis, make_tenant, db):
+async def test_closed_mode_answers_503_then_recovers(app_on, own_redis, make_tenant, db, caplog):
     client, tenant, survey_id, field, path = await _setup(app_on, own_redis, make_tenant, "closed")
+    clock = _still_clock(client)
     own_redis.kill()
 
     resp = await client.post(path, json=_body(field, "x"), headers=tenant.headers)
@@ -168,18 +201,25 @@ async def test_closed_mode_answers_503_then_recovers(app_on, own_redis, make_ten
     assert await resp.json() == FILUM_503
     assert resp.headers["Retry-After"] == "1"
     assert resp.headers["Content-Type"].startswith("application/json")
+    assert _redis_asked(caplog) == 1
+    # while the breaker rests (Redis is not asked), and once it has expired and Redis is asked again
+    clock.now += BREAKER_SECONDS - 0.001
     resp = await client.get(f"/api/v2/management/surveys/{survey_id}", headers=tenant.headers)
     assert resp.status == 503
     assert await resp.json() == FORMBRICKS_503
-    # while the breaker is open, and once it has expired and Redis is asked again
-    await asyncio.sleep(1.1)
-    statuses = [(await client.post(path, json=_body(field, i), headers=tenant.headers)).status for i in range(5)]
+    assert _redis_asked(caplog) == 1
+    statuses = []
+    for i in range(5):
+        clock.now += BREAKER_SECONDS
+        statuses.append((await client.post(path, json=_body(field, i), headers=tenant.headers)).status)
     assert statuses == [503] * 5
+    assert _redis_asked(caplog) == 1 + 5
     assert await _count(db, survey_id) == 0  # a refused request writes nothing
 
     own_redis.restart()
 
     async def recovered():
+        clock.now += BREAKER_SECONDS
         return (await client.post(path, json=_body(field, "x"), headers=tenant.headers)).status == 200
 
     await wait_until(recovered, timeout=5)
@@ -188,26 +228,34 @@ async def test_closed_mode_answers_503_then_recovers(app_on, own_redis, make_ten
     assert await _count(db, survey_id) == 2
 
 
-async def test_frozen_redis_is_bounded_in_open_mode(app_on, own_redis, make_tenant, db):
+async def test_frozen_redis_is_bounded_in_open_mode(app_on, own_redis, make_tenant, db, caplog):
     """A hung Redis (accepts connections, never answers) costs at most about one socket timeout."""
     s = await _setup(app_on, own_redis, make_tenant, "open")
     client, tenant, survey_id, field, path = s
+    clock = _still_clock(client)
     own_redis.freeze()
     try:
         durations = []
         for i in range(4):
+            clock.now += BREAKER_SECONDS  # past the breaker: each of these requests asks Redis
             started = time.perf_counter()
             resp = await asyncio.wait_for(client.post(path, json=_body(field, i), headers=tenant.headers), 30)
             durations.append(time.perf_counter() - started)
-            assert resp.status == 200
-            await asyncio.sleep(0.6)  # past the breaker, so later requests ask Redis again
-        # socket_timeout is 1 s; a retry after a timeout, or backoff, would make this seconds more
-        assert max(durations) < 1.5, durations
+            assert resp.status == 200 and "RateLimit" not in resp.headers
+        assert _redis_asked(caplog) == 4, caplog.text
+        # each waited out the socket timeout (1 s), and no more: a retry after a timeout, or backoff,
+        # would cost another whole timeout (2 s or more), however fast or slow the machine
+        assert all(REDIS_TIMEOUT <= d < 2 * REDIS_TIMEOUT for d in durations), durations
+        # while the breaker rests, Redis is not asked and nobody waits for it
+        clock.now += BREAKER_SECONDS - 0.001
+        resp = await client.post(path, json=_body(field, "resting"), headers=tenant.headers)
+        assert resp.status == 200 and "RateLimit" not in resp.headers
+        assert _redis_asked(caplog) == 4
     finally:
         own_redis.thaw()
 
-    await wait_until(lambda: _rate_limited_again(s), timeout=5)
-    assert await _count(db, survey_id) == 5
+    await wait_until(lambda: _rate_limited_again(s, clock), timeout=5)
+    assert await _count(db, survey_id) == 6
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
@@ -280,7 +328,8 @@ async def test_a_loading_redis_is_an_outage_not_an_error(loading_redis, mode, pi
     client = aioredis.Redis.from_url(f"redis://127.0.0.1:{loading_redis}/0", socket_timeout=1.0,
                                      socket_connect_timeout=1.0, retry=SINGLE_SERVER_RETRY)
     pipe = PipelinedRedis.for_client(client) if pipelined else None
-    gate = Gate(client, mode, pipe=pipe)
+    clock = Clock()
+    gate = Gate(client, mode, pipe=pipe, clock=clock)
     try:
         for _ in range(2):  # the first call, and one after the breaker
             if mode == "open":
@@ -289,7 +338,7 @@ async def test_a_loading_redis_is_an_outage_not_an_error(loading_redis, mode, pi
             else:
                 with pytest.raises(Unavailable):
                     await asyncio.wait_for(gate.check("org", parse_policy("5/second"), "k"), 5)
-            gate._down_until = 0.0
+            clock.now += BREAKER_SECONDS
     finally:
         await gate.aclose()
         await client.aclose()

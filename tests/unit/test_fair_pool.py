@@ -7,7 +7,17 @@ import time
 
 import pytest
 
-from service.db.pool import PoolTimeout, Turns, create_pool
+from service.db.pool import Pool, PoolTimeout, Turns, create_pool
+from tests.helpers import wait_until
+
+
+async def _in_line(line: Turns | Pool, count: int) -> None:
+    """Until `count` are waiting in `line`: what the test does next must find them queued."""
+
+    async def queued() -> bool:
+        return line.waiting == count
+
+    await wait_until(queued, timeout=5, interval=0)
 
 
 async def _queued(turns: Turns, count: int, order: list[int]) -> list[asyncio.Task]:
@@ -18,7 +28,7 @@ async def _queued(turns: Turns, count: int, order: list[int]) -> list[asyncio.Ta
         order.append(i)
 
     tasks = [asyncio.create_task(wait(i)) for i in range(count)]
-    await asyncio.sleep(0)  # each task runs up to its wait in the line, in creation order
+    await _in_line(turns, count)  # each task has run up to its wait in the line, in creation order
     return tasks
 
 
@@ -86,9 +96,9 @@ async def test_a_wait_past_the_limit_is_pool_timeout_and_a_release_serves_the_ne
         waited = time.monotonic() - started
         assert 0.3 <= waited < 2.0
         waiter = asyncio.create_task(pool.fetchval("SELECT 41 + 1"))
-        await asyncio.sleep(0)  # in line
+        await _in_line(pool, 1)  # the release must serve a waiter, not a newcomer finding a free turn
         await pool.release(held[0])
-        assert await waiter == 42
+        assert await asyncio.wait_for(waiter, 5) == 42
         await pool.release(held[1])
     finally:
         await pool.close()
@@ -124,7 +134,7 @@ async def test_a_cancelled_holder_or_waiter_gives_its_connection_back(database_u
         holder = asyncio.create_task(hold_forever())
         await inside.wait()
         waiter = asyncio.create_task(pool.fetchval("SELECT 1"))
-        await asyncio.sleep(0)  # in line behind the holder
+        await _in_line(pool, 1)  # behind the holder
         waiter.cancel()
         holder.cancel()
         await asyncio.gather(holder, waiter, return_exceptions=True)
