@@ -38,6 +38,15 @@ SCRUBBED = ("DATABASE_URL", "REDIS_URL", "SIGNING_KEYS", "DATA_DIR", "PROMETHEUS
             "BODY_TIMEOUT_SECONDS", "KEEPALIVE_TIMEOUT_SECONDS", "CACHE_REDIS_URL")
 
 
+def _parent_of(pid: int) -> int | None:
+    """The parent of a process, from /proc (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def _signal_and_wait(pid: int, signum: int, timeout: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
@@ -117,6 +126,23 @@ class OwnPostgres:
 
     def start(self) -> None:
         self.server.start(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster and every backend at once, as when the host loses them: no
+        checkpoint, no goodbye; the next start recovers from the write-ahead log."""
+        postmaster = int((self.server.pgdata / "postmaster.pid").read_text().split()[0])
+        family = [postmaster] + [int(entry.name) for entry in Path("/proc").iterdir()
+                                 if entry.name.isdigit() and _parent_of(int(entry.name)) == postmaster]
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(_running(pid) for pid in family), "PostgreSQL still running after SIGKILL"
+        # a killed postmaster whose parent does not reap it stays a zombie, which PostgreSQL's lock check
+        # takes for a live postmaster: its lock file goes, as it would with the lost host's processes
+        (self.server.pgdata / "postmaster.pid").unlink(missing_ok=True)
 
     @property
     def running(self) -> bool:

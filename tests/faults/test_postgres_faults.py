@@ -165,3 +165,55 @@ async def test_postgres_stopped_mid_traffic_never_500(pg_client, own_postgres):
     assert {v: rows.get(v) for v in answered} == answered
     count, counter = await _rows(own_postgres.url, survey_id)
     assert count == counter
+
+
+async def test_postgres_killed_mid_traffic_loses_nothing_and_overspends_nothing(pg_client, own_postgres):
+    """kill -9 of PostgreSQL (postmaster and backends) while four clients create links, several sending the
+    same mappings and more mappings than the quota holds: after recovery, one link per mapping, never more
+    than the quota, the counter equal to the rows, and every link answered 200 committed as answered."""
+    client = pg_client
+    tenant = await new_tenant(own_postgres.url, link_quota=60)
+    h = tenant.headers
+    survey_id = (await (await client.post(f"{BASE}/surveys", json={"name": "S"}, headers=h)).json())["data"]["id"]
+    field = (await (await client.post(f"{BASE}/metadata-fields", json={"name": f"f{uuid.uuid4().hex[:6]}"},
+                                      headers=h)).json())["data"]["id"]
+    statuses: list[int] = []
+    answered: dict[int, set[int]] = {}  # value -> the link ids it was answered with
+    quota_refusal = {"detail": {"message": "threshold_exceeded", "params": {"model": "survey_link", "threshold": 60}}}
+
+    async def traffic(worker: int) -> None:
+        for i in range(40):
+            value = (worker * 40 + i) % 80  # workers 0 and 2 (1 and 3) send the same mappings: 80 in all
+            resp = await client.post(links_path(survey_id), json=_body(field, value), headers=h)
+            statuses.append(resp.status)
+            body = await resp.json()
+            if resp.status == 200:
+                answered.setdefault(value, set()).add(body["id"])
+            elif resp.status == 422:
+                assert body == quota_refusal
+            else:
+                assert (resp.status, body) == (503, FILUM_503)
+
+    async def answered_at_least(count: int, status: int) -> bool:
+        return statuses.count(status) >= count
+
+    runners = asyncio.gather(*(traffic(w) for w in range(4)))
+    await wait_until(lambda: answered_at_least(8, 200), timeout=30, interval=0.01)  # traffic is flowing
+    own_postgres.kill()
+    await wait_until(lambda: answered_at_least(4, 503), timeout=30, interval=0.01)  # and meets the outage
+    own_postgres.start()
+    await asyncio.wait_for(runners, 90)
+    assert set(statuses) <= {200, 422, 503} and 503 in statuses and 200 in statuses, statuses
+
+    conn = await asyncpg.connect(own_postgres.url)
+    try:
+        rows = await conn.fetch("SELECT (metadata_mapping->0->>'value')::int AS value, id, mapping_hash"
+                                " FROM survey_links WHERE survey_id = $1", uuid.UUID(survey_id))
+        counter = await conn.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(survey_id))
+    finally:
+        await conn.close()
+    stored = {r["value"]: r["id"] for r in rows}
+    assert len(rows) == len(stored) == len({r["mapping_hash"] for r in rows})  # no duplicate
+    assert len(rows) <= 60 and counter == len(rows)  # no overspend, the counter exact
+    # every answer names the one committed link of its mapping (none lost, none answered twice differently)
+    assert {value: ids for value, ids in answered.items()} == {value: {stored[value]} for value in answered}
