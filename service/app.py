@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .connections import ConnectionGuard
 from .core.auth import KeyResolver
+from .core.create_link import LinkCreation
 from .core.cursors import CursorCodec
 from .core.opens import OpenCounter
 from .core.ratelimit import Gate, ReplayCache
@@ -52,9 +53,12 @@ from .web.keys import (
     EXPORTS,
     GATE,
     KEYS,
+    LINKS,
     METRICS,
     OPENS,
     POOL,
+    RECENT_BATCHES,
+    RECENT_LINKS,
     REDIS,
     SEGMENT_CACHE,
     SETTINGS,
@@ -64,6 +68,7 @@ from .web.keys import (
 )
 from .web.limits import Slots
 from .web.middlewares import edge_middleware
+from .web.render import link_renderer
 
 log = logging.getLogger("service.app")
 API_PREFIXES = ("/api/", "/external/")
@@ -130,6 +135,14 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def links_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The create-link use case, on the pool and the gate the contexts before it opened."""
+    settings, signer = app[SETTINGS], app[SIGNER]
+    app[LINKS] = LinkCreation(app[POOL], app[GATE], signer.kid, link_renderer(signer, settings.public_base_url),
+                              settings.link_cache_seconds, app[METRICS].replay)
+    yield
+
+
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """Flushes the request tallies to prometheus-client every FLUSH_SECONDS, and once at the end."""
     metrics = app[METRICS]
@@ -162,6 +175,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[DRAIN] = Drain()
     app[CONNECTIONS] = ConnectionGuard()
+    app[RECENT_LINKS] = filum.recent_links()
+    app[RECENT_BATCHES] = batch.recent_batches()
     app[UNAUTH] = UnauthLimiter(parse_policy(settings.unauth_rate_limit))
     # an export holds a pool connection while it streams: a few at once leave the pool to the rest
     app[EXPORTS] = Slots("exports", settings.export_concurrency, EXPORT_RETRY_AFTER,
@@ -170,6 +185,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(postgres_ctx)
     app.cleanup_ctx.append(opens_ctx)
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(links_ctx)
     app.on_startup.append(docs.build_openapi)
     routes = [route for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
                                   contact_links.routes, export.routes, opening.routes, qr.routes,

@@ -41,8 +41,17 @@ _TOKEN = _SIGNER.contact_token(1, 1, None)
 FORGED = forged("/c/" + _TOKEN)
 # the service's own 404 body for a refused link, rendered once
 _NOT_FOUND = render_formbricks(NotFound("link", field="token")).body
-_tally: dict[tuple[str, str, int], int] = {}
-_lines: list[bytes] = []
+
+
+class _Tallies:
+    """The `lean` server's state, on its app as the service's metrics are on the service's."""
+
+    def __init__(self) -> None:
+        self.tally: dict[tuple[str, str, int], int] = {}
+        self.lines: list[bytes] = []
+
+
+_TALLIES = web.AppKey("tallies", _Tallies)
 
 
 async def _refuse(request: web.Request) -> web.Response:
@@ -66,12 +75,13 @@ async def _lean(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers["X-Request-Id"] = request_id
     route = route_name(request)
     key = (request.method, route, response.status)
-    _tally[key] = _tally.get(key, 0) + 1
-    _lines.append(orjson.dumps({"ts": time.time(), "request_id": request_id, "method": request.method,
+    tallies = request.app[_TALLIES]
+    tallies.tally[key] = tallies.tally.get(key, 0) + 1
+    tallies.lines.append(orjson.dumps({"ts": time.time(), "request_id": request_id, "method": request.method,
                                 "route": route, "status": response.status,
                                 "duration_ms": round((time.perf_counter() - started) * 1000, 3)}))
-    if len(_lines) >= 1024:
-        _lines.clear()
+    if len(tallies.lines) >= 1024:
+        tallies.lines.clear()
     return response
 
 
@@ -80,6 +90,7 @@ def _app(kind: str) -> tuple[web.Application, str]:
         return build("fixed", None), "/"  # the bench's own reference, as `bench` measures it
     app = web.Application(middlewares={"route": (), "nop": (_nop,), "lean": (_lean,)}[kind])
     app.router.add_get("/c/{token}", _refuse)
+    app[_TALLIES] = _Tallies()
     return app, FORGED
 
 

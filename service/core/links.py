@@ -3,8 +3,8 @@
 PostgreSQL is the truth: the unique index on (survey, mapping hash) over the live (not revoked)
 links makes a duplicate impossible, and the quota counter of live links is moved in the same
 statement as the insert, under the survey row's lock, so the quota is exact however many creators
-race. Redis only caches answers, each under its survey's replay epoch, which revoking a link moves
-on (core/revocation.py, lua/remember.lua).
+race. Redis only caches answers (core/create_link.py, the use case in front of this), each under its
+survey's replay epoch, which revoking a link moves on (core/revocation.py, lua/remember.lua).
 """
 
 from __future__ import annotations
@@ -22,18 +22,6 @@ from ..db.pool import Pool
 from ..db.surveys import MetadataField
 from .errors import Issue, NotFound, QuotaExceeded, ValidationFailed
 from .mapping import Value, canonical_mapping, legacy_mapping_hash, mapping_hash
-from .ratelimit import org_key
-
-
-def replay_key(org: str, kid: str, tail: str) -> str:
-    """The replay-cache key of an answer: `tail` is `<survey id>:<mapping hash hex>`. The signing kid is
-    part of it: after a key rotation, answers are re-signed, not replayed stale."""
-    return org_key(org, f"lk:{kid}:{tail}")
-
-
-def epoch_key(org: str, survey_id: uuid.UUID | str) -> str:
-    """The survey's replay epoch: the entries of the survey answer only under it (lua/remember.lua)."""
-    return org_key(org, f"lke:{survey_id}")
 
 
 @dataclass(frozen=True)
@@ -44,12 +32,15 @@ class LinkRequest:
     hash: bytes
     # position of each metadata_id in the caller's list, to name it in errors
     positions: dict[int, int]
+    # `<survey id>:<mapping hash hex>`: the tail of the replay-cache key of its answer (replay_key)
+    cache_tail: str
 
     @classmethod
     def build(cls, survey_id: uuid.UUID, name: str, items: Sequence[dict[str, Any]]) -> LinkRequest:
         canonical = canonical_mapping([(i["metadata_id"], i.get("value")) for i in items])
         positions = {item["metadata_id"]: pos for pos, item in enumerate(items)}
-        return cls(survey_id, name, canonical, mapping_hash(canonical), positions)
+        digest = mapping_hash(canonical)
+        return cls(survey_id, name, canonical, digest, positions, f"{survey_id}:{digest.hex()}")
 
 
 @dataclass(frozen=True)

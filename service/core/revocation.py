@@ -27,8 +27,8 @@ from datetime import datetime
 
 from ..db import created_links as created_db
 from ..db.pool import Pool
+from .create_link import epoch_key
 from .errors import Gone, NotFound
-from .links import epoch_key
 from .ratelimit import Gate
 
 REVOKED = "the link was revoked"

@@ -131,6 +131,10 @@ class Pool:
             status: str = await conn.execute(query, *args)
             return status
 
+    async def ping(self) -> None:
+        """One round trip to PostgreSQL through the pool (the readiness probe)."""
+        await self.fetchval("SELECT 1")
+
     async def close(self) -> None:
         await self._pool.close()
 

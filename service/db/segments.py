@@ -1,6 +1,6 @@
 """Segments, and the contacts of a segment: one page, or how many there are.
 
-The filter is compiled to SQL by `core.segments` (values and keys are `$n` parameters). A page
+The filter is compiled to SQL by `filters.py` (values and keys are `$n` parameters). A page
 walks `contacts_page_idx` (org, created_at DESC, id DESC) and reads only ids for the skipped rows;
 the attributes asked for are extracted in SQL for the page's rows alone.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from ..core.segments import compile_filters
+from .filters import compile_filters
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """POST /external/survey-campaigns/{survey_campaign_id}/links/batch: many single creates in one call.
 
-Each item is answered as the single create would answer it (filum.py: the same validation, cache
-keys and link JSON), in request order; the call spends one rate-limit token. The replay cache is
-read with one MGET and written in one pipeline; the rest is one round of queries (core/batch.py).
+Each item is answered as the single create would answer it (filum.py: the same validation; the
+use case's cache keys and link JSON, core/create_link.py), in request order; the call spends one
+rate-limit token. The replay cache is read with MGETs and written in one pipeline; the rest is one
+round of queries (core/batch.py).
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..core.batch import create_or_replay_many
+from ..core.create_link import Answer
 from ..core.errors import DomainError, Issue, ValidationFailed
-from ..core.links import LinkRequest, LinkResult, epoch_key, replay_key
+from ..core.links import LinkRequest
 from .auth import admit, require_scope
 from .errors import filum_detail
 from .fastbody import load_link
 from .filum import check_filum_headers
 from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
 from .jsonio import PERSONAL, is_json, parse_json, raw_json_response, read_body
-from .keys import GATE, METRICS, POOL, SETTINGS, SIGNER
-from .render import link_json
+from .keys import LINKS, RECENT_BATCHES, SETTINGS
+from .recent import Recent
 from .schemas import MAX_BATCH_ITEMS
 
 routes = web.RouteTableDef()
@@ -80,15 +81,18 @@ def _refused(error: DomainError) -> bytes:
 
 
 Read = tuple[uuid.UUID, list[bytes | None], list[LinkRequest | None]]
-# Batches read lately: (path segment, raw body) -> each item's refusal or request. A batch sent again
-# (a retry, a replay) is the same bytes, and reading them (parsing, validating, canonicalising and
-# hashing 1,000 items: half a replayed batch's CPU) is a pure function of those bytes, as for the
-# single create (filum.py): remembered, bounded in count and in body size.
-_RECENT_MAX, _RECENT_BODY_MAX = 4, 1024 * 1024
-_recent: dict[tuple[str, bytes], Read] = {}
+# Batches read lately (app[RECENT_BATCHES]): a batch sent again (a retry, a replay) is the same bytes,
+# and reading them (parsing, validating, canonicalising and hashing 1,000 items) is half a replayed
+# batch's CPU
+RECENT_MAX, RECENT_BODY_MAX = 4, 1024 * 1024
 
 
-def _read(segment: str, raw: bytes, json_typed: bool) -> Read:
+def recent_batches() -> Recent[Read]:
+    """The app's memo of read batches (web/recent.py)."""
+    return Recent(RECENT_MAX, RECENT_BODY_MAX)
+
+
+def _read(recent: Recent[Read], segment: str, raw: bytes, json_typed: bool) -> Read:
     """Each item's 422 answer or its LinkRequest; 422 for the whole call when the path or the envelope is bad."""
     survey_id = campaign_uuid(segment)
     try:
@@ -105,11 +109,9 @@ def _read(segment: str, raw: bytes, json_typed: bool) -> Read:
             refusals[pos] = _refused(ValidationFailed(issues))
         else:
             requests[pos] = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
-    if len(raw) <= _RECENT_BODY_MAX:
-        if len(_recent) >= _RECENT_MAX:
-            del _recent[next(iter(_recent))]
-        _recent[(segment, raw)] = (survey_id, refusals, requests)
-    return survey_id, refusals, requests
+    read = survey_id, refusals, requests
+    recent.remember(segment, raw, read)
+    return read
 
 
 @routes.post("/external/survey-campaigns/{survey_campaign_id}/links/batch")
@@ -122,42 +124,16 @@ async def create_survey_links(request: web.Request) -> web.Response:
     segment = request.match_info["survey_campaign_id"]
     raw = await read_body(request, app[SETTINGS].bulk_max_body_bytes, any_type=True)
     json_typed = is_json(request)
-    read = _recent.get((segment, raw)) if json_typed else None
+    recent = app[RECENT_BATCHES]
+    read = recent.get((segment, raw)) if json_typed else None
     if read is None:
-        read = _read(segment, raw, json_typed)
+        read = _read(recent, segment, raw, json_typed)
     survey_id, refusals, requests = read
     answers = list(refusals)
-
-    gate, signer, metrics = app[GATE], app[SIGNER], app[METRICS]
-    # the single create's keys: a batch replays what single creates made, and the other way round
-    keyed = [(pos, replay_key(principal.org, signer.kid, f"{survey_id}:{req.hash.hex()}"))
-             for pos, req in enumerate(requests) if req]
-    # entries answer only under the survey's epoch, which revoking a link moves on (as for one link)
-    epoch = epoch_key(principal.org, survey_id)
-    cached, seen = await gate.recall_many([key for _, key in keyed], epoch)
-    misses: list[LinkRequest | None] = [None] * len(requests)
-    keys: dict[int, str] = {}
-    for (pos, key), hit in zip(keyed, cached, strict=True):
-        if hit is not None:
-            answers[pos] = _REPLAYED + hit + b"}"
-            metrics.replay("cache")
-        else:
-            misses[pos], keys[pos] = requests[pos], key
-    if keys:
-        results = await create_or_replay_many(app[POOL], principal.org_id, survey_id, misses)
-        remember: dict[str, bytes] = {}
-        base_url = app[SETTINGS].public_base_url
-        bodies: dict[int, bytes] = {}  # by link id: the same mapping twice is one link, rendered once
-        for pos, result in enumerate(results):
-            if isinstance(result, LinkResult):
-                link = bodies.get(result.link.id)
-                if link is None:
-                    link = bodies[result.link.id] = orjson.dumps(link_json(result, signer, base_url))
-                remember[keys[pos]] = link
-                answers[pos] = (_REPLAYED if result.replayed else _CREATED) + link + b"}"
-                if result.replayed:
-                    metrics.replay("database")
-            elif result is not None:
-                answers[pos] = _refused(at_item(result, pos))
-        await gate.remember_many(list(remember.items()), app[SETTINGS].link_cache_seconds, epoch, seen)
+    created = await app[LINKS].create_many(principal.org, principal.org_id, survey_id, requests)
+    for pos, answer in enumerate(created):
+        if isinstance(answer, Answer):
+            answers[pos] = (_REPLAYED if answer.replayed else _CREATED) + answer.body + b"}"
+        elif answer is not None:
+            answers[pos] = _refused(at_item(answer, pos))
     return raw_json_response(b'{"results":[' + b",".join(answers) + b"]}", headers=PERSONAL)  # type: ignore[arg-type]

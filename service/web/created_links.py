@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 
 from ..core import revocation
+from ..core.cursors import CursorCodec, InvalidCursor
 from ..core.errors import Issue, NotFound, ValidationFailed
-from ..core.link_cursor import CursorCodec
 from ..core.segments import INT64_MAX, parse_contact_id
 from ..db import created_links as created_db
 from ..db.created_links import ManagedLink
@@ -20,7 +20,8 @@ from .contact_links import BASE as CONTACT_LINKS
 from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, parse_uuid, path_uuid
 from .jsonio import PERSONAL, json_response, raw_json_response
-from .keys import GATE, POOL, SETTINGS, SIGNER
+from .keys import CURSORS, GATE, POOL, SETTINGS, SIGNER
+from .paging import contact_id
 from .render import iso
 
 routes = web.RouteTableDef()
@@ -55,8 +56,15 @@ def path_link_id(request: web.Request) -> int:
     return link_id
 
 
-def cursor_codec(request: web.Request) -> CursorCodec:
-    return CursorCodec(request.app[SETTINGS].signing_keys)
+def cursor_after(codec: CursorCodec, kind: str, org_id: uuid.UUID, text: str) -> int | None:
+    """The last link id a cursor of this list names (the position `[id]`); None for one that is not this
+    list's (altered, another survey's, another organisation's)."""
+    try:
+        position = codec.decode(kind, org_id, text)
+    except InvalidCursor:
+        return None
+    # only a holder of the signing keys could sign another shape: refused all the same
+    return contact_id(position[0]) if len(position) == 1 else None
 
 
 @routes.get(LINKS)
@@ -67,11 +75,13 @@ async def list_links(request: web.Request) -> web.Response:
     query, limit_issues = load_link_query(request.query, ("limit",))
     issues += limit_issues
     survey = parse_uuid(request.match_info["surveyId"])
-    scope = str(survey)  # a cursor belongs to one survey's list
+    kind = f"links:{survey}"  # a cursor belongs to one survey's list (and one organisation's)
+    org_id: uuid.UUID = principal_of(request).org_id
+    codec = request.app[CURSORS]
     before = INT64_MAX
     cursor = request.query.getall("cursor", [""])[-1]
     if cursor:
-        last_id = cursor_codec(request).decode(scope, cursor)
+        last_id = cursor_after(codec, kind, org_id, cursor)
         if last_id is None:
             issues.append(BAD_CURSOR)
         else:
@@ -81,11 +91,11 @@ async def list_links(request: web.Request) -> web.Response:
     survey_id = path_uuid(request, "surveyId", "survey")
     limit = query["limit"]
     async with request.app[POOL].acquire() as conn:
-        links = await created_db.page_links(conn, principal_of(request).org_id, survey_id, before, limit + 1)
+        links = await created_db.page_links(conn, org_id, survey_id, before, limit + 1)
     if links is None:
         raise NotFound("survey", field="surveyId")
     page = links[:limit]
-    next_cursor = cursor_codec(request).encode(scope, page[-1].id) if len(links) > limit else None
+    next_cursor = codec.encode(kind, org_id, [page[-1].id]) if len(links) > limit else None
     body = {"data": [link_json(link, _url(request, link)) for link in page], "meta": {"nextCursor": next_cursor}}
     return raw_json_response(orjson.dumps(body), headers=PERSONAL)
 

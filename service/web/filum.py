@@ -1,12 +1,13 @@
 """POST /external/survey-campaigns/{survey_campaign_id}/links (the Filum contract).
 
-The replay is the hot path: the key comes from the in-process cache, and the rate limit and the
-replay-cache lookup are one Redis round trip; PostgreSQL is only asked on a cache miss.
+The replay is the hot path: the validated body comes from the app's memo of recent requests, and
+the rate limit and the replay-cache lookup are one Redis round trip (core/create_link.py, the use
+case); PostgreSQL is only asked on a cache miss. This module turns HTTP into those calls and their
+answers into HTTP.
 """
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from ..core.errors import (
@@ -17,15 +18,15 @@ from ..core.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from ..core.links import LinkRequest, create_or_replay, epoch_key, replay_key
+from ..core.links import LinkRequest
 from ..core.ratepolicy import parse_policy
 from .auth import admit, identify, require_scope, spend
 from .expect import expects_continue
 from .fastbody import load_link
 from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
 from .jsonio import PERSONAL, is_json, parse_json, raw_json_response, read_body
-from .keys import GATE, METRICS, POOL, RATE_HEADERS, SETTINGS, SIGNER
-from .render import link_json
+from .keys import LINKS, RATE_HEADERS, RECENT_LINKS
+from .recent import Recent
 
 routes = web.RouteTableDef()
 REPLAYED = {"Idempotent-Replayed": "true", **PERSONAL}
@@ -42,17 +43,20 @@ def check_filum_headers(request: web.Request, org: str) -> None:
         raise Forbidden()
 
 
-# Valid requests seen lately: (path segment, raw body) -> the validated LinkRequest. A replay sends
-# the same bytes again, and validating, canonicalising and hashing them is a pure function of those
-# bytes (a fifth of the replay path's own work): remembered, bounded in count and in body size.
-_RECENT_MAX, _RECENT_BODY_MAX = 4096, 2048
-_recent: dict[tuple[str, bytes], tuple[LinkRequest, str]] = {}  # and its replay-cache key's tail
+# Valid requests seen lately (app[RECENT_LINKS]): a replay sends the same bytes again, and validating,
+# canonicalising and hashing them is a fifth of the replay path's own work
+RECENT_MAX, RECENT_BODY_MAX = 4096, 2048
 
 
-def _validate(segment: str, raw: bytes | None, json_typed: bool,
-              issues: list[Issue]) -> tuple[LinkRequest, str] | None:
-    """The LinkRequest of a valid request and its replay-cache key's tail, or None with every
-    problem in `issues` (the path's first, then the body's), as FastAPI 0.99 would list them."""
+def recent_links() -> Recent[LinkRequest]:
+    """The app's memo of valid single creates (web/recent.py)."""
+    return Recent(RECENT_MAX, RECENT_BODY_MAX)
+
+
+def _validate(recent: Recent[LinkRequest], segment: str, raw: bytes | None, json_typed: bool,
+              issues: list[Issue]) -> LinkRequest | None:
+    """The LinkRequest of a valid request (remembered in `recent`), or None with every problem in
+    `issues` (the path's first, then the body's), as FastAPI 0.99 would list them."""
     survey_id = campaign_uuid(segment)
     if survey_id is None:
         issues.insert(0, NOT_A_UUID)
@@ -76,12 +80,8 @@ def _validate(segment: str, raw: bytes | None, json_typed: bool,
     if data is None or issues or survey_id is None:
         return None
     link_request = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
-    validated = (link_request, f"{survey_id}:{link_request.hash.hex()}")
-    if len(raw) <= _RECENT_BODY_MAX:
-        if len(_recent) >= _RECENT_MAX:
-            del _recent[next(iter(_recent))]
-        _recent[(segment, raw)] = validated
-    return validated
+    recent.remember(segment, raw, link_request)
+    return link_request
 
 
 @routes.post("/external/survey-campaigns/{survey_campaign_id}/links")
@@ -108,21 +108,16 @@ async def create_survey_link(request: web.Request) -> web.Response:
     except PayloadTooLarge as exc:
         body_error, raw = exc, None
     json_typed = is_json(request)
-    validated = None if issues or raw is None or not json_typed else _recent.get((segment, raw))
-    if validated is None:
-        validated = _validate(segment, raw, json_typed, issues)
-    link_request = cache_key = epoch = None
-    if validated is not None:
-        link_request, key_tail = validated
-        cache_key = replay_key(principal.org, app[SIGNER].kid, key_tail)
-        # an entry answers only under its survey's epoch, which revoking a link moves on
-        epoch = epoch_key(principal.org, link_request.survey_id)
+    recent = app[RECENT_LINKS]
+    link_request = None if issues or raw is None or not json_typed else recent.get((segment, raw))
+    if link_request is None:
+        link_request = _validate(recent, segment, raw, json_typed, issues)
 
-    gate = app[GATE]
+    links = app[LINKS]
     if RATE_HEADERS in request:  # admitted before the body was read: only the replay-cache lookup is left
-        decision = await gate.check(principal.org, NO_LIMIT, cache_key, epoch)
+        decision = await links.look_up(principal.org, NO_LIMIT, link_request)
     else:
-        decision = await gate.check(principal.org, principal.policy, cache_key, epoch)
+        decision = await links.look_up(principal.org, principal.policy, link_request)
         spend(request, principal, decision)
     require_scope(principal, "links:write")
     check_filum_headers(request, principal.org)
@@ -130,16 +125,8 @@ async def create_survey_link(request: web.Request) -> web.Response:
         raise body_error
     if link_request is None:
         raise ValidationFailed(issues)
-    if decision.cached is not None:
-        app[METRICS].replay("cache")
-        return raw_json_response(decision.cached, headers=REPLAYED)
-
-    result = await create_or_replay(app[POOL], principal.org_id, link_request)
-    settings = app[SETTINGS]
-    body = orjson.dumps(link_json(result, app[SIGNER], settings.public_base_url))
-    assert cache_key is not None
-    # under the epoch the lookup saw: a revocation committed since then refuses the write (lua/remember.lua)
-    await gate.remember(cache_key, body, settings.link_cache_seconds, epoch, decision.epoch)
-    if result.replayed:
-        app[METRICS].replay("database")
-    return raw_json_response(body, headers=REPLAYED if result.replayed else PERSONAL)
+    cached = links.replayed(decision)
+    if cached is not None:
+        return raw_json_response(cached, headers=REPLAYED)
+    answer = await links.create(principal.org, principal.org_id, link_request, decision)
+    return raw_json_response(answer.body, headers=REPLAYED if answer.replayed else PERSONAL)

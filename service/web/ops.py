@@ -48,7 +48,7 @@ async def _redis_state(redis: RedisClient) -> str:
 async def ready(request: web.Request) -> web.Response:
     """PostgreSQL and Redis both answer (Redis taking writes); 503 naming the one that does not."""
     # side by side, so two dead servers cost one probe timeout, not two
-    pg, rd = await asyncio.gather(_probe(request.app[POOL].fetchval("SELECT 1")), _redis_state(request.app[REDIS]))
+    pg, rd = await asyncio.gather(_probe(request.app[POOL].ping()), _redis_state(request.app[REDIS]))
     checks = {"postgresql": "ok" if pg else "unavailable", "redis": rd}
     ok = pg and rd == "ok"
     return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

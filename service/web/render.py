@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from ..core.links import LinkResult
 from ..core.signing import LinkSigner
@@ -45,6 +48,15 @@ def link_json(result: LinkResult, signer: LinkSigner, base_url: str) -> dict[str
         "created": _link_time(link.created_at),
         "updated": _link_time(link.updated_at),
     }
+
+
+def link_renderer(signer: LinkSigner, base_url: str) -> Callable[[LinkResult], bytes]:
+    """link_json as the bytes a created link is answered (and cached) with."""
+
+    def render(result: LinkResult) -> bytes:
+        return orjson.dumps(link_json(result, signer, base_url))
+
+    return render
 
 
 def survey_json(survey: Survey) -> dict[str, Any]:

@@ -517,7 +517,7 @@ def test_scopes_constant_matches_spec():
 
 async def test_the_same_bytes_for_another_survey_or_organisation_are_their_own_link(client, tenant, make_tenant, db):
     # the validated form of a body is remembered by (path, bytes): what it names must still be per survey and org
-    from service.web import filum
+    from service.web.keys import RECENT_LINKS
 
     other = await make_tenant()
     surveys = [(tenant, (await create_survey(client, tenant.headers))["id"]) for _ in range(2)]
@@ -532,32 +532,33 @@ async def test_the_same_bytes_for_another_survey_or_organisation_are_their_own_l
     assert len({link for link, _ in links}) == 3
     for survey_id in {s for _, s in surveys}:
         assert await count_links(db, survey_id) == 1
-    assert all((s, body) in filum._recent for _, s in surveys)
+    assert all((s, body) in client.app[RECENT_LINKS] for _, s in surveys)
     # a foreign organisation sending the same bytes to a survey it does not own is still a 404
     resp = await client.post(links_path(surveys[0][1]), data=body, headers={**other.headers, **JSON})
     assert resp.status == 404
 
 
-def test_remembered_requests_are_bounded(monkeypatch):
+def test_remembered_requests_are_bounded():
     from service.web import filum
+    from service.web.recent import Recent
 
-    monkeypatch.setattr(filum, "_recent", {})
-    monkeypatch.setattr(filum, "_RECENT_MAX", 3)
+    recent = Recent(3, filum.RECENT_BODY_MAX)
     survey = str(uuid.uuid4())
     for n in range(5):
-        assert filum._validate(survey, b'{"name": "n%d"}' % n, True, []) is not None
-    assert [raw for _, raw in filum._recent] == [b'{"name": "n2"}', b'{"name": "n3"}', b'{"name": "n4"}']
-    assert filum._validate(survey, b'{"name": "%s"}' % (b"x" * 3000), True, []) is None  # too long a name: issues
-    validated = filum._validate(survey, b'{"name": "n9"}', True, [])
-    assert validated[1] == f"{survey}:{validated[0].hash.hex()}"
-    assert filum._validate(survey, b'{"name": "n", "metadata_mapping": [%s]}' % b",".join(
+        assert filum._validate(recent, survey, b'{"name": "n%d"}' % n, True, []) is not None
+    assert [raw for _, raw in recent] == [b'{"name": "n2"}', b'{"name": "n3"}', b'{"name": "n4"}']
+    too_long = b'{"name": "%s"}' % (b"x" * 3000)
+    assert filum._validate(recent, survey, too_long, True, []) is None  # too long a name: issues
+    validated = filum._validate(recent, survey, b'{"name": "n9"}', True, [])
+    assert validated.cache_tail == f"{survey}:{validated.hash.hex()}"
+    assert filum._validate(recent, survey, b'{"name": "n", "metadata_mapping": [%s]}' % b",".join(
         b'{"metadata_id": %d, "value": "%s"}' % (i, b"v" * 40) for i in range(1, 40)), True, []) is not None
-    assert len(filum._recent) == 3 and all(len(raw) <= filum._RECENT_BODY_MAX for _, raw in filum._recent)
-    assert [raw for _, raw in filum._recent][-1] == b'{"name": "n9"}'
-    assert filum._validate(survey, b'{"name": "n8"}', False, []) is None  # not sent as JSON: not remembered
-    assert [raw for _, raw in filum._recent][-1] == b'{"name": "n9"}'
+    assert len(recent) == 3 and all(len(raw) <= filum.RECENT_BODY_MAX for _, raw in recent)
+    assert [raw for _, raw in recent][-1] == b'{"name": "n9"}'
+    assert filum._validate(recent, survey, b'{"name": "n8"}', False, []) is None  # not sent as JSON: not remembered
+    assert [raw for _, raw in recent][-1] == b'{"name": "n9"}'
     issues = []
-    assert filum._validate("not-a-uuid", b"{", True, issues) is None
+    assert filum._validate(recent, "not-a-uuid", b"{", True, issues) is None
     assert [i.loc for i in issues] == [("body", 1)]  # not JSON is the whole answer, as in FastAPI
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.core.link_cursor import CursorCodec
+from service.core.cursors import CursorCodec
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import error
 from tests.helpers import create_metadata_field, create_survey, links_path
@@ -135,8 +135,27 @@ async def test_a_tampered_or_foreign_cursor_is_422(client, tenant, survey, field
     resp = await client.get(created_links(survey["id"]), params={"limit": 1}, headers=tenant.headers)
     cursor = (await resp.json())["meta"]["nextCursor"]
     head, _, mac = cursor.partition(".")
-    forged = CursorCodec(TEST_KEYS).encode(str(survey["id"]), 10**6).partition(".")[0] + "." + mac
+    other_position = CursorCodec(TEST_KEYS).encode(f"links:{survey['id']}", tenant.org_id, [10**6])
+    forged = other_position.partition(".")[0] + "." + mac
     for bad in (foreign, forged, head, cursor + "x", "x" * 65, "é.é", "MA.AAAAAAAAAAAAAAAA"):
+        resp = await client.get(created_links(survey["id"]), params={"cursor": bad}, headers=tenant.headers)
+        assert (resp.status, await resp.json()) == (422, error(422, "Unprocessable Entity", [BAD_CURSOR])), bad
+
+
+async def test_a_signed_cursor_of_another_organisation_or_shape_is_422(client, tenant, survey, field):
+    """The list's cursors are the lists' codec's (core/cursors.py): bound to the organisation too, and a
+    signed position that is not one link id is refused all the same."""
+    for i in range(2):
+        await create_link(client, tenant, survey["id"], [{"metadata_id": field["id"], "value": i}])
+    codec, kind = CursorCodec(TEST_KEYS), f"links:{survey['id']}"
+    resp = await client.get(created_links(survey["id"]), headers=tenant.headers)
+    first, second = [link["id"] for link in (await resp.json())["data"]]
+    ours = codec.encode(kind, tenant.org_id, [first])
+    resp = await client.get(created_links(survey["id"]), params={"cursor": ours}, headers=tenant.headers)
+    assert resp.status == 200 and [link["id"] for link in (await resp.json())["data"]] == [second]
+    for bad in (codec.encode(kind, uuid.uuid4(), [first]), codec.encode(kind, tenant.org_id, [first, 1]),
+                codec.encode(kind, tenant.org_id, [str(first)]), codec.encode(kind, tenant.org_id, [0]),
+                codec.encode(kind, tenant.org_id, [])):
         resp = await client.get(created_links(survey["id"]), params={"cursor": bad}, headers=tenant.headers)
         assert (resp.status, await resp.json()) == (422, error(422, "Unprocessable Entity", [BAD_CURSOR])), bad
 

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.app import create_app
-from service.core.links import epoch_key, replay_key
+from service.core.create_link import epoch_key, replay_key
 from service.core.mapping import canonical_mapping, legacy_mapping_hash, mapping_hash
 from service.core.ratepolicy import parse_policy
 from service.settings import SigningKey

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from service.core.segments import MAX_DEPTH, MAX_NODES, compile_filters, like_pattern, validate_filters
+from service.core.segments import MAX_DEPTH, MAX_NODES, validate_filters
+from service.db.filters import compile_filters, like_pattern
 
 
 def problems(tree):
