@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Sequence
 
 from ..settings import SigningKey
-from .segments import INT64_MAX
+from .rules import INT64_MAX
 
 _DOMAIN = b"cursor:created-links:"
 _MAC_BYTES = 12

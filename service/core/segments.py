@@ -11,19 +11,18 @@ attribute makes `equals` false and `notEquals` true.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, cast
 
 from .errors import Issue
+from .rules import Text, is_number, parse_id, too_many
 
 MAX_DEPTH = 8
 MAX_NODES = 200
 MAX_IN_VALUES = 1000
-MAX_STRING = 1000
-INT64_MAX = 2**63 - 1
+FILTER_TEXT = Text(0, 1000)  # a string a condition compares with
 CONTACT_ID = "contactId"
 # attribute keys: letters, digits, `_` and `-`; `contactId` is the contact's own id, not an attribute
 ATTRIBUTE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -40,21 +39,8 @@ _CONDITION_FIELDS = ("attribute", "op", "value")
 Loc = tuple[str | int, ...]
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def valid_attribute_key(key: Any) -> bool:
     return isinstance(key, str) and key != CONTACT_ID and ATTRIBUTE_KEY.match(key) is not None
-
-
-def parse_contact_id(value: Any) -> int | None:
-    """A positive bigint, given as an int or as its decimal string (at most 19 ASCII digits), else None."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if type(value) is int and 1 <= value <= INT64_MAX:
-        return value
-    return None
 
 
 class _TooBig(Exception):
@@ -129,8 +115,8 @@ class _Validator:
             if not isinstance(value, list):
                 return self.fail(loc, "value is not a valid list", "type_error.list")
             if len(value) > MAX_IN_VALUES:
-                return self.fail(loc, f"ensure this value has at most {MAX_IN_VALUES} items",
-                                 "value_error.list.max_items")
+                self.issues.append(too_many(MAX_IN_VALUES).at(loc))
+                return None
             check = self.contact_id if attribute == CONTACT_ID else self.scalar
             items = [check(item, (*loc, i), allow_bool=True) for i, item in enumerate(value)]
             return {"attribute": attribute, "op": op, "value": items}
@@ -149,11 +135,9 @@ class _Validator:
         if is_number(value):
             return value
         if isinstance(value, str):
-            if len(value) > MAX_STRING:
-                self.fail(loc, f"ensure this value has at most {MAX_STRING} characters",
-                          "value_error.any_str.max_length")
-            elif "\x00" in value:
-                self.fail(loc, "NUL characters are not allowed", "value_error.str.nul")
+            problem = FILTER_TEXT.problem(value)
+            if problem is not None:
+                self.issues.append(problem.at(loc))
             return value
         kinds = "a string, a finite number or a boolean" if allow_bool else "a string or a finite number"
         self.fail(loc, f"value must be {kinds}", "type_error")
@@ -161,7 +145,7 @@ class _Validator:
 
     def contact_id(self, value: Any, loc: Loc, allow_bool: bool = False) -> int | None:
         """Contact ids are answered as strings; both `"123"` and `123` are accepted."""
-        contact_id = parse_contact_id(value)
+        contact_id = parse_id(value)
         if contact_id is not None:
             return contact_id
         self.fail(loc, "a contact id is a positive integer (or its decimal string)", "type_error.contact_id")

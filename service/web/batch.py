@@ -16,6 +16,7 @@ from aiohttp import web
 from ..core.batch import create_or_replay_many
 from ..core.errors import DomainError, Issue, ValidationFailed
 from ..core.links import LinkRequest, LinkResult, epoch_key, replay_key
+from ..core.rules import too_few, too_many
 from .auth import admit, require_scope
 from .errors import filum_detail
 from .fastbody import load_link
@@ -31,9 +32,8 @@ _LINKS = ("body", "links")
 _NO_LINKS = Issue(_LINKS, "field required", "value_error.missing")
 _NULL_LINKS = Issue(_LINKS, "none is not an allowed value", "type_error.none.not_allowed")
 _NOT_A_LIST = Issue(_LINKS, "value is not a valid list", "type_error.list")
-_TOO_FEW = Issue(_LINKS, "ensure this value has at least 1 items", "value_error.list.min_items", {"limit_value": 1})
-_TOO_MANY = Issue(_LINKS, f"ensure this value has at most {MAX_BATCH_ITEMS} items", "value_error.list.max_items",
-                  {"limit_value": MAX_BATCH_ITEMS})
+_TOO_FEW = too_few(1).at(_LINKS)
+_TOO_MANY = too_many(MAX_BATCH_ITEMS).at(_LINKS)
 _CREATED, _REPLAYED = b'{"status":200,"replayed":false,"link":', b'{"status":200,"replayed":true,"link":'
 
 

@@ -28,7 +28,8 @@ from typing import Any, NamedTuple
 import asyncpg
 from aiohttp import web
 
-from ..core.segments import INT64_MAX, compile_filters
+from ..core.rules import INT64_MAX
+from ..core.segments import compile_filters
 from ..db.segments import OpenedFilter
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io

@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.types import ErrorMessages
 
 from ..core.errors import Issue, NotFound, ValidationFailed
-from ..core.segments import INT64_MAX
+from ..core.rules import ANY_TEXT, INT64, NOT_AN_INTEGER, Problem, Text, Whole, too_many
 
 MANAGEMENT = "/api/v2/management"
 
@@ -37,23 +37,18 @@ NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
 CTX = "::ctx::"
 
 
+def message(problem: Problem) -> str:
+    """A rule's Problem as a marshmallow error message (`type::msg`, and `::ctx::` + JSON)."""
+    text = f"{problem.type}::{problem.msg}"
+    return text if problem.ctx is None else text + CTX + orjson.dumps(problem.ctx).decode()
+
+
+def invalid(problem: Problem) -> ValidationError:
+    return ValidationError(message(problem))
+
+
 def error(type_: str, msg: str, ctx: dict[str, Any] | None = None) -> ValidationError:
-    text = f"{type_}::{msg}"
-    return ValidationError(text if ctx is None else text + CTX + orjson.dumps(ctx).decode())
-
-
-def too_short(limit: int) -> ValidationError:
-    return error("value_error.any_str.min_length", f"ensure this value has at least {limit} characters",
-                 {"limit_value": limit})
-
-
-def too_long(limit: int) -> ValidationError:
-    return error("value_error.any_str.max_length", f"ensure this value has at most {limit} characters",
-                 {"limit_value": limit})
-
-
-def too_many(limit: int) -> ValidationError:
-    return error("value_error.list.max_items", f"ensure this value has at most {limit} items", {"limit_value": limit})
+    return invalid(Problem(type_, msg, ctx))
 
 
 class Messages:
@@ -92,16 +87,15 @@ def integer_of(value: Any) -> int | None:
 
 
 class Str(Messages, fields.String):
-    """A string, trimmed, within [min_length, max_length] characters after trimming; with
-    `numbers=True`, a JSON number is read as its text, as pydantic v1 does (see number_text)."""
+    """A string, trimmed, that keeps its `rule` after trimming; with `numbers=True`, a JSON number is
+    read as its text, as pydantic v1 does (see number_text)."""
 
     default_error_messages: ErrorMessages = {"invalid": "type_error.str::str type expected",
                               "invalid_utf8": "value_error.str::not valid unicode"}
 
-    def __init__(self, *, min_length: int = 0, max_length: int | None = None, trim: bool = True,
-                 numbers: bool = False, **kw: Any):
+    def __init__(self, rule: Text = ANY_TEXT, *, trim: bool = True, numbers: bool = False, **kw: Any):
         super().__init__(**kw)
-        self.min_length, self.max_length, self.trim, self.numbers = min_length, max_length, trim, numbers
+        self.rule, self.trim, self.numbers = rule, trim, numbers
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
         if not isinstance(value, str):
@@ -109,36 +103,30 @@ class Str(Messages, fields.String):
             if value is None:
                 raise self.make_error("invalid")
         text: str = value.strip() if self.trim else value
-        if len(text) < self.min_length:
-            raise too_short(self.min_length)
-        if self.max_length is not None and len(text) > self.max_length:
-            raise too_long(self.max_length)
-        if "\x00" in text:
-            raise error("value_error.str.nul", "NUL characters are not allowed")
+        problem = self.rule.problem(text)
+        if problem is not None:
+            raise invalid(problem)
         return text
 
 
 class Int(Messages, fields.Integer):
-    """A JSON integer (never a bool, a float or a numeric string) within [minimum, maximum]; with
-    `coerce=True`, also what pydantic v1 reads as an int without loss (see integer_of)."""
+    """A JSON integer (never a bool, a float or a numeric string) within `rule`; with `coerce=True`,
+    also what pydantic v1 reads as an int without loss (see integer_of)."""
 
-    default_error_messages: ErrorMessages = {"invalid": "type_error.integer::value is not a valid integer"}
+    default_error_messages: ErrorMessages = {"invalid": message(NOT_AN_INTEGER)}
 
-    def __init__(self, *, minimum: int = -INT64_MAX, maximum: int = INT64_MAX, coerce: bool = False, **kw: Any):
+    def __init__(self, rule: Whole = INT64, *, coerce: bool = False, **kw: Any):
         super().__init__(strict=True, **kw)
-        self.minimum, self.maximum, self.coerce = minimum, maximum, coerce
+        self.rule, self.coerce = rule, coerce
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             value = integer_of(value) if self.coerce else None
             if value is None:
                 raise self.make_error("invalid")
-        if value < self.minimum:
-            raise error("value_error.number.not_ge", f"ensure this value is greater than or equal to {self.minimum}",
-                        {"limit_value": self.minimum})
-        if value > self.maximum:
-            raise error("value_error.number.not_le", f"ensure this value is less than or equal to {self.maximum}",
-                        {"limit_value": self.maximum})
+        problem = self.rule.problem(value)
+        if problem is not None:
+            raise invalid(problem)
         return cast(int, value)  # an int: checked or read above
 
 
@@ -171,7 +159,7 @@ class ItemList(Messages, fields.List[Any]):
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list[Any]:
         if isinstance(value, list) and len(value) > self.max_items:
-            raise too_many(self.max_items)
+            raise invalid(too_many(self.max_items))
         return super()._deserialize(value, attr, data, **kw)
 
 

@@ -14,7 +14,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
-from ..core.segments import ATTRIBUTE_KEY, GROUPS, INT64_MAX, OPERATORS
+from ..core.rules import INT64
+from ..core.segments import ATTRIBUTE_KEY, GROUPS, OPERATORS
 from . import doc_schemas
 from .contact_schemas import (
     MAX_ATTRIBUTE_CHARS,
@@ -104,20 +105,20 @@ def service_fields(self: Any, field: fields.Field[Any], ret: dict[str, Any]) -> 
     if isinstance(field, Choice):
         out["enum"] = list(field.choices)
     elif isinstance(field, Str):
-        if field.min_length:
-            out["minLength"] = field.min_length
-        if field.max_length is not None:
-            out["maxLength"] = field.max_length
+        if field.rule.min_chars:
+            out["minLength"] = field.rule.min_chars
+        if field.rule.max_chars is not None:
+            out["maxLength"] = field.rule.max_chars
         if isinstance(field, HttpUrl):
             out["format"] = "uri"
         if isinstance(field, AttributeKey):
             out.update(pattern=ATTRIBUTE_KEY.pattern, maxLength=64)
     elif isinstance(field, Int):
         out["format"] = "int64"
-        if field.minimum != -INT64_MAX:
-            out["minimum"] = field.minimum
-        if field.maximum != INT64_MAX:
-            out["maximum"] = field.maximum
+        if field.rule.low != INT64.low:
+            out["minimum"] = field.rule.low
+        if field.rule.high != INT64.high:
+            out["maximum"] = field.rule.high
     elif isinstance(field, ItemList):
         out["maxItems"] = field.max_items
     return {**out, **(_hand_validated(field) or {})}
