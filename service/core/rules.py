@@ -9,6 +9,7 @@ A rule answers None for a valid value, or the Problem with it: pydantic v1's `ty
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -30,6 +31,11 @@ class Problem(NamedTuple):
 
 NUL = Problem("value_error.str.nul", "NUL characters are not allowed")
 NOT_AN_INTEGER = Problem("type_error.integer", "value is not a valid integer")
+
+
+def not_one_of(choices: Iterable[str]) -> Problem:
+    return Problem("type_error.enum", "value is not a valid enumeration member; permitted: "
+                   + ", ".join(repr(choice) for choice in choices))
 
 
 def too_short(limit: int) -> Problem:

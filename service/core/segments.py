@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from .errors import Issue
-from .rules import Text, is_number, parse_id, too_many
+from .rules import Text, is_number, not_one_of, parse_id, too_many
 
 MAX_DEPTH = 8
 MAX_NODES = 200
@@ -25,8 +25,9 @@ MAX_IN_VALUES = 1000
 FILTER_TEXT = Text(0, 1000)  # a string a condition compares with
 CONTACT_ID = "contactId"
 # attribute keys: letters, digits, `_` and `-`; `contactId` is the contact's own id, not an attribute
-ATTRIBUTE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-KEY_RULE = "an attribute key is 1-64 letters, digits, _ or -, not starting with a digit"
+KEY_CHARS = 64
+ATTRIBUTE_KEY = re.compile(rf"^[A-Za-z_][A-Za-z0-9_-]{{0,{KEY_CHARS - 1}}}$")
+KEY_RULE = f"an attribute key is 1-{KEY_CHARS} letters, digits, _ or -, not starting with a digit"
 
 EQUALITY_OPS = ("equals", "notEquals")
 TEXT_OPS = {"contains": "%{}%", "doesNotContain": "%{}%", "startsWith": "{}%", "endsWith": "%{}"}
@@ -93,8 +94,7 @@ class _Validator:
         if "op" not in value:
             self.fail((*loc, "op"), "field required", "value_error.missing")
         elif op not in OPERATORS:
-            self.fail((*loc, "op"), "value is not a valid enumeration member; permitted: "
-                      + ", ".join(repr(o) for o in OPERATORS), "type_error.enum")
+            self.issues.append(not_one_of(OPERATORS).at((*loc, "op")))
         elif attribute == CONTACT_ID and op != "in":
             self.fail((*loc, "op"), "contactId supports only the in operator", "value_error.filter.contact_id")
         if len(self.issues) > found:

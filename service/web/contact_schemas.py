@@ -25,6 +25,8 @@ MAX_BULK_CONTACTS = 10_000
 MAX_LINK_ATTRIBUTE_KEYS = 20
 
 
+RESERVED_KEY = Problem("value_error.attribute_key", "contactId is reserved for the contact's id")
+BAD_KEY = Problem("value_error.attribute_key", KEY_RULE)
 TOO_BIG = Problem("value_error.number", "numbers are at most 2^63-1 in magnitude")
 NOT_AN_ATTRIBUTE = Problem("type_error", "value must be a string, a finite number, a boolean or null")
 
@@ -40,6 +42,13 @@ def _attribute_value(value: Any) -> Problem | None:
     return NOT_AN_ATTRIBUTE
 
 
+def key_problem(key: Any) -> Problem | None:
+    """The problem with an attribute key, or None."""
+    if key == CONTACT_ID:
+        return RESERVED_KEY
+    return None if valid_attribute_key(key) else BAD_KEY
+
+
 def attribute_problems(value: Any, require_email: bool) -> Any:
     """marshmallow-style messages for an attributes object, or None when it is valid."""
     if not isinstance(value, dict):
@@ -48,11 +57,7 @@ def attribute_problems(value: Any, require_email: bool) -> Any:
     if len(value) > MAX_ATTRIBUTES:
         return [f"value_error.dict.max_items::ensure this value has at most {MAX_ATTRIBUTES} attributes"]
     for key, item in value.items():
-        if key == CONTACT_ID:
-            problems[key] = ["value_error.attribute_key::contactId is reserved for the contact's id"]
-        elif not valid_attribute_key(key):
-            problems[key] = [f"value_error.attribute_key::{KEY_RULE}"]
-        elif (problem := _attribute_value(item)) is not None:
+        if (problem := key_problem(key) or _attribute_value(item)) is not None:
             problems[key] = [message(problem)]
     email = value.get("email")
     if "email" not in problems and ("email" in value or require_email):
@@ -107,10 +112,9 @@ class ContactList(Messages, fields.Field[list[Any]]):
 class AttributeKey(Str):
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
         key = super()._deserialize(value, attr, data, **kw)
-        if key == CONTACT_ID:
-            raise error("value_error.attribute_key", "contactId is reserved for the contact's id")
-        if not valid_attribute_key(key):
-            raise error("value_error.attribute_key", KEY_RULE)
+        problem = key_problem(key)
+        if problem is not None:
+            raise invalid(problem)
         return key
 
 

@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.types import ErrorMessages
 
 from ..core.errors import Issue, NotFound, ValidationFailed
-from ..core.rules import ANY_TEXT, INT64, NOT_AN_INTEGER, Problem, Text, Whole, too_many
+from ..core.rules import ANY_TEXT, INT64, NOT_AN_INTEGER, Problem, Text, Whole, not_one_of, too_many
 
 MANAGEMENT = "/api/v2/management"
 
@@ -175,8 +175,7 @@ class Choice(Str):
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
         text = super()._deserialize(value, attr, data, **kw)
         if text not in self.choices:
-            raise error("type_error.enum", "value is not a valid enumeration member; permitted: "
-                        + ", ".join(repr(c) for c in self.choices))
+            raise invalid(not_one_of(self.choices))
         return text
 
 

@@ -15,7 +15,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
 from ..core.rules import INT64
-from ..core.segments import ATTRIBUTE_KEY, GROUPS, OPERATORS
+from ..core.segments import ATTRIBUTE_KEY, GROUPS, KEY_CHARS, OPERATORS
 from . import doc_schemas
 from .contact_schemas import (
     MAX_ATTRIBUTE_CHARS,
@@ -73,7 +73,7 @@ _ATTRIBUTE_VALUE = doc_schemas.attribute_value(MAX_ATTRIBUTE_CHARS)
 def _attributes(require_email: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": "object", "maxProperties": MAX_ATTRIBUTES, "additionalProperties": _ATTRIBUTE_VALUE,
-        "description": "Attribute key -> value (null: no value). Keys: 1-64 letters, digits, `_` or `-`, not "
+        "description": f"Attribute key -> value (null: no value). Keys: 1-{KEY_CHARS} letters, digits, `_` or `-`, not "
                        "starting with a digit; unknown keys are created.",
         "example": {"email": "ann@example.com", "plan": "pro"},
     }
@@ -112,7 +112,7 @@ def service_fields(self: Any, field: fields.Field[Any], ret: dict[str, Any]) -> 
         if isinstance(field, HttpUrl):
             out["format"] = "uri"
         if isinstance(field, AttributeKey):
-            out.update(pattern=ATTRIBUTE_KEY.pattern, maxLength=64)
+            out.update(pattern=ATTRIBUTE_KEY.pattern, maxLength=KEY_CHARS)
     elif isinstance(field, Int):
         out["format"] = "int64"
         if field.rule.low != INT64.low:

@@ -23,7 +23,7 @@ from ..core.rules import PAGE_LIMIT, Text, parse_id
 from .auth import unknown_query_issues
 from .contact_schemas import MAX_ATTRIBUTE_CHARS
 from .fields import Str, issues_of, parse_uuid
-from .query import QueryInt
+from .query import REPEATED, QueryInt
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -55,7 +55,7 @@ def read_list_query(request: web.Request, schema: Schema) -> dict[str, Any]:
     for name in schema.fields:
         values = request.query.getall(name, [])
         if len(values) > 1:
-            issues.append(Issue(("query", name), "give this parameter at most once", "value_error.duplicate"))
+            issues.append(REPEATED.at(("query", name)))
         elif values:
             given[name] = values[0]
     query, invalid = issues_of(schema, given, ("query",))

@@ -26,10 +26,10 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from ..core.errors import Issue, ValidationFailed
-from ..core.rules import Whole
+from ..core.rules import Whole, not_one_of
 from . import opening
 from .keys import SETTINGS
-from .query import DIGITS, read_query_int
+from .query import DIGITS, REPEATED, read_query_int
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,11 @@ def qr_options(query: MultiMapping[str]) -> QrOptions:
     for name in ("ecc", *QR_INTEGERS):
         given = query.getall(name, [])
         if len(given) > 1:
-            issues.append(Issue(("query", name), "give this parameter at most once", "value_error.duplicate"))
+            issues.append(REPEATED.at(("query", name)))
             continue
         if name == "ecc":
             if given and given[0].upper() not in ECC_LEVELS:
-                issues.append(Issue(("query", name), "value is not a valid enumeration member; permitted: "
-                                                     "'L', 'M', 'Q', 'H'", "type_error.enum"))
+                issues.append(not_one_of(ECC_LEVELS).at(("query", name)))
             elif given:
                 ecc = given[0].upper()
             continue

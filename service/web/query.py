@@ -8,9 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 from ..core.errors import Issue
-from ..core.rules import NOT_AN_INTEGER, Whole
+from ..core.rules import NOT_AN_INTEGER, Problem, Whole
 from .fields import Int, error
 
+REPEATED = Problem("value_error.duplicate", "give this parameter at most once")
 # a decimal number as JSON or a client's float writes it: `50`, `+50`, `50.0`, `5e1`, `1e+16` (a generated
 # client sends `limit=50.0`); no spaces, no hex, no NaN or Infinity, and an exponent of at most 4 digits
 # (Decimal refuses to hold some longer ones, and no count needs them)
