@@ -29,8 +29,15 @@ class Problem(NamedTuple):
         return Issue(loc, self.msg, self.type, self.ctx)
 
 
-NUL = Problem("value_error.str.nul", "NUL characters are not allowed")
+# pydantic v1's answers for a value of the wrong type, or none
+MISSING = Problem("value_error.missing", "field required")
+NULL = Problem("type_error.none.not_allowed", "none is not an allowed value")
+EXTRA = Problem("value_error.extra", "extra fields not permitted")
+NOT_A_DICT = Problem("type_error.dict", "value is not a valid dict")
+NOT_A_LIST = Problem("type_error.list", "value is not a valid list")
+NOT_A_STR = Problem("type_error.str", "str type expected")
 NOT_AN_INTEGER = Problem("type_error.integer", "value is not a valid integer")
+NUL = Problem("value_error.str.nul", "NUL characters are not allowed")
 
 
 def not_one_of(choices: Iterable[str]) -> Problem:

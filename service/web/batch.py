@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..core import rules
 from ..core.batch import create_or_replay_many
 from ..core.errors import DomainError, Issue, ValidationFailed
 from ..core.links import LinkRequest, LinkResult, epoch_key, replay_key
-from ..core.rules import too_few, too_many
 from .auth import admit, require_scope
 from .errors import filum_detail
 from .fastbody import load_link
@@ -29,11 +29,11 @@ from .schemas import MAX_BATCH_ITEMS
 
 routes = web.RouteTableDef()
 _LINKS = ("body", "links")
-_NO_LINKS = Issue(_LINKS, "field required", "value_error.missing")
-_NULL_LINKS = Issue(_LINKS, "none is not an allowed value", "type_error.none.not_allowed")
-_NOT_A_LIST = Issue(_LINKS, "value is not a valid list", "type_error.list")
-_TOO_FEW = too_few(1).at(_LINKS)
-_TOO_MANY = too_many(MAX_BATCH_ITEMS).at(_LINKS)
+_NO_LINKS = rules.MISSING.at(_LINKS)
+_NULL_LINKS = rules.NULL.at(_LINKS)
+_NOT_A_LIST = rules.NOT_A_LIST.at(_LINKS)
+_TOO_FEW = rules.too_few(1).at(_LINKS)
+_TOO_MANY = rules.too_many(MAX_BATCH_ITEMS).at(_LINKS)
 _CREATED, _REPLAYED = b'{"status":200,"replayed":false,"link":', b'{"status":200,"replayed":true,"link":'
 
 

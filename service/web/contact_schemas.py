@@ -13,9 +13,21 @@ from marshmallow import RAISE, Schema, ValidationError, fields
 from multidict import MultiMapping
 
 from ..core.errors import Issue
-from ..core.rules import INT64_MAX, NAME, PAGE_LIMIT, Problem, Text, Whole, is_number, too_few, too_many
-from ..core.segments import CONTACT_ID, KEY_RULE, valid_attribute_key, validate_filters
-from .fields import REQUIRED, Messages, Str, error, invalid, message
+from ..core.rules import (
+    INT64_MAX,
+    NAME,
+    NOT_A_DICT,
+    NOT_A_LIST,
+    PAGE_LIMIT,
+    Problem,
+    Text,
+    Whole,
+    is_number,
+    too_few,
+    too_many,
+)
+from ..core.segments import BAD_KEY, CONTACT_ID, valid_attribute_key, validate_filters
+from .fields import REQUIRED, Messages, Str, invalid, message
 from .query import read_query_int
 
 MAX_ATTRIBUTES = 100
@@ -26,7 +38,6 @@ MAX_LINK_ATTRIBUTE_KEYS = 20
 
 
 RESERVED_KEY = Problem("value_error.attribute_key", "contactId is reserved for the contact's id")
-BAD_KEY = Problem("value_error.attribute_key", KEY_RULE)
 TOO_BIG = Problem("value_error.number", "numbers are at most 2^63-1 in magnitude")
 NOT_AN_ATTRIBUTE = Problem("type_error", "value must be a string, a finite number, a boolean or null")
 
@@ -52,7 +63,7 @@ def key_problem(key: Any) -> Problem | None:
 def attribute_problems(value: Any, require_email: bool) -> Any:
     """marshmallow-style messages for an attributes object, or None when it is valid."""
     if not isinstance(value, dict):
-        return ["type_error.dict::value is not a valid dict"]
+        return [message(NOT_A_DICT)]
     problems: dict[str, Any] = {}
     if len(value) > MAX_ATTRIBUTES:
         return [f"value_error.dict.max_items::ensure this value has at most {MAX_ATTRIBUTES} attributes"]
@@ -87,7 +98,7 @@ class ContactList(Messages, fields.Field[list[Any]]):
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise error("type_error.list", "value is not a valid list")
+            raise invalid(NOT_A_LIST)
         if not value:
             raise invalid(too_few(1))
         if len(value) > MAX_BULK_CONTACTS:
@@ -95,7 +106,7 @@ class ContactList(Messages, fields.Field[list[Any]]):
         problems: dict[int, Any] = {}
         for i, item in enumerate(value):
             if not isinstance(item, dict):
-                problems[i] = ["type_error.dict::value is not a valid dict"]
+                problems[i] = [message(NOT_A_DICT)]
                 continue
             found: dict[str, Any] = {k: ["Unknown field."] for k in item if k != "attributes"}
             if "attributes" not in item:

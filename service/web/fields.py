@@ -18,7 +18,22 @@ from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.types import ErrorMessages
 
 from ..core.errors import Issue, NotFound, ValidationFailed
-from ..core.rules import ANY_TEXT, INT64, NOT_AN_INTEGER, Problem, Text, Whole, not_one_of, too_many
+from ..core.rules import (
+    ANY_TEXT,
+    EXTRA,
+    INT64,
+    MISSING,
+    NOT_A_DICT,
+    NOT_A_LIST,
+    NOT_A_STR,
+    NOT_AN_INTEGER,
+    NULL,
+    Problem,
+    Text,
+    Whole,
+    not_one_of,
+    too_many,
+)
 
 MANAGEMENT = "/api/v2/management"
 
@@ -28,10 +43,6 @@ def any_segment(path: str) -> str:
     # aiohttp's default pattern leaves out braces: an id holding one must still reach its route,
     # whose 404 or 422 names it
     return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
-
-
-REQUIRED = "value_error.missing::field required"
-NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
 
 
 CTX = "::ctx::"
@@ -51,8 +62,11 @@ def error(type_: str, msg: str, ctx: dict[str, Any] | None = None) -> Validation
     return invalid(Problem(type_, msg, ctx))
 
 
+REQUIRED = message(MISSING)
+
+
 class Messages:
-    default_error_messages: ErrorMessages = {"required": REQUIRED, "null": NOT_NULL}
+    default_error_messages: ErrorMessages = {"required": REQUIRED, "null": message(NULL)}
 
 
 # past 2**63 a JSON number may be an integer our parser (orjson) read as a double: its digits are lost
@@ -90,7 +104,7 @@ class Str(Messages, fields.String):
     """A string, trimmed, that keeps its `rule` after trimming; with `numbers=True`, a JSON number is
     read as its text, as pydantic v1 does (see number_text)."""
 
-    default_error_messages: ErrorMessages = {"invalid": "type_error.str::str type expected",
+    default_error_messages: ErrorMessages = {"invalid": message(NOT_A_STR),
                               "invalid_utf8": "value_error.str::not valid unicode"}
 
     def __init__(self, rule: Text = ANY_TEXT, *, trim: bool = True, numbers: bool = False, **kw: Any):
@@ -151,7 +165,7 @@ def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
 
 
 class ItemList(Messages, fields.List[Any]):
-    default_error_messages: ErrorMessages = {"invalid": "type_error.list::value is not a valid list"}
+    default_error_messages: ErrorMessages = {"invalid": message(NOT_A_LIST)}
 
     def __init__(self, inner: fields.Field[Any], *, max_items: int, **kw: Any):
         super().__init__(inner, **kw)
@@ -164,7 +178,7 @@ class ItemList(Messages, fields.List[Any]):
 
 
 class Object(Messages, fields.Nested):
-    default_error_messages: ErrorMessages = {"type": "type_error.dict::value is not a valid dict"}
+    default_error_messages: ErrorMessages = {"type": message(NOT_A_DICT)}
 
 
 class Choice(Str):
@@ -202,9 +216,9 @@ def issues_from(messages: Any, prefix: tuple[str | int, ...]) -> list[Issue]:
     else:
         text = str(messages)
         if text == "Unknown field.":
-            issues.append(Issue(prefix, "extra fields not permitted", "value_error.extra"))
+            issues.append(EXTRA.at(prefix))
         elif text == "Invalid input type.":
-            issues.append(Issue(prefix, "value is not a valid dict", "type_error.dict"))
+            issues.append(NOT_A_DICT.at(prefix))
         elif "::" in text:
             text, _, ctx = text.partition(CTX)
             type_, _, msg = text.partition("::")
