@@ -8,7 +8,7 @@ which either accepts the body or names every problem. What the schema coerces as
 (an id written "12" or 12.0, a name written as a number) is rare, and left to it. It asks the rules
 the schema's fields hold (core/rules.py) and the schema's own `value_problems`, so the two cannot
 drift apart; tests/unit/test_fast_body.py checks this on many generated bodies. Marshmallow's
-machinery costs ~15-20x more than these checks (a two-item body: ~3 µs against ~50 µs).
+machinery costs ~15x more than these checks (a two-item body: ~1.4 µs against ~22 µs).
 """
 
 from __future__ import annotations
