@@ -11,6 +11,7 @@ import asyncpg
 
 from .core.auth import SCOPES, hash_secret, issue_key
 from .core.ratepolicy import DEFAULT_POLICY, parse_policy
+from .core.rules import NAME
 from .db import orgs
 from .settings import Settings
 
@@ -56,8 +57,8 @@ async def new_tenant(
 
 def create_org(settings: Settings, name: str, link_quota: int, rate_limit: str) -> dict[str, Any]:
     name = name.strip()
-    if not 1 <= len(name) <= 255:
-        raise AdminError("--name must be 1-255 characters")
+    if NAME.problem(name) is not None:
+        raise AdminError(f"--name must be {NAME.min_chars}-{NAME.max_chars} characters, none of them NUL")
     if link_quota < 0:
         raise AdminError("--link-quota must be >= 0")
     policy = parse_policy(rate_limit or DEFAULT_POLICY)

@@ -16,9 +16,10 @@ from .core.auth import KeyResolver
 from .core.create_link import LinkCreation
 from .core.cursors import CursorCodec
 from .core.opens import OpenCounter
-from .core.ratelimit import Gate, ReplayCache
+from .core.ratelimit import Gate
 from .core.ratepolicy import parse_policy
 from .core.redis_pipe import PipelinedRedis
+from .core.replay_cache import ReplayCache
 from .core.segment_cache import SegmentCache
 from .core.short_links import ShortLinks
 from .core.signing import LinkSigner

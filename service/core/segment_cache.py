@@ -34,7 +34,8 @@ from redis.asyncio import Redis, RedisCluster
 
 from ..db import segments as segment_db
 from ..db.segments import OpenedFilter, PageRow
-from .ratelimit import REDIS_DOWN, Breaker, org_key
+from .breaker import REDIS_DOWN, Breaker
+from .ratelimit import org_key
 
 log = logging.getLogger("service.segments")
 CACHE_TTL_SECONDS = 3600

@@ -7,22 +7,35 @@ validated tree is normalised: what the compiler is given is always one it can co
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, cast
 
 from ..db.filters import CONTACT_ID as CONTACT_ID
 from ..db.filters import EQUALITY_OPS, ORDER_OPS, PRESENCE_OPS, TEXT_OPS
 from .errors import Issue
+from .rules import (
+    EXTRA,
+    MISSING,
+    NOT_A_DICT,
+    NOT_A_LIST,
+    NOT_A_STR,
+    Problem,
+    Text,
+    is_number,
+    not_one_of,
+    parse_id,
+    too_many,
+)
 
 MAX_DEPTH = 8
 MAX_NODES = 200
 MAX_IN_VALUES = 1000
-MAX_STRING = 1000
-INT64_MAX = 2**63 - 1
+FILTER_TEXT = Text(0, 1000)  # a string a condition compares with
 # attribute keys: letters, digits, `_` and `-`; `contactId` is the contact's own id, not an attribute
-ATTRIBUTE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-KEY_RULE = "an attribute key is 1-64 letters, digits, _ or -, not starting with a digit"
+KEY_CHARS = 64
+ATTRIBUTE_KEY = re.compile(rf"^[A-Za-z_][A-Za-z0-9_-]{{0,{KEY_CHARS - 1}}}$")
+KEY_RULE = f"an attribute key is 1-{KEY_CHARS} letters, digits, _ or -, not starting with a digit"
+BAD_KEY = Problem("value_error.attribute_key", KEY_RULE)
 
 OPERATORS = (*EQUALITY_OPS, *TEXT_OPS, *ORDER_OPS, "in", *PRESENCE_OPS)
 GROUPS = ("and", "or", "not")
@@ -31,21 +44,8 @@ _CONDITION_FIELDS = ("attribute", "op", "value")
 Loc = tuple[str | int, ...]
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def valid_attribute_key(key: Any) -> bool:
     return isinstance(key, str) and key != CONTACT_ID and ATTRIBUTE_KEY.match(key) is not None
-
-
-def parse_contact_id(value: Any) -> int | None:
-    """A positive bigint, given as an int or as its decimal string (at most 19 ASCII digits), else None."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if type(value) is int and 1 <= value <= INT64_MAX:
-        return value
-    return None
 
 
 class _TooBig(Exception):
@@ -57,51 +57,50 @@ class _Validator:
         self.issues: list[Issue] = []
         self.nodes = 0
 
-    def fail(self, loc: Loc, msg: str, type_: str) -> None:
-        self.issues.append(Issue(loc, msg, type_))
+    def fail(self, loc: Loc, problem: Problem) -> None:
+        self.issues.append(problem.at(loc))
 
     def node(self, value: Any, loc: Loc, depth: int) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise _TooBig()
         if not isinstance(value, dict):
-            return self.fail(loc, "value is not a valid dict", "type_error.dict")
+            return self.fail(loc, NOT_A_DICT)
         if not value:
             return {}
         groups = [k for k in GROUPS if k in value]
         if not groups:
             return self.condition(value, loc)
         if len(value) != 1:
-            return self.fail(loc, "a group has exactly one key: and, or or not", "value_error.filter.group")
+            return self.fail(loc, Problem("value_error.filter.group", "a group has exactly one key: and, or or not"))
         if depth >= MAX_DEPTH:
-            return self.fail(loc, f"filters nest at most {MAX_DEPTH} levels deep", "value_error.filter.depth")
+            return self.fail(loc, Problem("value_error.filter.depth", f"filters nest at most {MAX_DEPTH} levels deep"))
         kind = groups[0]
         if kind == "not":
             return {"not": self.node(value["not"], (*loc, "not"), depth + 1)}
         children = value[kind]
         if not isinstance(children, list):
-            return self.fail((*loc, kind), "value is not a valid list", "type_error.list")
+            return self.fail((*loc, kind), NOT_A_LIST)
         return {kind: [self.node(child, (*loc, kind, i), depth + 1) for i, child in enumerate(children)]}
 
     def condition(self, value: dict[str, Any], loc: Loc) -> Any:
         found = len(self.issues)
         for extra in value:
             if extra not in _CONDITION_FIELDS:
-                self.fail((*loc, extra), "extra fields not permitted", "value_error.extra")
+                self.fail((*loc, extra), EXTRA)
         attribute, op = value.get("attribute"), value.get("op")
         if "attribute" not in value:
-            self.fail((*loc, "attribute"), "field required", "value_error.missing")
+            self.fail((*loc, "attribute"), MISSING)
         elif not isinstance(attribute, str):
-            self.fail((*loc, "attribute"), "str type expected", "type_error.str")
+            self.fail((*loc, "attribute"), NOT_A_STR)
         elif attribute != CONTACT_ID and not valid_attribute_key(attribute):
-            self.fail((*loc, "attribute"), KEY_RULE, "value_error.attribute_key")
+            self.fail((*loc, "attribute"), BAD_KEY)
         if "op" not in value:
-            self.fail((*loc, "op"), "field required", "value_error.missing")
+            self.fail((*loc, "op"), MISSING)
         elif op not in OPERATORS:
-            self.fail((*loc, "op"), "value is not a valid enumeration member; permitted: "
-                      + ", ".join(repr(o) for o in OPERATORS), "type_error.enum")
+            self.fail((*loc, "op"), not_one_of(OPERATORS))
         elif attribute == CONTACT_ID and op != "in":
-            self.fail((*loc, "op"), "contactId supports only the in operator", "value_error.filter.contact_id")
+            self.fail((*loc, "op"), Problem("value_error.filter.contact_id", "contactId supports only the in operator"))
         if len(self.issues) > found:
             return None
         # no new issue: both were checked to be strings above
@@ -112,22 +111,21 @@ class _Validator:
         value = node.get("value")
         if op in PRESENCE_OPS:
             if value is not None:
-                self.fail(loc, f"{op} takes no value", "value_error.filter.no_value")
+                self.fail(loc, Problem("value_error.filter.no_value", f"{op} takes no value"))
             return {"attribute": attribute, "op": op}
         if not present:
-            return self.fail(loc, "field required", "value_error.missing")
+            return self.fail(loc, MISSING)
         if op == "in":
             if not isinstance(value, list):
-                return self.fail(loc, "value is not a valid list", "type_error.list")
+                return self.fail(loc, NOT_A_LIST)
             if len(value) > MAX_IN_VALUES:
-                return self.fail(loc, f"ensure this value has at most {MAX_IN_VALUES} items",
-                                 "value_error.list.max_items")
+                return self.fail(loc, too_many(MAX_IN_VALUES))
             check = self.contact_id if attribute == CONTACT_ID else self.scalar
             items = [check(item, (*loc, i), allow_bool=True) for i, item in enumerate(value)]
             return {"attribute": attribute, "op": op, "value": items}
         if op in TEXT_OPS:
             if not isinstance(value, str):
-                return self.fail(loc, "str type expected", "type_error.str")
+                return self.fail(loc, NOT_A_STR)
             return {"attribute": attribute, "op": op, "value": self.scalar(value, loc, allow_bool=False)}
         return {"attribute": attribute, "op": op,
                 "value": self.scalar(value, loc, allow_bool=op in EQUALITY_OPS)}
@@ -135,27 +133,25 @@ class _Validator:
     def scalar(self, value: Any, loc: Loc, allow_bool: bool) -> Any:
         if isinstance(value, bool):
             if not allow_bool:
-                self.fail(loc, "value must be a string or a finite number", "type_error")
+                self.fail(loc, Problem("type_error", "value must be a string or a finite number"))
             return value
         if is_number(value):
             return value
         if isinstance(value, str):
-            if len(value) > MAX_STRING:
-                self.fail(loc, f"ensure this value has at most {MAX_STRING} characters",
-                          "value_error.any_str.max_length")
-            elif "\x00" in value:
-                self.fail(loc, "NUL characters are not allowed", "value_error.str.nul")
+            problem = FILTER_TEXT.problem(value)
+            if problem is not None:
+                self.fail(loc, problem)
             return value
         kinds = "a string, a finite number or a boolean" if allow_bool else "a string or a finite number"
-        self.fail(loc, f"value must be {kinds}", "type_error")
+        self.fail(loc, Problem("type_error", f"value must be {kinds}"))
         return None
 
     def contact_id(self, value: Any, loc: Loc, allow_bool: bool = False) -> int | None:
         """Contact ids are answered as strings; both `"123"` and `123` are accepted."""
-        contact_id = parse_contact_id(value)
+        contact_id = parse_id(value)
         if contact_id is not None:
             return contact_id
-        self.fail(loc, "a contact id is a positive integer (or its decimal string)", "type_error.contact_id")
+        self.fail(loc, Problem("type_error.contact_id", "a contact id is a positive integer (or its decimal string)"))
         return None
 
 

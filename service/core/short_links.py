@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 
 from ..settings import SigningKey
-from .segments import INT64_MAX
+from .rules import INT64_MAX
 from .signing import ContactClaims, ExpiredLink, InvalidLink, _b64, _Hmac
 
 MAC_BYTES = 12  # 96 bits

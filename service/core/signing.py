@@ -24,7 +24,7 @@ import jwt
 import orjson
 
 from ..settings import SigningKey
-from .segments import INT64_MAX
+from .rules import INT64_MAX
 
 _MAC_BYTES = 16
 _LINK_DOMAIN = b"survey-link:"

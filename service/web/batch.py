@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..core import rules
 from ..core.create_link import Answer
 from ..core.errors import DomainError, Issue, ValidationFailed
 from ..core.links import LinkRequest
@@ -29,12 +30,11 @@ from .schemas import MAX_BATCH_ITEMS
 
 routes = web.RouteTableDef()
 _LINKS = ("body", "links")
-_NO_LINKS = Issue(_LINKS, "field required", "value_error.missing")
-_NULL_LINKS = Issue(_LINKS, "none is not an allowed value", "type_error.none.not_allowed")
-_NOT_A_LIST = Issue(_LINKS, "value is not a valid list", "type_error.list")
-_TOO_FEW = Issue(_LINKS, "ensure this value has at least 1 items", "value_error.list.min_items", {"limit_value": 1})
-_TOO_MANY = Issue(_LINKS, f"ensure this value has at most {MAX_BATCH_ITEMS} items", "value_error.list.max_items",
-                  {"limit_value": MAX_BATCH_ITEMS})
+_NO_LINKS = rules.MISSING.at(_LINKS)
+_NULL_LINKS = rules.NULL.at(_LINKS)
+_NOT_A_LIST = rules.NOT_A_LIST.at(_LINKS)
+_TOO_FEW = rules.too_few(1).at(_LINKS)
+_TOO_MANY = rules.too_many(MAX_BATCH_ITEMS).at(_LINKS)
 _CREATED, _REPLAYED = b'{"status":200,"replayed":false,"link":', b'{"status":200,"replayed":true,"link":'
 
 

@@ -18,8 +18,8 @@ import orjson
 from aiohttp import web
 
 from ..core.errors import Forbidden, NotFound, ValidationFailed
+from ..core.rules import parse_id
 from ..core.segment_cache import read_page
-from ..core.segments import parse_contact_id
 from ..core.short_links import expiry_hour_ceiling
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
@@ -97,7 +97,7 @@ async def segment_link_context(
 
 def path_contact_id(request: web.Request) -> int:
     """A contact id from the path; anything but a positive bigint names no contact (404)."""
-    contact_id = parse_contact_id(request.match_info["contactId"])
+    contact_id = parse_id(request.match_info["contactId"])
     if contact_id is None:
         raise NotFound("contact", field="contactId")
     return contact_id

@@ -6,53 +6,70 @@ null means "no value" (a new contact does not get the attribute; an update remov
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any, cast
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 from multidict import MultiMapping
 
 from ..core.errors import Issue
-from ..core.segments import CONTACT_ID, INT64_MAX, KEY_RULE, is_number, valid_attribute_key, validate_filters
-from .fields import REQUIRED, Messages, Str, error
+from ..core.rules import (
+    INT64_MAX,
+    NAME,
+    NOT_A_DICT,
+    NOT_A_LIST,
+    PAGE_LIMIT,
+    Problem,
+    Text,
+    Whole,
+    is_number,
+    too_few,
+    too_many,
+)
+from ..core.segments import BAD_KEY, CONTACT_ID, valid_attribute_key, validate_filters
+from .fields import REQUIRED, Messages, Str, invalid, message
+from .query import read_query_int
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_CHARS = 2000
+ATTRIBUTE_TEXT = Text(0, MAX_ATTRIBUTE_CHARS)
 MAX_BULK_CONTACTS = 10_000
 MAX_LINK_ATTRIBUTE_KEYS = 20
 
 
-def _attribute_value(value: Any) -> str | None:
-    """The problem with one attribute value, as `type::msg`, or None."""
+RESERVED_KEY = Problem("value_error.attribute_key", "contactId is reserved for the contact's id")
+TOO_BIG = Problem("value_error.number", "numbers are at most 2^63-1 in magnitude")
+NOT_AN_ATTRIBUTE = Problem("type_error", "value must be a string, a finite number, a boolean or null")
+
+
+def _attribute_value(value: Any) -> Problem | None:
+    """The problem with one attribute value, or None."""
     if value is None or isinstance(value, bool):
         return None
     if is_number(value):
-        return None if abs(value) <= INT64_MAX else "value_error.number::numbers are at most 2^63-1 in magnitude"
+        return None if abs(value) <= INT64_MAX else TOO_BIG
     if isinstance(value, str):
-        if len(value) > MAX_ATTRIBUTE_CHARS:
-            return f"value_error.any_str.max_length::ensure this value has at most {MAX_ATTRIBUTE_CHARS} characters"
-        if "\x00" in value:
-            return "value_error.str.nul::NUL characters are not allowed"
-        return None
-    return "type_error::value must be a string, a finite number, a boolean or null"
+        return ATTRIBUTE_TEXT.problem(value)
+    return NOT_AN_ATTRIBUTE
+
+
+def key_problem(key: Any) -> Problem | None:
+    """The problem with an attribute key, or None."""
+    if key == CONTACT_ID:
+        return RESERVED_KEY
+    return None if valid_attribute_key(key) else BAD_KEY
 
 
 def attribute_problems(value: Any, require_email: bool) -> Any:
     """marshmallow-style messages for an attributes object, or None when it is valid."""
     if not isinstance(value, dict):
-        return ["type_error.dict::value is not a valid dict"]
+        return [message(NOT_A_DICT)]
     problems: dict[str, Any] = {}
     if len(value) > MAX_ATTRIBUTES:
         return [f"value_error.dict.max_items::ensure this value has at most {MAX_ATTRIBUTES} attributes"]
     for key, item in value.items():
-        if key == CONTACT_ID:
-            problems[key] = ["value_error.attribute_key::contactId is reserved for the contact's id"]
-        elif not valid_attribute_key(key):
-            problems[key] = [f"value_error.attribute_key::{KEY_RULE}"]
-        elif (msg := _attribute_value(item)) is not None:
-            problems[key] = [msg]
+        if (problem := key_problem(key) or _attribute_value(item)) is not None:
+            problems[key] = [message(problem)]
     email = value.get("email")
     if "email" not in problems and ("email" in value or require_email):
         if "email" not in value:
@@ -81,15 +98,15 @@ class ContactList(Messages, fields.Field[list[Any]]):
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise error("type_error.list", "value is not a valid list")
+            raise invalid(NOT_A_LIST)
         if not value:
-            raise error("value_error.list.min_items", "ensure this value has at least 1 items")
+            raise invalid(too_few(1))
         if len(value) > MAX_BULK_CONTACTS:
-            raise error("value_error.list.max_items", f"ensure this value has at most {MAX_BULK_CONTACTS} items")
+            raise invalid(too_many(MAX_BULK_CONTACTS))
         problems: dict[int, Any] = {}
         for i, item in enumerate(value):
             if not isinstance(item, dict):
-                problems[i] = ["type_error.dict::value is not a valid dict"]
+                problems[i] = [message(NOT_A_DICT)]
                 continue
             found: dict[str, Any] = {k: ["Unknown field."] for k in item if k != "attributes"}
             if "attributes" not in item:
@@ -106,10 +123,9 @@ class ContactList(Messages, fields.Field[list[Any]]):
 class AttributeKey(Str):
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
         key = super()._deserialize(value, attr, data, **kw)
-        if key == CONTACT_ID:
-            raise error("value_error.attribute_key", "contactId is reserved for the contact's id")
-        if not valid_attribute_key(key):
-            raise error("value_error.attribute_key", KEY_RULE)
+        problem = key_problem(key)
+        if problem is not None:
+            raise invalid(problem)
         return key
 
 
@@ -118,7 +134,7 @@ class AttributeKeyCreateSchema(Schema):
         unknown = RAISE
 
     key = AttributeKey(required=True, trim=False)
-    name = Str(min_length=1, max_length=255)
+    name = Str(NAME)
 
 
 class ContactCreateSchema(Schema):
@@ -162,7 +178,7 @@ def _nested(issues: list[Issue]) -> dict[Any, Any]:
 
 def _title(**kw: Any) -> Str:
     """A segment's title, the same rule on creation and on PATCH."""
-    return Str(min_length=1, max_length=255, **kw)
+    return Str(NAME, **kw)
 
 
 class SegmentCreateSchema(Schema):
@@ -183,33 +199,11 @@ class SegmentPatchSchema(Schema):
     filters = FilterTree()
 
 
-# a decimal number as JSON or a client's float writes it: `50`, `+50`, `50.0`, `5e1`, `1e+16` (a generated
-# client sends `limit=50.0`); no spaces, no hex, no NaN or Infinity, and an exponent of at most 4 digits
-# (Decimal refuses to hold some longer ones, and no count needs them)
-_NUMBER = re.compile(r"^[+-]?(?:[0-9]+(?:[.][0-9]*)?|[.][0-9]+)(?:[eE][+-]?[0-9]{1,4})?$")
-
-
-def read_query_int(raw: str, name: str, low: int, high: int) -> tuple[int | None, Issue | None]:
-    """An integral number within [low, high], read exactly (Decimal, never a float: 2^63-1 stays itself)."""
-    loc = ("query", name)
-    if not _NUMBER.match(raw):
-        return None, Issue(loc, "value is not a valid integer", "type_error.integer")
-    number = Decimal(raw)
-    # compared before it is made an int: `1e9999` must not become a 10,000-digit integer
-    if number != number.to_integral_value():
-        return None, Issue(loc, "value is not a valid integer", "type_error.integer")
-    if number < low:
-        return None, Issue(loc, f"ensure this value is greater than or equal to {low}", "value_error.number.not_ge")
-    if number > high:
-        return None, Issue(loc, f"ensure this value is less than or equal to {high}", "value_error.number.not_le")
-    return int(number), None
-
-
-# name -> (lowest, highest, default); expirationDays has no default: absent means no expiry
-QUERY_INTEGERS: dict[str, tuple[int, int, int | None]] = {
-    "limit": (1, 250, 50),
-    "skip": (0, INT64_MAX, 0),
-    "expirationDays": (1, 365, None),
+# name -> its rule; expirationDays has no default: absent means no expiry
+QUERY_INTEGERS: dict[str, Whole] = {
+    "limit": PAGE_LIMIT,
+    "skip": Whole(0, INT64_MAX, 0),
+    "expirationDays": Whole(1, 365),
 }
 
 
@@ -241,11 +235,11 @@ def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[d
             if raw and values[name] is None:
                 issues.append(Issue(("query", name), "value could not be parsed to a boolean", "type_error.bool"))
             continue
-        low, high, default = QUERY_INTEGERS[name]
+        rule = QUERY_INTEGERS[name]
         if not raw:
-            values[name] = default
+            values[name] = rule.default
             continue
-        value, issue = read_query_int(raw, name, low, high)
+        value, issue = read_query_int(raw, name, rule)
         if issue is not None:
             issues.append(issue)
         values[name] = value

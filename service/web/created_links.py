@@ -12,7 +12,7 @@ from aiohttp import web
 from ..core import revocation
 from ..core.cursors import CursorCodec, InvalidCursor
 from ..core.errors import Issue, NotFound, ValidationFailed
-from ..core.segments import INT64_MAX, parse_contact_id
+from ..core.rules import INT64_MAX, parse_id
 from ..db import created_links as created_db
 from ..db.created_links import ManagedLink
 from .auth import guarded, principal_of, unknown_query_issues
@@ -50,7 +50,7 @@ def _url(request: web.Request, link: ManagedLink) -> str:
 
 def path_link_id(request: web.Request) -> int:
     """A link id from the path; anything but a positive bigint names no link (404)."""
-    link_id = parse_contact_id(request.match_info["linkId"])
+    link_id = parse_id(request.match_info["linkId"])
     if link_id is None:
         raise NotFound("link", field="linkId")
     return link_id

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ..core.segments import INT64_MAX
+from ..core.rules import INT64_MAX
 from ..db.export import Batch, MemberBatches, csv_field
 from ..db.segments import OpenedFilter
 from .auth import guarded, principal_of

@@ -18,7 +18,22 @@ from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.types import ErrorMessages
 
 from ..core.errors import Issue, NotFound, ValidationFailed
-from ..core.segments import INT64_MAX
+from ..core.rules import (
+    ANY_TEXT,
+    EXTRA,
+    INT64,
+    MISSING,
+    NOT_A_DICT,
+    NOT_A_LIST,
+    NOT_A_STR,
+    NOT_AN_INTEGER,
+    NULL,
+    Problem,
+    Text,
+    Whole,
+    not_one_of,
+    too_many,
+)
 
 MANAGEMENT = "/api/v2/management"
 
@@ -30,34 +45,28 @@ def any_segment(path: str) -> str:
     return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
 
 
-REQUIRED = "value_error.missing::field required"
-NOT_NULL = "type_error.none.not_allowed::none is not an allowed value"
-
-
 CTX = "::ctx::"
 
 
+def message(problem: Problem) -> str:
+    """A rule's Problem as a marshmallow error message (`type::msg`, and `::ctx::` + JSON)."""
+    text = f"{problem.type}::{problem.msg}"
+    return text if problem.ctx is None else text + CTX + orjson.dumps(problem.ctx).decode()
+
+
+def invalid(problem: Problem) -> ValidationError:
+    return ValidationError(message(problem))
+
+
 def error(type_: str, msg: str, ctx: dict[str, Any] | None = None) -> ValidationError:
-    text = f"{type_}::{msg}"
-    return ValidationError(text if ctx is None else text + CTX + orjson.dumps(ctx).decode())
+    return invalid(Problem(type_, msg, ctx))
 
 
-def too_short(limit: int) -> ValidationError:
-    return error("value_error.any_str.min_length", f"ensure this value has at least {limit} characters",
-                 {"limit_value": limit})
-
-
-def too_long(limit: int) -> ValidationError:
-    return error("value_error.any_str.max_length", f"ensure this value has at most {limit} characters",
-                 {"limit_value": limit})
-
-
-def too_many(limit: int) -> ValidationError:
-    return error("value_error.list.max_items", f"ensure this value has at most {limit} items", {"limit_value": limit})
+REQUIRED = message(MISSING)
 
 
 class Messages:
-    default_error_messages: ErrorMessages = {"required": REQUIRED, "null": NOT_NULL}
+    default_error_messages: ErrorMessages = {"required": REQUIRED, "null": message(NULL)}
 
 
 # past 2**63 a JSON number may be an integer our parser (orjson) read as a double: its digits are lost
@@ -92,16 +101,15 @@ def integer_of(value: Any) -> int | None:
 
 
 class Str(Messages, fields.String):
-    """A string, trimmed, within [min_length, max_length] characters after trimming; with
-    `numbers=True`, a JSON number is read as its text, as pydantic v1 does (see number_text)."""
+    """A string, trimmed, that keeps its `rule` after trimming; with `numbers=True`, a JSON number is
+    read as its text, as pydantic v1 does (see number_text)."""
 
-    default_error_messages: ErrorMessages = {"invalid": "type_error.str::str type expected",
+    default_error_messages: ErrorMessages = {"invalid": message(NOT_A_STR),
                               "invalid_utf8": "value_error.str::not valid unicode"}
 
-    def __init__(self, *, min_length: int = 0, max_length: int | None = None, trim: bool = True,
-                 numbers: bool = False, **kw: Any):
+    def __init__(self, rule: Text = ANY_TEXT, *, trim: bool = True, numbers: bool = False, **kw: Any):
         super().__init__(**kw)
-        self.min_length, self.max_length, self.trim, self.numbers = min_length, max_length, trim, numbers
+        self.rule, self.trim, self.numbers = rule, trim, numbers
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
         if not isinstance(value, str):
@@ -109,36 +117,30 @@ class Str(Messages, fields.String):
             if value is None:
                 raise self.make_error("invalid")
         text: str = value.strip() if self.trim else value
-        if len(text) < self.min_length:
-            raise too_short(self.min_length)
-        if self.max_length is not None and len(text) > self.max_length:
-            raise too_long(self.max_length)
-        if "\x00" in text:
-            raise error("value_error.str.nul", "NUL characters are not allowed")
+        problem = self.rule.problem(text)
+        if problem is not None:
+            raise invalid(problem)
         return text
 
 
 class Int(Messages, fields.Integer):
-    """A JSON integer (never a bool, a float or a numeric string) within [minimum, maximum]; with
-    `coerce=True`, also what pydantic v1 reads as an int without loss (see integer_of)."""
+    """A JSON integer (never a bool, a float or a numeric string) within `rule`; with `coerce=True`,
+    also what pydantic v1 reads as an int without loss (see integer_of)."""
 
-    default_error_messages: ErrorMessages = {"invalid": "type_error.integer::value is not a valid integer"}
+    default_error_messages: ErrorMessages = {"invalid": message(NOT_AN_INTEGER)}
 
-    def __init__(self, *, minimum: int = -INT64_MAX, maximum: int = INT64_MAX, coerce: bool = False, **kw: Any):
+    def __init__(self, rule: Whole = INT64, *, coerce: bool = False, **kw: Any):
         super().__init__(strict=True, **kw)
-        self.minimum, self.maximum, self.coerce = minimum, maximum, coerce
+        self.rule, self.coerce = rule, coerce
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             value = integer_of(value) if self.coerce else None
             if value is None:
                 raise self.make_error("invalid")
-        if value < self.minimum:
-            raise error("value_error.number.not_ge", f"ensure this value is greater than or equal to {self.minimum}",
-                        {"limit_value": self.minimum})
-        if value > self.maximum:
-            raise error("value_error.number.not_le", f"ensure this value is less than or equal to {self.maximum}",
-                        {"limit_value": self.maximum})
+        problem = self.rule.problem(value)
+        if problem is not None:
+            raise invalid(problem)
         return cast(int, value)  # an int: checked or read above
 
 
@@ -163,7 +165,7 @@ def path_uuid(request: web.Request, name: str, model: str) -> uuid.UUID:
 
 
 class ItemList(Messages, fields.List[Any]):
-    default_error_messages: ErrorMessages = {"invalid": "type_error.list::value is not a valid list"}
+    default_error_messages: ErrorMessages = {"invalid": message(NOT_A_LIST)}
 
     def __init__(self, inner: fields.Field[Any], *, max_items: int, **kw: Any):
         super().__init__(inner, **kw)
@@ -171,12 +173,12 @@ class ItemList(Messages, fields.List[Any]):
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> list[Any]:
         if isinstance(value, list) and len(value) > self.max_items:
-            raise too_many(self.max_items)
+            raise invalid(too_many(self.max_items))
         return super()._deserialize(value, attr, data, **kw)
 
 
 class Object(Messages, fields.Nested):
-    default_error_messages: ErrorMessages = {"type": "type_error.dict::value is not a valid dict"}
+    default_error_messages: ErrorMessages = {"type": message(NOT_A_DICT)}
 
 
 class Choice(Str):
@@ -187,8 +189,7 @@ class Choice(Str):
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> str:
         text = super()._deserialize(value, attr, data, **kw)
         if text not in self.choices:
-            raise error("type_error.enum", "value is not a valid enumeration member; permitted: "
-                        + ", ".join(repr(c) for c in self.choices))
+            raise invalid(not_one_of(self.choices))
         return text
 
 
@@ -215,9 +216,9 @@ def issues_from(messages: Any, prefix: tuple[str | int, ...]) -> list[Issue]:
     else:
         text = str(messages)
         if text == "Unknown field.":
-            issues.append(Issue(prefix, "extra fields not permitted", "value_error.extra"))
+            issues.append(EXTRA.at(prefix))
         elif text == "Invalid input type.":
-            issues.append(Issue(prefix, "value is not a valid dict", "type_error.dict"))
+            issues.append(NOT_A_DICT.at(prefix))
         elif "::" in text:
             text, _, ctx = text.partition(CTX)
             type_, _, msg = text.partition("::")

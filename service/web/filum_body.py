@@ -12,10 +12,11 @@ import json
 import string
 import uuid
 
+from ..core import rules
 from ..core.errors import Issue
 
-MISSING = Issue(("body",), "field required", "value_error.missing")
-NOT_A_DICT = Issue(("body",), "value is not a valid dict", "type_error.dict")
+MISSING = rules.MISSING.at(("body",))
+NOT_A_DICT = rules.NOT_A_DICT.at(("body",))
 NOT_A_UUID = Issue(("path", "survey_campaign_id"), "value is not a valid uuid", "type_error.uuid")
 _HEX = frozenset(string.hexdigits)
 # Python 3.13 names a trailing comma where 3.11 and 3.12 (and the recorded reference) say what they

@@ -14,7 +14,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
-from ..core.segments import ATTRIBUTE_KEY, GROUPS, INT64_MAX, OPERATORS
+from ..core.rules import INT64
+from ..core.segments import ATTRIBUTE_KEY, GROUPS, KEY_CHARS, OPERATORS
 from . import doc_schemas
 from .contact_schemas import (
     MAX_ATTRIBUTE_CHARS,
@@ -72,7 +73,7 @@ _ATTRIBUTE_VALUE = doc_schemas.attribute_value(MAX_ATTRIBUTE_CHARS)
 def _attributes(require_email: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": "object", "maxProperties": MAX_ATTRIBUTES, "additionalProperties": _ATTRIBUTE_VALUE,
-        "description": "Attribute key -> value (null: no value). Keys: 1-64 letters, digits, `_` or `-`, not "
+        "description": f"Attribute key -> value (null: no value). Keys: 1-{KEY_CHARS} letters, digits, `_` or `-`, not "
                        "starting with a digit; unknown keys are created.",
         "example": {"email": "ann@example.com", "plan": "pro"},
     }
@@ -104,20 +105,20 @@ def service_fields(self: Any, field: fields.Field[Any], ret: dict[str, Any]) -> 
     if isinstance(field, Choice):
         out["enum"] = list(field.choices)
     elif isinstance(field, Str):
-        if field.min_length:
-            out["minLength"] = field.min_length
-        if field.max_length is not None:
-            out["maxLength"] = field.max_length
+        if field.rule.min_chars:
+            out["minLength"] = field.rule.min_chars
+        if field.rule.max_chars is not None:
+            out["maxLength"] = field.rule.max_chars
         if isinstance(field, HttpUrl):
             out["format"] = "uri"
         if isinstance(field, AttributeKey):
-            out.update(pattern=ATTRIBUTE_KEY.pattern, maxLength=64)
+            out.update(pattern=ATTRIBUTE_KEY.pattern, maxLength=KEY_CHARS)
     elif isinstance(field, Int):
         out["format"] = "int64"
-        if field.minimum != -INT64_MAX:
-            out["minimum"] = field.minimum
-        if field.maximum != INT64_MAX:
-            out["maximum"] = field.maximum
+        if field.rule.low != INT64.low:
+            out["minimum"] = field.rule.low
+        if field.rule.high != INT64.high:
+            out["maximum"] = field.rule.high
     elif isinstance(field, ItemList):
         out["maxItems"] = field.max_items
     return {**out, **(_hand_validated(field) or {})}

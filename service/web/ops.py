@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from ..core.ratelimit import refusal
+from ..core.breaker import refusal
 from ..metrics import CONTENT_TYPE
 from ..redis_client import RedisClient
 from .jsonio import json_response

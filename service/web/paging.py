@@ -10,7 +10,7 @@ shift a later page, and a row that existed at the first page is answered exactly
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,27 +19,15 @@ from marshmallow import EXCLUDE, Schema
 
 from ..core.cursors import MAX_CURSOR_CHARS, CursorCodec, InvalidCursor
 from ..core.errors import Issue, ValidationFailed
-from ..core.segments import parse_contact_id
+from ..core.rules import PAGE_LIMIT, Text, parse_id
 from .auth import unknown_query_issues
-from .contact_schemas import MAX_ATTRIBUTE_CHARS, read_query_int
-from .fields import Int, Str, error, issues_of, parse_uuid
+from .contact_schemas import MAX_ATTRIBUTE_CHARS
+from .fields import Str, issues_of, parse_uuid
+from .query import REPEATED, QueryInt
 
-MAX_LIMIT = 250
-DEFAULT_LIMIT = 50
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 BAD_CURSOR = "the cursor was altered, or belongs to another list or another organisation"
-
-
-class QueryInt(Int):
-    """An integer query parameter, read as the contact-links operations read theirs (`50`, `50.0`, `5e1`)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> int:
-        number, issue = read_query_int(value, attr or "", self.minimum, self.maximum)
-        if issue is not None:
-            raise error(issue.type, issue.msg)
-        assert number is not None
-        return number
 
 
 class ListQuerySchema(Schema):
@@ -48,14 +36,14 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE  # refused before the schema, with the accepted names (auth.unknown_query_issues)
 
-    limit = QueryInt(minimum=1, maximum=MAX_LIMIT, load_default=DEFAULT_LIMIT,
+    limit = QueryInt(PAGE_LIMIT, load_default=PAGE_LIMIT.default,
                      metadata={"description": "Items per page (an integral number: `50.0` is 50)"})
-    cursor = Str(max_length=MAX_CURSOR_CHARS, trim=False, metadata={
+    cursor = Str(Text(0, MAX_CURSOR_CHARS), trim=False, metadata={
         "description": "`meta.nextCursor` of the previous page, as it was answered; absent: the first page"})
 
 
 class ContactListQuerySchema(ListQuerySchema):
-    email = Str(min_length=1, max_length=MAX_ATTRIBUTE_CHARS, trim=False, metadata={
+    email = Str(Text(1, MAX_ATTRIBUTE_CHARS), trim=False, metadata={
         "description": "Only the contact whose `email` attribute is exactly this (case and spaces count)"})
 
 
@@ -67,7 +55,7 @@ def read_list_query(request: web.Request, schema: Schema) -> dict[str, Any]:
     for name in schema.fields:
         values = request.query.getall(name, [])
         if len(values) > 1:
-            issues.append(Issue(("query", name), "give this parameter at most once", "value_error.duplicate"))
+            issues.append(REPEATED.at(("query", name)))
         elif values:
             given[name] = values[0]
     query, invalid = issues_of(schema, given, ("query",))
@@ -110,7 +98,7 @@ def uuid_id(value: Any) -> uuid.UUID | None:
 
 def contact_id(value: Any) -> int | None:
     """An id of a contact position (written as a JSON integer)."""
-    return parse_contact_id(value) if type(value) is int else None
+    return parse_id(value) if type(value) is int else None
 
 
 def page_body(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:

@@ -26,8 +26,10 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from ..core.errors import Issue, ValidationFailed
+from ..core.rules import Whole, not_one_of
 from . import opening
 from .keys import SETTINGS
+from .query import DIGITS, REPEATED, read_query_int
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,9 @@ KINDS: dict[str, LinkKind] = {
 FORMATS = {"svg": "image/svg+xml", "png": "image/png"}
 ECC_LEVELS = ("L", "M", "Q", "H")
 DEFAULT_ECC = "M"
-# name -> (lowest, highest, default): at most 20 px a module and 10 of border, so the largest code a
-# link can give stays a few MB of PNG work, never a memory spike
-QR_INTEGERS: dict[str, tuple[int, int, int]] = {"scale": (1, 20, 4), "border": (0, 10, 4)}
-# at most 20 digits: a longer one is refused as not an integer before Python parses it
-_INTEGER = re.compile(r"^[+-]?[0-9]{1,20}$")
+# name -> its rule: at most 20 px a module and 10 of border, so the largest code a link can give
+# stays a few MB of PNG work, never a memory spike
+QR_INTEGERS: dict[str, Whole] = {"scale": Whole(1, 20, 4), "border": Whole(0, 10, 4)}
 # the token is in the image: no shared cache may keep it
 _NO_STORE = {"Cache-Control": "private, no-store"}
 
@@ -70,34 +70,28 @@ def qr_options(query: MultiMapping[str]) -> QrOptions:
     naming each invalid one: each at most once, `ecc` one of ECC_LEVELS (any case), the integers
     within QR_INTEGERS."""
     issues: list[Issue] = []
-    values: dict[str, str | int] = {"ecc": DEFAULT_ECC}
+    ecc = DEFAULT_ECC
+    numbers = {name: rule.default for name, rule in QR_INTEGERS.items()}
     for name in ("ecc", *QR_INTEGERS):
         given = query.getall(name, [])
         if len(given) > 1:
-            issues.append(Issue(("query", name), "give this parameter at most once", "value_error.duplicate"))
+            issues.append(REPEATED.at(("query", name)))
             continue
         if name == "ecc":
             if given and given[0].upper() not in ECC_LEVELS:
-                issues.append(Issue(("query", name), "value is not a valid enumeration member; permitted: "
-                                                     "'L', 'M', 'Q', 'H'", "type_error.enum"))
+                issues.append(not_one_of(ECC_LEVELS).at(("query", name)))
             elif given:
-                values[name] = given[0].upper()
+                ecc = given[0].upper()
             continue
-        low, high, default = QR_INTEGERS[name]
-        raw = given[0] if given else str(default)
-        if not _INTEGER.match(raw):
-            issues.append(Issue(("query", name), "value is not a valid integer", "type_error.integer"))
-        elif int(raw) < low:
-            issues.append(Issue(("query", name), f"ensure this value is greater than or equal to {low}",
-                                "value_error.number.not_ge"))
-        elif int(raw) > high:
-            issues.append(Issue(("query", name), f"ensure this value is less than or equal to {high}",
-                                "value_error.number.not_le"))
-        else:
-            values[name] = int(raw)
+        if given:
+            numbers[name], issue = read_query_int(given[0], name, QR_INTEGERS[name], DIGITS)
+            if issue is not None:
+                issues.append(issue)
     if issues:
         raise ValidationFailed(issues)
-    return QrOptions(str(values["ecc"]), int(values["scale"]), int(values["border"]))
+    scale, border = numbers["scale"], numbers["border"]
+    assert scale is not None and border is not None  # read, or the rule's default
+    return QrOptions(ecc, scale, border)
 
 
 def _symbol(url: str, ecc: str, version: int = 0, mask: int | None = None) -> zxingcpp.Image:

@@ -7,50 +7,51 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validates_schema
 
-from ..core.segments import INT64_MAX, is_number
-from .fields import Choice, HttpUrl, Int, ItemList, Object, Str, error, too_long, too_many
+from ..core.rules import ID, LINK_QUOTA, NAME, URL, Problem, Text, is_number, too_many
+from .fields import Choice, HttpUrl, Int, ItemList, Object, Str, invalid, message
 
 MAX_METADATA_ITEMS = 200
 MAX_VALUE_CHARS = 2000
 MAX_LIST_ITEMS = 200
+METADATA_TEXT = Text(0, MAX_VALUE_CHARS)
+NOT_A_VALUE = Problem("type_error", "value must be a string, a finite number, a list of those, or null")
 SURVEY_STATUSES = ("draft", "inProgress", "paused", "completed")
 LINK_FORMATS = ("jwt", "short")  # contact links as /c/<jwt> or /s/<short token>
 
 
+def _scalar_problem(value: Any) -> Problem | None:
+    if isinstance(value, str):
+        return METADATA_TEXT.problem(value)
+    return None if is_number(value) else NOT_A_VALUE
+
+
+def value_problems(value: Any) -> Problem | dict[int, Problem] | None:
+    """What is wrong with a metadata value (the problem of each list item, by position), or None: a
+    string (<= 2000 chars), a finite number (not a boolean), a list of such or nulls, or null."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        return _scalar_problem(value)
+    if len(value) > MAX_LIST_ITEMS:
+        return too_many(MAX_LIST_ITEMS)
+    problems = {i: problem for i, item in enumerate(value)
+                if item is not None and (problem := _scalar_problem(item)) is not None}
+    return problems or None
+
+
 class MetadataValue(fields.Field[Any]):
-    """A string (<= 2000 chars), a finite number (not a boolean), a list of such or nulls, or null."""
+    """A metadata value (see value_problems)."""
 
     def __init__(self, **kw: Any):
         super().__init__(allow_none=True, load_default=None, **kw)
 
-    @staticmethod
-    def _scalar(value: Any) -> Any:
-        if isinstance(value, str):
-            if len(value) > MAX_VALUE_CHARS:
-                raise too_long(MAX_VALUE_CHARS)
-            if "\x00" in value:  # PostgreSQL's jsonb cannot hold U+0000
-                raise error("value_error.str.nul", "NUL characters are not allowed")
-            return value
-        if is_number(value):
-            return value
-        raise error("type_error", "value must be a string, a finite number, a list of those, or null")
-
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kw: Any) -> Any:
-        if isinstance(value, list):
-            if len(value) > MAX_LIST_ITEMS:
-                raise too_many(MAX_LIST_ITEMS)
-            errors: dict[int, list[str] | dict[str, Any]] = {}
-            for i, item in enumerate(value):
-                if item is None:
-                    continue
-                try:
-                    self._scalar(item)
-                except ValidationError as exc:
-                    errors[i] = exc.messages
-            if errors:
-                raise ValidationError(errors)
-            return value
-        return self._scalar(value)
+        problems = value_problems(value)
+        if isinstance(problems, Problem):
+            raise invalid(problems)
+        if problems:
+            raise ValidationError({i: [message(problem)] for i, problem in problems.items()})
+        return value
 
 
 class MetadataAssociationSchema(Schema):
@@ -58,7 +59,7 @@ class MetadataAssociationSchema(Schema):
         unknown = EXCLUDE
 
     # Filum reads its body with pydantic v1: an id written "12" (read from a CSV) is 12, as there
-    metadata_id = Int(required=True, minimum=1, maximum=INT64_MAX, coerce=True)
+    metadata_id = Int(ID, required=True, coerce=True)
     value = MetadataValue()
 
 
@@ -68,7 +69,7 @@ class CreateLinkSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    name = Str(required=True, min_length=1, max_length=255, numbers=True)  # `"name": 123` is "123", as there
+    name = Str(NAME, required=True, numbers=True)  # `"name": 123` is "123", as there
     metadata_mapping = ItemList(Object(MetadataAssociationSchema), max_items=MAX_METADATA_ITEMS,
                                 load_default=list, allow_none=True)
 
@@ -99,12 +100,10 @@ class SurveyCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    name = Str(required=True, min_length=1, max_length=255)
+    name = Str(NAME, required=True)
     status = Choice(SURVEY_STATUSES, load_default="inProgress")
-    linkQuota = Int(allow_none=True, load_default=None, minimum=0, maximum=10_000_000,
-                    data_key="linkQuota", attribute="link_quota")
-    redirectUrl = HttpUrl(allow_none=True, load_default=None, max_length=2048,
-                          data_key="redirectUrl", attribute="redirect_url")
+    linkQuota = Int(LINK_QUOTA, allow_none=True, load_default=None, data_key="linkQuota", attribute="link_quota")
+    redirectUrl = HttpUrl(URL, allow_none=True, load_default=None, data_key="redirectUrl", attribute="redirect_url")
     linkFormat = Choice(LINK_FORMATS, load_default="jwt", data_key="linkFormat", attribute="link_format")
 
 
@@ -112,10 +111,10 @@ class SurveyPatchSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    name = Str(min_length=1, max_length=255)
+    name = Str(NAME)
     status = Choice(SURVEY_STATUSES)
-    linkQuota = Int(allow_none=True, minimum=0, maximum=10_000_000, data_key="linkQuota", attribute="link_quota")
-    redirectUrl = HttpUrl(allow_none=True, max_length=2048, data_key="redirectUrl", attribute="redirect_url")
+    linkQuota = Int(LINK_QUOTA, allow_none=True, data_key="linkQuota", attribute="link_quota")
+    redirectUrl = HttpUrl(URL, allow_none=True, data_key="redirectUrl", attribute="redirect_url")
     linkFormat = Choice(LINK_FORMATS, data_key="linkFormat", attribute="link_format")
 
 
@@ -123,5 +122,5 @@ class MetadataFieldCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    name = Str(required=True, min_length=1, max_length=255)
-    variable = Str(min_length=1, max_length=255)
+    name = Str(NAME, required=True)
+    variable = Str(NAME)

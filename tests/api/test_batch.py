@@ -382,8 +382,8 @@ async def test_a_link_stored_under_the_legacy_hash_replays_in_a_batch(client, ma
 @pytest.mark.parametrize("pipelined", [True, False])
 async def test_the_replay_cache_reads_and_writes_many_keys_at_once(redis_url, pipelined):
     """Both ways to Redis (the lean pipe, and redis-py for a cluster or TLS), and Redis gone."""
-    from service.core.ratelimit import ReplayCache
     from service.core.redis_pipe import PipelinedRedis
+    from service.core.replay_cache import ReplayCache
 
     client = aioredis.from_url(redis_url)
     pipe = PipelinedRedis.for_client(client) if pipelined else None

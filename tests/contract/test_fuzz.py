@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.errors import FailureGroup
 
-from service.core.segments import INT64_MAX
+from service.core.rules import INT64_MAX
 from tests.contract.conftest import ALL_KEYS, OPERATIONS, World, as_served
 
 EXAMPLES = 30  # per operation and mode: 120 requests, a few seconds

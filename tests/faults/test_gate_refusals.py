@@ -12,10 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
+from service.core.breaker import BREAKER_SECONDS, Breaker, refusal
 from service.core.errors import Unavailable
-from service.core.ratelimit import BREAKER_SECONDS, Breaker, Gate, ReplayCache, org_key, refusal
+from service.core.ratelimit import Gate, org_key
 from service.core.ratepolicy import parse_policy
 from service.core.redis_pipe import PipelinedRedis
+from service.core.replay_cache import ReplayCache
 from service.embedded import free_port
 from service.redis_client import SINGLE_SERVER_RETRY
 

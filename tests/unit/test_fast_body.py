@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from marshmallow import ValidationError
 
-from service.web.fastbody import MAX_METADATA_ITEMS, NAME_MAX, fast_create_link
-from service.web.fields import INT64_MAX
+from service.core.rules import INT64_MAX
+from service.web.fastbody import MAX_METADATA_ITEMS, NAME, fast_create_link
 from service.web.schemas import MAX_LIST_ITEMS, MAX_VALUE_CHARS, CreateLinkSchema
 
 SCHEMA = CreateLinkSchema()
+NAME_MAX = NAME.max_chars  # the bound the schema and the fast path both ask
 SPACES = [" ", "\t", "\n", "\u00a0", "\u2003", "\u3000", "\x1f", ""]
 NAMES = ["", " ", "a", "SKU 12345 - Link 001", "x" * NAME_MAX, "x" * (NAME_MAX + 1), "é" * NAME_MAX, "a\x00b",
          "\x00", "日本語", "\ud800", "emoji \U0001f600"]

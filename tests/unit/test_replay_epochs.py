@@ -7,7 +7,8 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from service.core.ratelimit import GATE_SCRIPT, REMEMBER_SCRIPT, org_key
+from service.core.ratelimit import GATE_SCRIPT, org_key
+from service.core.replay_cache import REMEMBER_SCRIPT
 
 ENTRY, EPOCH = org_key("o1", "lk:t1:s:h"), org_key("o1", "lke:s")
 E1, E2 = b"0123456789abcdef", b"fedcba9876543210"

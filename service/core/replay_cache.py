@@ -1,0 +1,163 @@
+"""The replay cache: the answers of the Filum create remembered in Redis, best effort (PostgreSQL
+stays the truth), each entry written under its survey's epoch (remember.lua) so that moving the
+epoch makes every entry of the survey stale at once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from importlib import resources
+from typing import Any, cast
+
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import NoScriptError, RedisError
+
+from .breaker import REDIS_DOWN, Breaker, refusal
+from .errors import Unavailable
+from .redis_pipe import PipelinedRedis, encode
+
+log = logging.getLogger("service.ratelimit")  # the gate's: its warnings read as the gate's
+
+REMEMBER_SCRIPT = resources.files("service").joinpath("lua/remember.lua").read_text()
+REMEMBER_SHA = hashlib.sha1(REMEMBER_SCRIPT.encode()).hexdigest()
+_MGET_KEYS = 100
+
+
+def new_epoch() -> bytes:
+    """A survey's replay epoch: 16 hex digits (every epoch has that length: gate.lua strips it off an entry)."""
+    return secrets.token_hex(8).encode()
+
+
+class ReplayCache:
+    """The replay cache's reads and writes, best effort: PostgreSQL stays the truth. On REDIS_URL by
+    default, behind the gate's breaker; on a Redis of its own (CACHE_REDIS_URL, which may evict) when set."""
+
+    def __init__(self, redis: Redis | RedisCluster, pipe: PipelinedRedis | None = None,
+                 breaker: Breaker | None = None) -> None:
+        self._redis = redis
+        self._pipe = pipe
+        self._breaker = Breaker() if breaker is None else breaker
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached answer, or None when there is none or the cache Redis does not answer."""
+        if self._breaker.resting():
+            return None
+        try:
+            # bytes: the clients do not decode responses (redis-py's types cannot know it)
+            if self._pipe is not None:
+                return cast(bytes | None, await self._pipe.execute("GET", key))
+            return cast(bytes | None, await self._redis.get(key))
+        except REDIS_DOWN:
+            self._breaker.trip()
+            log.warning("replay cache unavailable; PostgreSQL answers replays")
+            return None
+
+    async def lookup(self, key: str, epoch_key: str) -> tuple[bytes | None, bytes | None]:
+        """The answer an entry holds under the survey's epoch (see remember.lua), and that epoch."""
+        if self._breaker.resting():
+            return None, None
+        try:
+            if self._pipe is not None:
+                entry, epoch = await self._pipe.execute("MGET", key, epoch_key)
+            else:
+                entry, epoch = await self._redis.mget(key, epoch_key)
+        except REDIS_DOWN:
+            self._breaker.trip()
+            log.warning("replay cache unavailable; PostgreSQL answers replays")
+            return None, None
+        return (entry[len(epoch):] if entry and epoch and entry.startswith(epoch) else None), epoch
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int, epoch_key: str | None = None,
+                  seen: bytes | None = None) -> None:
+        """Remember an answer (with `epoch_key`: under the epoch the lookup saw, else not at all); skipped
+        when the cache Redis is down or refuses the write."""
+        if epoch_key is None:
+            command: tuple[str | bytes | int, ...] = ("SET", key, value, "EX", ttl_seconds)
+        else:
+            command = ("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds, seen or b"", new_epoch())
+        await self._breaker.cache_write("replay cache", lambda: self._call(command, REMEMBER_SCRIPT))
+
+    async def _call(self, command: tuple[str | bytes | int, ...], script: str) -> object:
+        """The command; an EVALSHA whose script the server lacks is sent again as EVAL (which loads it)."""
+        call = self._pipe.execute if self._pipe is not None else self._redis.execute_command
+        try:
+            return await call(*command)
+        except NoScriptError:
+            return await call("EVAL", script, *command[2:])
+
+    async def move_epoch(self, epoch_key: str, ttl_seconds: int) -> None:
+        """Put a new epoch in place (every entry of the survey stops answering), or Unavailable."""
+        try:
+            await self._redis.set(epoch_key, new_epoch(), ex=ttl_seconds)
+        except REDIS_DOWN:
+            self._breaker.trip()
+            raise Unavailable("redis") from None
+        except RedisError as exc:
+            if refusal(exc) is None:
+                raise
+            raise Unavailable("redis") from None
+
+    async def get_many(self, keys: list[str], epoch_key: str) -> tuple[list[bytes | None], bytes | None]:
+        """The answers the entries of `keys` hold under their survey's epoch (see remember.lua), and that
+        epoch: MGETs of the keys and the epoch key (one slot: the organisation's); all None when the
+        cache Redis does not answer."""
+        if not keys or self._breaker.resting():
+            return [None] * len(keys), None
+        names = [epoch_key, *keys]
+        try:
+            if self._pipe is not None:
+                # MGETs of 100 keys, pipelined: the pipe parses a reply again from its start each time
+                # more of it arrives, so a 700 kB reply (1,000 links) would be parsed a dozen times over
+                replies = await self._pipe.execute_many([encode(("MGET", *names[i:i + _MGET_KEYS]))
+                                                         for i in range(0, len(names), _MGET_KEYS)])
+                values = [value for reply in replies for value in reply]
+            else:
+                values = await self._redis.mget(names)
+        except REDIS_DOWN:
+            self._breaker.trip()
+            log.warning("replay cache unavailable; PostgreSQL answers replays")
+            return [None] * len(keys), None
+        epoch, entries = values[0], values[1:]
+        if not epoch:
+            return [None] * len(keys), None
+        return [entry[len(epoch):] if entry and entry.startswith(epoch) else None for entry in entries], epoch
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_seconds: int, epoch_key: str,
+                       seen: bytes | None) -> None:
+        """Remember many answers in one pipeline, each as set() remembers one (under the epoch the lookup
+        saw: remember.lua); best effort."""
+        if not items:
+            return
+        # one new epoch for the batch: when the lookup saw none, the first write puts it in place and the
+        # others (sent after it, in order) write under it; any other epoch found refuses them all
+        fresh = new_epoch()
+        commands = [("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds,
+                     seen or (fresh if i else b""), fresh) for i, (key, value) in enumerate(items)]
+        await self._breaker.cache_write("replay cache", lambda: self._call_many(commands))
+
+    async def _call_many(self, commands: list[tuple[Any, ...]]) -> None:
+        """The EVALSHAs in one pipeline; when the server lacks the script, it is loaded and they are sent
+        again (each write is the same the second time)."""
+        for attempt in range(2):
+            try:
+                if self._pipe is not None:
+                    await self._pipe.execute_many([encode(command) for command in commands])
+                else:
+                    async with self._redis.pipeline(transaction=False) as pipeline:
+                        for command in commands:
+                            pipeline.execute_command(*command)
+                        await pipeline.execute()
+                return
+            except NoScriptError:
+                if attempt:
+                    raise
+                if self._pipe is not None:
+                    await self._pipe.execute("SCRIPT", "LOAD", REMEMBER_SCRIPT)
+                else:
+                    await self._redis.script_load(REMEMBER_SCRIPT)
+
+    async def aclose(self) -> None:
+        """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""
+        if self._pipe is not None:
+            await self._pipe.aclose()
