@@ -1,87 +1,207 @@
-"""What paging a segment remembers in Redis: its size, and where its pages start.
+"""A segment's size and where its pages start, kept in Redis so that a steady stream of contact writes
+does not make every page recount the segment.
 
-Both live in one hash per (segment, contacts version), `{o:<org>}:seg:<segment>:<version>`:
-`t` is the number of members, and `p<n>` the id of the member at position n (1-based) in the
-page order. Every contact write bumps the organisation's
-contacts version in PostgreSQL, in the writing transaction, so a write makes the old hash unreachable
-at once (it expires on its own); segments never change after they are created, so (segment,
-version) determines both facts.
+A count is taken in one statement together with the key (created_at, id) of every STEP-th member in
+page order and the snapshot it saw (db.segments.count_members), and remembered in
+`{o:<org>}:seg:<segment>` (a hash: the filters' digest, total, snapshot, time) and `...:m` (the keys,
+16 bytes each). A page at `skip` seeks to the remembered member at or before `skip` (inclusive) and
+walks at most STEP - 1 more: its cost does not depend on the depth nor on the segment's size.
 
-With the member before a page known, the page is a keyset seek through the page index instead of
-an OFFSET walk over `skip` rows: paging on through a segment, or asking for the same deep page
-again, costs the same at any depth. Positions are remembered at multiples of 50 only (every page
-boundary of the usual page sizes), which bounds the hash. Redis is only a cache here: when it
-does not answer (the gate's REDIS_DOWN errors), PostgreSQL does all the work; a write it refuses
-(out of memory, read-only) is logged and skipped; any other Redis error on a read is a bug and surfaces.
+Whether the count still holds is asked of PostgreSQL in the round trip that reads the survey and the
+segment anyway: every contact write inserts a `contact_changes` row under its own transaction id, so
+"a row whose transaction the count's snapshot could not see" means "written since". Then:
+- nothing written since: the count is exact, whatever its age;
+- written since, counted less than REFRESH_AFTER ago: answered as is;
+- written since, counted less than MAX_AGE ago: answered as is, and one refresh starts in the
+  background (one at a time per segment across workers and instances: a Redis lock with a TTL);
+- written since, counted longer ago (or nothing remembered): counted now, before answering.
+So `meta.total` is exact when nothing was written in the last MAX_AGE seconds and never further
+behind than that (a margin under the contract's 5 s for clock skew between instances: times are
+each process's wall clock). Pages read the members after the remembered positions as they are now.
+Redis is only a cache: when it does not answer, every page counts (PostgreSQL does all the work).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import os
+import struct
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis, RedisCluster
 
 from ..db import segments as segment_db
-from ..db.segments import PageRow
+from ..db.pool import Pool
+from ..db.segments import Counted, PageRow, Since
 from .ratelimit import REDIS_DOWN, Breaker, org_key
 
 log = logging.getLogger("service.segments")
-CACHE_TTL_SECONDS = 3600
-MARKER_EVERY = 50
-# fields and TTL in one atomic call (also on a cluster: one key, one slot)
-_REMEMBER = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
+STEP = 250  # members between two remembered positions: a page walks at most STEP - 1 past one
+REFRESH_AFTER = 1.0  # seconds: a count younger than this is answered without a refresh, even after writes
+MAX_AGE = 4.0  # seconds: older than this after writes, it is counted again before answering
+CACHE_TTL_SECONDS = 1800  # well within contact_changes' hour: an older count is never trusted
+LOCK_MS = 60_000  # a refresher that died holds its segment's refresh for at most this long
+_LUA = resources.files("service").joinpath("lua")
+_READ = _LUA.joinpath("segment_read.lua").read_text()
+_WRITE = _LUA.joinpath("segment_write.lua").read_text()
+_UNLOCK = _LUA.joinpath("unlock.lua").read_text()
+_MARKER = struct.Struct(">qq")  # created_at in microseconds since the epoch, id
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID, version: int) -> str:
-    return org_key(str(org_id), f"seg:{segment_id}:{version}")
+def filters_digest(filters: dict[str, Any]) -> str:
+    # sorted keys: the same tree has one digest whatever order its JSON came in
+    return hashlib.blake2b(orjson.dumps(filters, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
+def cache_key(org_id: uuid.UUID, segment_id: uuid.UUID) -> str:
+    return org_key(str(org_id), f"seg:{segment_id}")
+
+
+def _pack(markers: list[tuple[datetime, int]]) -> bytes:
+    return b"".join(_MARKER.pack((at - _EPOCH) // _MICROSECOND, cid) for at, cid in markers)
+
+
+def _unpack(raw: bytes) -> tuple[datetime, int]:
+    micros, cid = _MARKER.unpack(raw)
+    return _EPOCH + micros * _MICROSECOND, cid
+
+
+@dataclass(frozen=True)
+class Cached:
+    """A remembered count, and the remembered member nearest at or before the asked position."""
+
+    digest: str
+    total: int
+    since: Since
+    at: float  # the caller's clock just before the count was asked for
+    index: int  # the marker's number (position index * STEP + 1); -1: the segment was empty
+    anchor: tuple[datetime, int] | None
 
 
 @dataclass
 class SegmentCache:
-    """One app's segment cache: its Redis client, and its own breaker (one app's outage does not
-    silence another's cache: tests run several apps)."""
+    """One app's segment cache: its Redis client, its own breaker (tests run several apps), its clock
+    (wall clock: counts are shared between processes), and the refreshes it runs in the background."""
 
     redis: Redis | RedisCluster
     breaker: Breaker = field(default_factory=Breaker)
+    clock: Callable[[], float] = time.time
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    refreshing: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._read = self.redis.register_script(_READ)
+        self._write = self.redis.register_script(_WRITE)
+        self._unlock = self.redis.register_script(_UNLOCK)
+
+    async def settled(self) -> None:
+        """Wait for the refreshes running now (tests, and the benchmark, wait on this rather than sleep)."""
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def _read(cache: SegmentCache, key: str, *fields: str) -> list[bytes | None]:
+async def lookup(cache: SegmentCache, org_id: uuid.UUID, segment_id: uuid.UUID, skip: int = 0) -> Cached | None:
+    """What is remembered of the segment, with the marker for a page at `skip` (one Redis call)."""
     if cache.breaker.resting():
-        return [None] * len(fields)
+        return None
+    key = cache_key(org_id, segment_id)
     try:
-        return await cache.redis.hmget(key, list(fields))
+        found = await cache._read(keys=[key, key + ":m"], args=[skip, STEP])
     except REDIS_DOWN:
         cache.breaker.trip()
         log.warning("segment cache unavailable; PostgreSQL counts and walks")
-        return [None] * len(fields)
+        return None
+    if not found:
+        return None
+    digest, total, snapshot, version, at, index, marker = found
+    anchor = _unpack(marker) if marker and len(marker) == _MARKER.size else None
+    if int(index) >= 0 and anchor is None:
+        return None  # the markers expired or were evicted apart from the count
+    return Cached(digest.decode(), int(total), Since(snapshot.decode(), int(version)), float(at), int(index), anchor)
 
 
-async def _write(cache: SegmentCache, key: str, fields: dict[str, Any]) -> None:
-    pairs = [item for name, value in fields.items() for item in (name, value)]
-    await cache.breaker.cache_write(
-        "segment cache", lambda: cache.redis.eval(_REMEMBER, 1, key, CACHE_TTL_SECONDS, *pairs))
+async def _recount(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
+                   filters: dict[str, Any]) -> Counted:
+    at = cache.clock()  # before the statement: the snapshot is at least this recent
+    counted = await segment_db.count_members(conn, org_id, filters, STEP)
+    key = cache_key(org_id, segment_id)
+    args = [CACHE_TTL_SECONDS, repr(at), filters_digest(filters), counted.total, counted.since.snapshot,
+            counted.since.version, len(counted.markers), _pack(counted.markers)]
+    await cache.breaker.cache_write("segment cache", lambda: cache._write(keys=[key, key + ":m"], args=args))
+    return counted
 
 
-async def _count(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
-                 filters: dict[str, Any]) -> int:
-    total, counted_at = await segment_db.count_members(conn, org_id, filters)
-    # remembered under the version the count really saw, which may be newer than the caller's
-    await _write(cache, cache_key(org_id, segment_id, counted_at), {"t": total})
-    return total
+async def _refresh(cache: SegmentCache, pool: Pool, org_id: uuid.UUID, segment_id: uuid.UUID,
+                   filters: dict[str, Any], lock: str) -> None:
+    token = os.urandom(8).hex()
+    try:
+        if not await cache.redis.set(lock, token, nx=True, px=LOCK_MS):
+            return  # another worker or instance is counting this segment now
+        try:
+            async with pool.acquire() as conn:
+                await _recount(cache, conn, org_id, segment_id, filters)
+        finally:
+            await cache._unlock(keys=[lock], args=[token])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a refresh is an optimisation: the next reader counts if it must
+        log.warning("segment count refresh failed", extra={"error": type(exc).__name__})
+    finally:
+        cache.refreshing.discard(lock)
 
 
-async def segment_total(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
-                        filters: dict[str, Any], version: int | None) -> int:
-    """How many contacts the segment holds at `version` (None: unknown, count now)."""
-    if version is not None:
-        (cached,) = await _read(cache, cache_key(org_id, segment_id, version), "t")
-        if cached is not None:
-            return int(cached)
-    return await _count(cache, conn, org_id, segment_id, filters)
+def _schedule(cache: SegmentCache, pool: Pool, org_id: uuid.UUID, segment_id: uuid.UUID,
+              filters: dict[str, Any]) -> None:
+    lock = cache_key(org_id, segment_id) + ":lock"
+    if lock in cache.refreshing or cache.breaker.resting():
+        return
+    cache.refreshing.add(lock)
+    task = asyncio.create_task(_refresh(cache, pool, org_id, segment_id, filters, lock))
+    cache.tasks.add(task)
+    task.add_done_callback(cache.tasks.discard)
+
+
+def _usable(cache: SegmentCache, cached: Cached | None, filters: dict[str, Any], changed: bool | None) -> str:
+    """`use`, `refresh` (use, and count again in the background) or `count` (count before answering)."""
+    if cached is None or cached.digest != filters_digest(filters):
+        return "count"
+    if changed is False:
+        return "use"
+    age = cache.clock() - cached.at
+    if age < REFRESH_AFTER:
+        return "use"
+    return "refresh" if age < MAX_AGE else "count"
+
+
+async def segment_total(cache: SegmentCache, pool: Pool, conn: asyncpg.Connection, org_id: uuid.UUID,
+                        segment_id: uuid.UUID, filters: dict[str, Any], cached: Cached | None,
+                        changed: bool | None) -> int:
+    """How many contacts the segment holds (see the module's rules), given what `lookup` found and
+    whether contacts changed since its snapshot (asked of PostgreSQL by the caller)."""
+    decision = _usable(cache, cached, filters, changed)
+    if decision == "count":
+        return (await _recount(cache, conn, org_id, segment_id, filters)).total
+    if decision == "refresh":
+        _schedule(cache, pool, org_id, segment_id, filters)
+    assert cached is not None
+    return cached.total
 
 
 @dataclass(frozen=True)
@@ -91,22 +211,22 @@ class SegmentPage:
 
 
 async def read_page(
-    cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, filters: dict[str, Any],
-    version: int, limit: int, skip: int, attribute_keys: list[str],
+    cache: SegmentCache, pool: Pool, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
+    filters: dict[str, Any], cached: Cached | None, changed: bool | None, limit: int, skip: int,
+    attribute_keys: list[str],
 ) -> SegmentPage:
-    """A page of the segment and its total: one Redis read, the page query, and what was learnt."""
-    key = cache_key(org_id, segment_id, version)
-    end = skip + limit
-    cached_total, start, end_known = await _read(cache, key, "t", f"p{skip}", f"p{end}")
-    total = int(cached_total) if cached_total is not None else await _count(
-        cache, conn, org_id, segment_id, filters)
-    after = None if start is None else int(start)
-    page = await segment_db.member_page(conn, org_id, filters, limit, skip, attribute_keys, after)
-    learnt: dict[str, str] = {}
-    if page.before is not None and skip % MARKER_EVERY == 0:
-        learnt[f"p{skip}"] = str(page.before)
-    if page.last is not None and len(page.rows) == limit and end % MARKER_EVERY == 0 and end_known is None:
-        learnt[f"p{end}"] = str(page.last)
-    if learnt and page.version == version:
-        await _write(cache, key, learnt)
-    return SegmentPage(total, page.rows)
+    """A page of the segment and its total: the page query from the remembered position at or before
+    `skip`, and a count first only when what is remembered may not be answered."""
+    decision = _usable(cache, cached, filters, changed)
+    if decision == "count":
+        counted = await _recount(cache, conn, org_id, segment_id, filters)
+        total, index = counted.total, min(skip // STEP, len(counted.markers) - 1)
+        anchor = counted.markers[index] if index >= 0 else None
+    else:
+        if decision == "refresh":
+            _schedule(cache, pool, org_id, segment_id, filters)
+        assert cached is not None
+        total, index, anchor = cached.total, cached.index, cached.anchor
+    offset = skip if anchor is None else skip - index * STEP
+    rows = await segment_db.member_page(conn, org_id, filters, limit, offset, attribute_keys, anchor)
+    return SegmentPage(total, rows)
