@@ -117,6 +117,7 @@ def merge_by_email(contacts: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
 # order, never in a cycle. The stored changes keep their nulls (a null removes the attribute) and are
 # looked up by email in one jsonb object; a new contact gets them without the nulls.
 _UPSERT = """
+WITH written AS (
 INSERT INTO contacts (id, org_id, attributes) OVERRIDING SYSTEM VALUE
 SELECT s.id, $1, jsonb_strip_nulls(s.changes) FROM (
     SELECT nextval(pg_get_serial_sequence('contacts', 'id')) AS id, u.email, $3::jsonb -> u.email AS changes
@@ -127,6 +128,8 @@ ON CONFLICT (org_id, (attributes->>'email')) WHERE attributes ? 'email'
 DO UPDATE SET attributes = jsonb_strip_nulls(contacts.attributes || ($3::jsonb -> (EXCLUDED.attributes->>'email'))),
               updated_at = now()
 RETURNING xmax = 0 AS created
+)
+SELECT count(*) FILTER (WHERE created) AS created, count(*) AS written FROM written
 """
 
 
@@ -145,9 +148,8 @@ async def upsert_by_email(
         # keys the organisation has are left alone (no lock); only a writer introducing the same new
         # key as an open transaction waits for it (all or nothing: a failed call leaves no key)
         await ensure_attribute_keys(conn, org_id, {k for attrs in merged.values() for k in attrs})
-        rows = await conn.fetch(_UPSERT, org_id, list(merged), merged)
-    created = sum(1 for r in rows if r[0])
-    return UpsertCounts(created=created, updated=len(rows) - created)
+        row = await conn.fetchrow(_UPSERT, org_id, list(merged), merged)
+    return UpsertCounts(created=row["created"], updated=row["written"] - row["created"])
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from service.core.errors import ValidationFailed
 from service.core.segment_cache import CACHE_TTL_SECONDS, MAX_AGE, REFRESH_AFTER
 from service.db import contacts as contact_db
+from service.web.contact_schemas import SLICE, BulkContactsSchema, check_contacts
+from service.web.fields import load
 from service.web.keys import SEGMENT_CACHE
 from tests.contact_helpers import BULK, CONTACTS, SEGMENTS, bulk, create_segment, page, settle
 from tests.helpers import create_survey
@@ -261,3 +264,34 @@ async def test_an_upsert_that_meets_an_email_another_writer_is_creating_waits_fo
     assert await call == {"created": 0, "updated": 1}
     rows = await db.fetch("SELECT attributes::text FROM contacts WHERE org_id = $1", tenant.org_id)
     assert [orjson.loads(r[0]) for r in rows] == [{"email": "same@x.io", "a": 1, "b": 2}]
+
+
+async def test_a_bulk_call_checks_its_items_a_slice_at_a_time():
+    """10,000 items are checked with a turn of the event loop every SLICE items: another task runs in between
+    (the loop is never held for the whole list), and the problems found are the same as checked at once."""
+    items = [{"attributes": {"email": f"c{i}@x.io", "plan": "pro"}} for i in range(10_000)]
+    items[7_777] = {"attributes": {"email": ""}, "extra": 1}
+    turns = 0
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(probe())
+    await asyncio.sleep(0)
+    before = turns
+    checked = await check_contacts({"contacts": items})
+    during = turns - before
+    stop.set()
+    await task
+    assert during >= 10_000 // SLICE - 1
+    assert checked["contacts"].problems == {7_777: {"extra": ["Unknown field."], "attributes": {
+        "email": ["type_error.str::email must be a non-empty string"]}}}
+    with pytest.raises(ValidationFailed) as direct:
+        load(BulkContactsSchema(), {"contacts": items})
+    with pytest.raises(ValidationFailed) as sliced:
+        load(BulkContactsSchema(), checked)
+    assert direct.value.issues == sliced.value.issues

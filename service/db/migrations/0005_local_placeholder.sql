@@ -1,0 +1,2 @@
+-- local placeholder (never committed): 0005 belongs to another branch
+SELECT 1;
