@@ -108,7 +108,10 @@ def merge_by_email(contacts: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
     """One attribute set per email, later contacts of the same call overriding earlier ones."""
     merged: dict[str, dict[str, Any]] = {}
     for attributes in contacts:
-        merged.setdefault(attributes["email"], {}).update(attributes)
+        email = attributes["email"]
+        held = merged.get(email)
+        # the caller's dict as it is (never changed here); a new one only for an email seen twice
+        merged[email] = attributes if held is None else {**held, **attributes}
     return merged
 
 
