@@ -100,6 +100,9 @@ class SegmentCache:
     clock: Callable[[], float] = time.time
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     refreshing: set[str] = field(default_factory=set)
+    # counts running in this process, by (segment key, filters' digest): a request that needs one
+    # waits for it rather than counting the same segment again beside it
+    counting: dict[tuple[str, str], asyncio.Future[Counted]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._read = self.redis.register_script(_READ)
@@ -139,11 +142,34 @@ async def lookup(cache: SegmentCache, org_id: uuid.UUID, segment_id: uuid.UUID, 
 
 async def _recount(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID,
                    filters: dict[str, Any]) -> Counted:
-    at = cache.clock()  # before the statement: the snapshot is at least this recent
-    counted = await segment_db.count_members(conn, org_id, filters, STEP)
-    key = cache_key(org_id, segment_id)
-    args = [CACHE_TTL_SECONDS, repr(at), filters_digest(filters), counted.total, counted.since.snapshot,
-            counted.since.version, len(counted.markers), _pack(counted.markers)]
+    key, digest = cache_key(org_id, segment_id), filters_digest(filters)
+    running = cache.counting.get((key, digest))
+    if running is not None:
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not running.cancelled() or (current is not None and current.cancelling()):
+                raise
+            # the request that was counting went away: count here instead
+    flight: asyncio.Future[Counted] = asyncio.get_running_loop().create_future()
+    cache.counting[key, digest] = flight
+    try:
+        at = cache.clock()  # before the statement: the snapshot is at least this recent
+        counted = await segment_db.count_members(conn, org_id, filters, STEP)
+    except asyncio.CancelledError:
+        flight.cancel()
+        raise
+    except BaseException as exc:
+        flight.set_exception(exc)
+        flight.exception()  # retrieved: no "never retrieved" warning when nobody was waiting
+        raise
+    else:
+        flight.set_result(counted)
+    finally:
+        del cache.counting[key, digest]
+    args = [CACHE_TTL_SECONDS, repr(at), digest, counted.total, counted.since.snapshot, counted.since.version,
+            len(counted.markers), _pack(counted.markers)]
     await cache.breaker.cache_write("segment cache", lambda: cache._write(keys=[key, key + ":m"], args=args))
     return counted
 

@@ -19,6 +19,7 @@ from service.core.errors import ValidationFailed
 from service.core.segment_cache import CACHE_TTL_SECONDS, MAX_AGE, REFRESH_AFTER
 from service.core.segments import compile_filters
 from service.db import contacts as contact_db
+from service.db import segments as segment_db
 from service.web.contact_schemas import SLICE, BulkContactsSchema, check_contacts
 from service.web.fields import load
 from service.web.keys import SEGMENT_CACHE
@@ -323,3 +324,34 @@ async def test_equality_filters_read_the_attributes_index_and_keep_their_meaning
         plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN SELECT count(*) FROM contacts WHERE {condition}",
                                                        *params))
     assert "contacts_attributes_idx" in plan
+
+
+async def test_requests_that_need_the_same_count_at_once_wait_for_one(client, tenant, redis_url, people, monkeypatch):
+    _, segment = people
+    r = aioredis.Redis.from_url(redis_url)
+    await r.delete(key_of(tenant, segment), key_of(tenant, segment) + ":m")  # nothing remembered: a count is due
+    await r.aclose()
+    counts, arrived, gate, all_in = [], [], asyncio.Event(), asyncio.Event()
+    count_members, get_segment = segment_db.count_members, segment_db.get_segment
+
+    async def slow_count(*args, **kwargs):
+        counts.append(args)
+        await gate.wait()
+        return await count_members(*args, **kwargs)
+
+    async def seen(*args, **kwargs):
+        found = await get_segment(*args, **kwargs)
+        arrived.append(1)  # the request goes on to the count in this same step, without yielding
+        if len(arrived) == 5:
+            all_in.set()
+        return found
+
+    monkeypatch.setattr(segment_db, "count_members", slow_count)
+    monkeypatch.setattr(segment_db, "get_segment", seen)
+    answers = [asyncio.create_task(client.get(f"{SEGMENTS}/{segment['id']}", headers=tenant.headers))
+               for _ in range(5)]
+    await asyncio.wait_for(all_in.wait(), 30)
+    gate.set()
+    bodies = [await (await answer).json() for answer in answers]
+    assert [b["data"]["contactCount"] for b in bodies] == [600] * 5
+    assert len(counts) == 1
