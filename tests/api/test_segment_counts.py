@@ -355,3 +355,14 @@ async def test_requests_that_need_the_same_count_at_once_wait_for_one(client, te
     bodies = [await (await answer).json() for answer in answers]
     assert [b["data"]["contactCount"] for b in bodies] == [600] * 5
     assert len(counts) == 1
+
+
+async def test_contact_changes_older_than_an_hour_are_pruned(tenant, db):
+    await db.execute("INSERT INTO contact_changes (org_id, xid, at) VALUES"
+                     " ($1, '5'::xid8, now() - interval '61 minutes'), ($1, '6'::xid8, now() - interval '59 minutes')",
+                     tenant.org_id)
+    await contact_db.bump_version(db, tenant.org_id)  # this transaction's own row, now
+    await contact_db.prune_changes(db)
+    assert [r[0] for r in await db.fetch("SELECT xid::text FROM contact_changes WHERE org_id = $1 ORDER BY xid",
+                                         tenant.org_id)][:1] == ["6"]
+    assert await db.fetchval("SELECT count(*) FROM contact_changes WHERE org_id = $1", tenant.org_id) == 2
