@@ -366,3 +366,10 @@ async def test_contact_changes_older_than_an_hour_are_pruned(tenant, db):
     assert [r[0] for r in await db.fetch("SELECT xid::text FROM contact_changes WHERE org_id = $1 ORDER BY xid",
                                          tenant.org_id)][:1] == ["6"]
     assert await db.fetchval("SELECT count(*) FROM contact_changes WHERE org_id = $1", tenant.org_id) == 2
+
+
+async def test_ids_follow_the_call_although_rows_are_written_in_email_order(client, tenant, db):
+    emails = [f"{name}@x.io" for name in ("zoe", "adam", "mia", "bob", "yan")]
+    await bulk(client, tenant.headers, [{"email": e} for e in emails])
+    rows = await db.fetch("SELECT attributes->>'email' AS e FROM contacts WHERE org_id = $1 ORDER BY id", tenant.org_id)
+    assert [r["e"] for r in rows] == emails
