@@ -39,6 +39,7 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import Redis, RedisCluster
+from redis.commands.core import AsyncScript
 
 from ..db import segments as segment_db
 from ..db.pool import Pool
@@ -103,11 +104,14 @@ class SegmentCache:
     # counts running in this process, by (segment key, filters' digest): a request that needs one
     # waits for it rather than counting the same segment again beside it
     counting: dict[tuple[str, str], asyncio.Future[Counted]] = field(default_factory=dict)
+    read_script: AsyncScript = field(init=False)
+    write_script: AsyncScript = field(init=False)
+    unlock_script: AsyncScript = field(init=False)
 
     def __post_init__(self) -> None:
-        self._read = self.redis.register_script(_READ)
-        self._write = self.redis.register_script(_WRITE)
-        self._unlock = self.redis.register_script(_UNLOCK)
+        self.read_script = self.redis.register_script(_READ)
+        self.write_script = self.redis.register_script(_WRITE)
+        self.unlock_script = self.redis.register_script(_UNLOCK)
 
     async def settled(self) -> None:
         """Wait for the refreshes running now (tests, and the benchmark, wait on this rather than sleep)."""
@@ -126,7 +130,7 @@ async def lookup(cache: SegmentCache, org_id: uuid.UUID, segment_id: uuid.UUID, 
         return None
     key = cache_key(org_id, segment_id)
     try:
-        found = await cache._read(keys=[key, key + ":m"], args=[skip, STEP])
+        found = await cache.read_script(keys=[key, key + ":m"], args=[skip, STEP])
     except REDIS_DOWN:
         cache.breaker.trip()
         log.warning("segment cache unavailable; PostgreSQL counts and walks")
@@ -170,7 +174,7 @@ async def _recount(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.U
         del cache.counting[key, digest]
     args = [CACHE_TTL_SECONDS, repr(at), digest, counted.total, counted.since.snapshot, counted.since.version,
             len(counted.markers), _pack(counted.markers)]
-    await cache.breaker.cache_write("segment cache", lambda: cache._write(keys=[key, key + ":m"], args=args))
+    await cache.breaker.cache_write("segment cache", lambda: cache.write_script(keys=[key, key + ":m"], args=args))
     return counted
 
 
@@ -184,7 +188,7 @@ async def _refresh(cache: SegmentCache, pool: Pool, org_id: uuid.UUID, segment_i
             async with pool.acquire() as conn:
                 await _recount(cache, conn, org_id, segment_id, filters)
         finally:
-            await cache._unlock(keys=[lock], args=[token])
+            await cache.unlock_script(keys=[lock], args=[token])
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a refresh is an optimisation: the next reader counts if it must
