@@ -162,10 +162,6 @@ async def create_pool(dsn: str, max_size: int = 10, wait: float = 5.0) -> Pool:
         # fail fast when the server is gone instead of hanging requests
         timeout=5,
         max_queries=50000, max_inactive_connection_lifetime=300.0,
-        # every execution planned with its values: a segment filter's jsonpath may match one contact or
-        # most of them, and a generic plan (PostgreSQL's choice after 5 runs of a prepared statement)
-        # would take the attribute index, or the page order, for all of them alike
-        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     return Pool(pool, max_size, wait)
 
