@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.segment_cache import cache_key
+from service.db import segments as segment_db
 from service.db.segments import OpenedFilter
 from service.web.keys import OPENS, SEGMENT_CACHE
 from tests.contact_helpers import (
@@ -179,3 +180,19 @@ async def test_the_export_takes_opened_too(client, tenant, db, world, monkeypatc
     assert lines[0] == "contactId,surveyUrl,expiresAt"
     ids = [line.split(",")[0] for line in lines[1:]]
     assert len(ids) == len(set(ids)) and set(ids) == await truth(db, tenant, world["survey"], opened)
+
+
+@pytest.mark.parametrize("opened", [True, False])
+async def test_a_reminder_count_holds_every_step_th_member_in_page_order(tenant, db, world, opened):
+    """The reminder list is counted in its own statement form (members numbered in page order): the same
+    total and positions as the truth, for a step that makes several."""
+    survey = uuid.UUID(world["survey"])
+    truth_rows = await db.fetch(
+        "SELECT c.id, c.created_at FROM contacts c WHERE c.org_id = $1 AND c.attributes->>'group' = 'a'"
+        " AND $3 = EXISTS (SELECT 1 FROM contact_opens o WHERE o.survey_id = $2 AND o.contact_id = c.id)"
+        " ORDER BY c.created_at DESC, c.id DESC", tenant.org_id, survey, opened)
+    version = await db.fetchval("SELECT version FROM contact_opens_versions WHERE survey_id = $1", survey)
+    counted = await segment_db.count_members(db, tenant.org_id, GROUP_A, 7, OpenedFilter(survey, opened, 0))
+    assert counted.total == len(truth_rows) > 7
+    assert counted.markers == [(r["created_at"], r["id"]) for r in truth_rows[::7]]
+    assert counted.opens_version == version
