@@ -128,7 +128,7 @@ async def insert_contact(conn: asyncpg.Connection, org_id: uuid.UUID, attributes
 
 
 class _Missing(Exception):
-    """No such contact in the organisation: rolls back the version bump made before looking."""
+    """No such contact in the organisation: rolls back the contact_changes row written before looking."""
 
 
 def _is_email_conflict(exc: asyncpg.UniqueViolationError) -> bool:
@@ -148,8 +148,7 @@ async def patch_contact(
     removed = sorted(k for k, v in attributes.items() if v is None)
     try:
         async with conn.transaction():
-            # the version row first, as every contact writer takes it first (no lock-order deadlock)
-            await bump_version(conn, org_id)
+            await bump_version(conn, org_id)  # this transaction's own contact_changes row: no writer waits
             await ensure_attribute_keys(conn, org_id, attributes)  # as the bulk upsert: every key named
             row = await conn.fetchrow(
                 "UPDATE contacts SET attributes = (attributes || $3::jsonb) - $4::text[], updated_at = now()"
