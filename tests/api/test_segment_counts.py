@@ -22,7 +22,7 @@ from service.db import contacts as contact_db
 from service.db import segments as segment_db
 from service.web.contact_schemas import SLICE, BulkContactsSchema, check_contacts
 from service.web.fields import load
-from service.web.keys import SEGMENT_CACHE
+from service.web.keys import POOL, SEGMENT_CACHE
 from tests.contact_helpers import BULK, CONTACTS, SEGMENTS, bulk, create_segment, freeze, page, settle
 from tests.helpers import create_survey
 
@@ -369,3 +369,33 @@ async def test_ids_follow_the_call_although_rows_are_written_in_email_order(clie
     await bulk(client, tenant.headers, [{"email": e} for e in emails])
     rows = await db.fetch("SELECT attributes->>'email' AS e FROM contacts WHERE org_id = $1 ORDER BY id", tenant.org_id)
     assert [r["e"] for r in rows] == emails
+
+
+async def test_only_statements_with_filter_values_are_planned_with_them(client, tenant, people, monkeypatch):
+    """A page or count whose filter has values runs under force_custom_plan (SET LOCAL in its transaction);
+    the pool's connections, and so the hot paths' statements, keep PostgreSQL's default plan cache."""
+    seen: list[tuple[str, str]] = []
+    fetch_planned = segment_db._fetch_planned
+
+    async def watching(conn, sql, args, values):
+        rows = await fetch_planned(conn, sql, args, values)
+        # asked on the same connection once the statement's transaction is over: the setting ended with it
+        seen.append((sql.split()[0], await conn.fetchval("SELECT current_setting('plan_cache_mode')")))
+        return rows
+
+    async def planned_mode(values: bool) -> str:
+        async with client.app[POOL].acquire() as conn:
+            return await fetch_planned(conn, "SELECT current_setting('plan_cache_mode')", [], values)
+
+    assert [r[0] for r in await planned_mode(True)] == ["force_custom_plan"]
+    assert [r[0] for r in await planned_mode(False)] == ["auto"]
+    async with client.app[POOL].acquire() as conn:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "auto"  # nothing stays on the connection
+    monkeypatch.setattr(segment_db, "_fetch_planned", watching)
+    survey, segment = people
+    settle(client)
+    await bulk(client, tenant.headers, [{"email": "late@x.io", "plan": "pro"}])
+    settle(client)
+    assert await total_of(client, tenant, survey, segment) == 601
+    assert {word for word, _ in seen} >= {"WITH", "SELECT"}  # the count (hops) and the page went through it
+    assert all(mode == "auto" for _, mode in seen)
