@@ -85,6 +85,8 @@ CREATE INDEX contacts_page_idx ON contacts (org_id, created_at DESC, id DESC);
 -- one email per organisation: POST /contacts' conflict target and the bulk upsert's lookup
 CREATE UNIQUE INDEX contacts_email_idx ON contacts (org_id, (attributes->>'email'))
     WHERE attributes ? 'email';
+-- equality and `in` on an attribute (`attributes @> ...`, `attributes @@ ...`) read this index
+CREATE INDEX contacts_attributes_idx ON contacts USING gin (attributes jsonb_path_ops);
 
 CREATE TABLE contact_attribute_keys (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -95,11 +97,22 @@ CREATE TABLE contact_attribute_keys (
     UNIQUE (org_id, key)
 );
 
--- bumped in the transaction of every contact write: the key of the cached segment counts
+-- bumped by the release before 0007 in the transaction of every contact write (kept for its instances
+-- during a rolling upgrade: readers still compare it); this release writes contact_changes instead
 CREATE TABLE contact_versions (
     org_id   uuid PRIMARY KEY REFERENCES organizations (id),
     version  bigint NOT NULL DEFAULT 0
 );
+
+-- one row per transaction that wrote an organisation's contacts (no shared row, so no writer waits):
+-- a cached segment count is stale when a row's transaction was invisible to the count's snapshot
+CREATE TABLE contact_changes (
+    org_id  uuid NOT NULL REFERENCES organizations (id),
+    xid     xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, xid)
+);
+CREATE INDEX contact_changes_at_idx ON contact_changes (at);
 
 CREATE TABLE segments (
     id          uuid PRIMARY KEY,

@@ -24,6 +24,7 @@ from .core.segment_cache import SegmentCache
 from .core.short_links import ShortLinks
 from .core.signing import LinkSigner
 from .core.unauth import UnauthLimiter
+from .db.contacts import prune_changes
 from .db.migrate import check_current
 from .db.pool import create_pool
 from .metrics import FLUSH_SECONDS, Metrics
@@ -75,6 +76,7 @@ log = logging.getLogger("service.app")
 API_PREFIXES = ("/api/", "/external/")
 # seconds a refused export is told to wait: exports last seconds, not milliseconds
 EXPORT_RETRY_AFTER = 5
+PRUNE_SECONDS = 300
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -130,6 +132,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
                      pipe=PipelinedRedis.for_client(client), cache=cache)
     app[SEGMENT_CACHE] = SegmentCache(client if cache_client is None else cache_client)
     yield
+    await app[SEGMENT_CACHE].aclose()  # before the pool and the clients its refreshes use go away
     await app[GATE].aclose()
     if cache_client is not None:
         await cache_client.aclose()
@@ -142,6 +145,28 @@ async def links_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LINKS] = LinkCreation(app[POOL], app[GATE], signer.kid, link_renderer(signer, settings.public_base_url),
                               settings.link_cache_seconds, app[METRICS].replay)
     yield
+
+
+async def contact_changes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Deletes contact_changes rows older than an hour, every few minutes (counts are never trusted
+    that long: core.segment_cache), so that the table stays the size of the last hour's writes."""
+
+    async def prune_forever() -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            try:
+                async with app[POOL].acquire() as conn:
+                    await prune_changes(conn)
+            except Exception as exc:  # PostgreSQL away: the next round tries again
+                log.warning("pruning contact_changes failed", extra={"error": type(exc).__name__})
+
+    task = asyncio.create_task(prune_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -187,6 +212,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(opens_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(links_ctx)
+    app.cleanup_ctx.append(contact_changes_ctx)
     app.on_startup.append(docs.build_openapi)
     routes = [route for table in (ops.routes, filum.routes, management.routes, contacts.routes, segments.routes,
                                   contact_links.routes, export.routes, opening.routes, qr.routes,

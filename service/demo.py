@@ -79,7 +79,7 @@ async def create_demo(settings: Settings) -> Demo:
             assert not issues
             segment = await segment_db.insert_segment(conn, org.id, "Pro and team, 30 or older", filters)
             page = await segment_db.member_page(conn, org.id, filters, 1, 0, [])
-            contact_id = page.rows[0].contact_id
+            contact_id = page[0].contact_id
         request = LinkRequest.build(survey.id, "Demo link", [{"metadata_id": sku.id, "value": "SKU-12345"},
                                                              {"metadata_id": channel.id, "value": ["email", "sms"]}])
         created = await create_or_replay(pool, org.id, request)

@@ -6,6 +6,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from service.core.segment_cache import MAX_AGE
+from service.web.keys import SEGMENT_CACHE
+
 MANAGEMENT = "/api/v2/management"
 CONTACTS = f"{MANAGEMENT}/contacts"
 BULK = f"{MANAGEMENT}/contacts/bulk"
@@ -55,3 +58,18 @@ async def all_members(client: TestClient, headers: dict[str, str], survey_id: st
         items += body["data"]
         if len(body["data"]) < 250:
             return items
+
+
+def settle(client: TestClient, seconds: float = MAX_AGE) -> None:
+    """Move the app's segment-count clock on by `seconds` (by default past the window in which a count
+    may lag behind contact writes), instead of sleeping on the wall clock."""
+    cache = client.server.app[SEGMENT_CACHE]
+    before = cache.clock
+    cache.clock = lambda: before() + seconds
+
+
+def freeze(client: TestClient) -> None:
+    """The segment-count clock stands still (settle moves it on): no count ages by the test's own slowness."""
+    cache = client.server.app[SEGMENT_CACHE]
+    now = cache.clock()
+    cache.clock = lambda: now

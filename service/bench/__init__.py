@@ -22,3 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contacts", type=int, default=300_000, help="contacts of the segment of (d), (e), (f)")
     parser.add_argument("--export-contacts", type=int, default=1_000_000, help="contacts of the exported segment")
     parser.add_argument("--no-export", action="store_true", help="skip the streaming export")
+    parser.add_argument("--scale-contacts", type=int, default=1_000_000,
+                        help="contacts of the 'scale' cases (pages under writes; also at a quarter of it); 0 skips")
+    parser.add_argument("--bulk-calls", type=int, default=10, help="10,000-contact bulk calls of the 'scale' cases")

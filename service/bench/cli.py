@@ -15,7 +15,7 @@ import aiohttp
 
 from ..runtime import servers
 from ..settings import Settings
-from . import checks, profile
+from . import checks, profile, scale
 from .cases import Case, batch_cases, contact_cases, link_cases, reference_cases
 from .procs import RssSampler, Server, cpu_seconds, start_reference, start_service, worker_pids
 from .report import Check, Row, Target, checks_table, fill_ratios, table
@@ -142,7 +142,11 @@ class Bench:
             self.say(f"seeding {self.export_contacts:,} contacts for the export...")
             crowd = await seed_contacts(ready.database_url, service.url, "bench-export", self.export_contacts)
             self.checks += await checks.export(service, crowd, self.rss)
-        if valid is not None:
+        if self.args.scale_contacts and (not self.only or "scale" in self.only):
+            size = min(self.args.scale_contacts, 100_000) if self.args.quick else self.args.scale_contacts
+            self.checks += await scale.run(service.url, ready.database_url, (size, size // 4),
+                                           5.0 if self.args.quick else 20.0, self.args.bulk_calls, self.say)
+        if valid is not None:  # last on the first service: it replaces that service with another
             await self.counting_off(*valid)
         if not self.args.no_workers and self.wanted(link_cases(data)[0]):
             await self.two_workers(data)

@@ -37,7 +37,7 @@ class ContactSeed:
 
 
 async def insert_contacts(conn: asyncpg.Connection, org_id: uuid.UUID, count: int, batch: int = 250_000) -> None:
-    """`count` contacts in batches (one statement each), their attribute keys, and a contacts version bump."""
+    """`count` contacts in batches (one statement each), their attribute keys, and a contact_changes row."""
     done = 0
     while done < count:
         await conn.execute(_INSERT, org_id, min(batch, count - done), done)

@@ -1,8 +1,9 @@
 """Contacts and contact attribute keys.
 
-Every contact write bumps the organisation's row in `contact_versions` first, in the same
-transaction: the bump is the key that invalidates cached segment counts, and its row lock puts the
-contact writers of one organisation in a line (so the bulk upsert's read-then-write cannot race).
+Every contact write records itself in `contact_changes` (one row of its own per transaction, so no
+writer waits for another): cached segment counts taken in a snapshot that could not see it are then
+known to be stale (core.segment_cache). Races between writers of the same email are closed by the
+unique index `contacts_email_idx` (`ON CONFLICT`), never by queueing them.
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ class DuplicateEmail(Exception):
 
 
 async def bump_version(conn: asyncpg.Connection, org_id: uuid.UUID) -> None:
-    """Invalidate the organisation's cached segment counts (call inside the writing transaction)."""
-    await conn.execute(
-        "INSERT INTO contact_versions (org_id, version) VALUES ($1, 1)"
-        " ON CONFLICT (org_id) DO UPDATE SET version = contact_versions.version + 1",
-        org_id,
-    )
+    """Record that this transaction writes the organisation's contacts (call inside it, once or more).
+
+    The row is keyed by the transaction's own id: concurrent writers never touch the same row.
+    """
+    await conn.execute("INSERT INTO contact_changes (org_id) VALUES ($1) ON CONFLICT DO NOTHING", org_id)
+
+
+async def prune_changes(conn: asyncpg.Connection) -> None:
+    """Forget contact writes older than an hour (no cached count is trusted for that long)."""
+    await conn.execute("DELETE FROM contact_changes WHERE at < now() - interval '1 hour'")
 
 
 async def ensure_attribute_keys(conn: asyncpg.Connection, org_id: uuid.UUID, keys: Iterable[str]) -> None:
@@ -123,7 +128,7 @@ async def insert_contact(conn: asyncpg.Connection, org_id: uuid.UUID, attributes
 
 
 class _Missing(Exception):
-    """No such contact in the organisation: rolls back the version bump made before looking."""
+    """No such contact in the organisation: rolls back the contact_changes row written before looking."""
 
 
 def _is_email_conflict(exc: asyncpg.UniqueViolationError) -> bool:
@@ -143,8 +148,7 @@ async def patch_contact(
     removed = sorted(k for k, v in attributes.items() if v is None)
     try:
         async with conn.transaction():
-            # the version row first, as every contact writer takes it first (no lock-order deadlock)
-            await bump_version(conn, org_id)
+            await bump_version(conn, org_id)  # this transaction's own contact_changes row: no writer waits
             await ensure_attribute_keys(conn, org_id, attributes)  # as the bulk upsert: every key named
             row = await conn.fetchrow(
                 "UPDATE contacts SET attributes = (attributes || $3::jsonb) - $4::text[], updated_at = now()"
@@ -183,8 +187,32 @@ def merge_by_email(contacts: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
     """One attribute set per email, later contacts of the same call overriding earlier ones."""
     merged: dict[str, dict[str, Any]] = {}
     for attributes in contacts:
-        merged.setdefault(attributes["email"], {}).update(attributes)
+        email = attributes["email"]
+        held = merged.get(email)
+        # the caller's dict as it is (never changed here); a new one only for an email seen twice
+        merged[email] = attributes if held is None else {**held, **attributes}
     return merged
+
+
+# New contacts take their ids in the order of the call (the page order within one call), but every row
+# is written in email order: concurrent calls sharing emails then wait for each other's rows in one
+# order, never in a cycle. The stored changes keep their nulls (a null removes the attribute) and are
+# looked up by email in one jsonb object; a new contact gets them without the nulls.
+_UPSERT = """
+WITH written AS (
+INSERT INTO contacts (id, org_id, attributes) OVERRIDING SYSTEM VALUE
+SELECT s.id, $1, jsonb_strip_nulls(s.changes) FROM (
+    SELECT nextval(pg_get_serial_sequence('contacts', 'id')) AS id, u.email, $3::jsonb -> u.email AS changes
+    FROM unnest($2::text[]) WITH ORDINALITY AS u(email, n) ORDER BY u.n
+) AS s
+ORDER BY s.email
+ON CONFLICT (org_id, (attributes->>'email')) WHERE attributes ? 'email'
+DO UPDATE SET attributes = jsonb_strip_nulls(contacts.attributes || ($3::jsonb -> (EXCLUDED.attributes->>'email'))),
+              updated_at = now()
+RETURNING xmax = 0 AS created
+)
+SELECT count(*) FILTER (WHERE created) AS created, count(*) AS written FROM written
+"""
 
 
 async def upsert_by_email(
@@ -193,34 +221,18 @@ async def upsert_by_email(
     """Create or update contacts matched by their `email` attribute, in one transaction.
 
     An update merges the given attributes into the stored ones; a null removes an attribute.
-    Duplicate emails within the call are merged first and count once.
+    Duplicate emails within the call are merged first and count once. One statement: a contact
+    another call creates meanwhile is updated (the unique index decides), never created twice.
     """
     merged = merge_by_email(contacts)
-    emails = list(merged)
     async with conn.transaction():
         await bump_version(conn, org_id)
+        # keys the organisation has are left alone (no lock); only a writer introducing the same new
+        # key as an open transaction waits for it (all or nothing: a failed call leaves no key)
         await ensure_attribute_keys(conn, org_id, {k for attrs in merged.values() for k in attrs})
-        rows = await conn.fetch(
-            "SELECT id, attributes->>'email' AS email FROM contacts"
-            " WHERE org_id = $1 AND attributes ? 'email' AND attributes->>'email' = ANY($2::text[])",
-            org_id, emails,
-        )
-        existing = {r["email"]: r["id"] for r in rows}
-        if existing:
-            await conn.execute(
-                "UPDATE contacts c SET attributes = jsonb_strip_nulls(c.attributes || u.changes), updated_at = now()"
-                " FROM unnest($1::bigint[], $2::jsonb[]) AS u(id, changes) WHERE c.id = u.id",
-                list(existing.values()), [merged[e] for e in existing],
-            )
-        fresh = [_set_values(merged[e]) for e in emails if e not in existing]
-        if fresh:
-            # ids follow the order of the call; the version row's lock means no one else inserts these emails now
-            await conn.execute(
-                "INSERT INTO contacts (org_id, attributes)"
-                " SELECT $1, a FROM unnest($2::jsonb[]) WITH ORDINALITY AS u(a, n) ORDER BY n",
-                org_id, fresh,
-            )
-    return UpsertCounts(created=len(fresh), updated=len(existing))
+        row = await conn.fetchrow(_UPSERT, org_id, list(merged), merged)
+    assert row is not None  # aggregates without GROUP BY: one row
+    return UpsertCounts(created=row["created"], updated=row["written"] - row["created"])
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ attribute makes `equals` false and `notEquals` true.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -45,10 +46,40 @@ def _decimal(value: int | float) -> Decimal:
     return Decimal(str(value))
 
 
+def _jsonpath_terms(value: Any) -> list[str] | None:
+    """The jsonpath literals an attribute equal to `value` can be: a string matches its own text, a
+    number's text form (`"30"` is 30 and 30.0) and a boolean's; None for a number (a stored string such
+    as `"042"` equals 42 too, which no finite list of literals covers)."""
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if not isinstance(value, str):
+        return None
+    terms = ['"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    if re.fullmatch(_NUMBER_TEXT.strip("'"), value):
+        terms.append(str(Decimal(value)))
+    elif value in ("true", "false"):
+        terms.append(value)
+    return terms
+
+
+def jsonpath_any(attribute: str, values: Sequence[Any]) -> str | None:
+    """A jsonpath true for a contact whose attribute may equal one of `values`: `$."plan" == "pro" || ...`
+    (keys are letters, digits, `_` and `-`; string values escaped), or None when one value cannot be
+    written so. `attributes @@ path` is what the GIN index (jsonb_path_ops) on attributes answers."""
+    terms: list[str] = []
+    for value in values:
+        found = _jsonpath_terms(value)
+        if found is None:
+            return None
+        terms.extend(found)
+    return " || ".join(f'$."{attribute}" == {term}' for term in terms) or None
+
+
 class _Compiler:
     def __init__(self, first: int) -> None:
         self.first = first
         self.params: list[Any] = []
+        self.attribute = ""  # of the condition being compiled
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -72,6 +103,7 @@ class _Compiler:
             return f"(id = ANY({self.param(list(value))}::bigint[]))"
         if op == "in" and not value:
             return "FALSE"  # before the key's parameter: a parameter the SQL never uses has no type
+        self.attribute = attribute
         key = self.param(attribute)
         json_value, text = f"attributes->({key}::text)", f"attributes->>({key}::text)"
         number = (f"CASE jsonb_typeof({json_value}) WHEN 'number' THEN ({json_value})::numeric"
@@ -80,7 +112,7 @@ class _Compiler:
             test = f"(attributes ? ({key}::text))"
             return test if op == "isSet" else f"(NOT {test})"
         if op in EQUALITY_OPS:
-            test = self.equals(value, json_value, text, number)
+            test = self.indexed([value], self.equals(value, json_value, text, number))
             return test if op == "equals" else f"(NOT {test})"
         if op in TEXT_OPS:
             test = f"coalesce(({text}) LIKE {self.param(like_pattern(TEXT_OPS[op], value))}::text, false)"
@@ -91,7 +123,13 @@ class _Compiler:
                 return f'coalesce(({text}) COLLATE "C" {sign} {self.param(value)}::text, false)'
             return f"coalesce(({number}) {sign} {self.param(_decimal(value))}::numeric, false)"
         assert op == "in", op
-        return self.member(value, json_value, text, number)
+        return self.indexed(value, self.member(value, json_value, text, number))
+
+    def indexed(self, values: Sequence[Any], exact: str) -> str:
+        """`exact`, behind a test that the GIN index on attributes answers when one exists: every contact
+        whose attribute equals one of `values` (by the rules above) passes it, so it only narrows."""
+        path = jsonpath_any(self.attribute, values)
+        return exact if path is None else f"(attributes @@ {self.param(path)}::jsonpath AND {exact})"
 
     def equals(self, value: Any, json_value: str, text: str, number: str) -> str:
         if isinstance(value, bool):

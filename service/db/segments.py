@@ -32,12 +32,13 @@ class LinkContext:
     survey_seq: int | None
     survey_status: str | None
     filters: dict[str, Any] | None
-    contacts_version: int
     link_format: str | None  # the survey's: 'jwt' or 'short'
     # the generation new tokens carry (the survey's; 1 when there is no survey)
     link_generation: int
-    # moved on by every write of the survey's contact opens (the reminder list's cache key)
-    opens_version: int = 0
+    # moved on by every write of the survey's contact opens (the reminder list's counts compare it)
+    opens_version: int
+    # whether contacts were written since the cached count's snapshot (None: no cached count given)
+    changed: bool | None
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,15 @@ def _opened(opened: OpenedFilter | None, param: int) -> tuple[str, list[Any]]:
 
 
 @dataclass(frozen=True)
+class Since:
+    """A cached count's snapshot (`pg_current_snapshot()` as text) and the previous release's contacts
+    version it saw: enough to tell whether any contact write committed after it."""
+
+    snapshot: str
+    version: int
+
+
+@dataclass(frozen=True)
 class PageRow:
     contact_id: int
     # the asked-for attributes as JSON text (None when no keys were asked for)
@@ -68,13 +78,32 @@ class PageRow:
 
 
 @dataclass(frozen=True)
-class Page:
-    rows: list[PageRow]
-    # the id of the member just before the page, when the read walked over it; of the page's last member
-    before: int | None
-    last: int | None
-    # the contacts version the page was read at (None for an empty read)
-    version: int | None
+class Counted:
+    """A segment counted in one snapshot, with the key of every `step`-th member in the page order."""
+
+    total: int
+    since: Since
+    # (created_at, id) of the members at positions 1, step + 1, 2 * step + 1, ... (1-based)
+    markers: list[tuple[datetime, int]]
+    # the survey's opens version the count saw (reminder lists, `opened=`; 0 otherwise)
+    opens_version: int = 0
+
+
+# A segment filter's values decide its best plan (a jsonpath that matches one contact wants the attribute
+# index, one that matches most of them the page order), so its pages and counts are planned with their
+# values, never by the generic plan PostgreSQL may settle on after five runs of a prepared statement.
+# Only these statements: on every connection, the setting doubled the cost of the hot paths' statements
+# (opening a link, a replay, ~100 us more each; docs/design.md).
+_CUSTOM_PLAN = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
+async def _fetch_planned(conn: asyncpg.Connection, sql: str, args: list[Any], values: bool) -> list[asyncpg.Record]:
+    """`conn.fetch`, planned with its values when the filter has any (`values`)."""
+    if not values:
+        return await conn.fetch(sql, *args)
+    async with conn.transaction():
+        await conn.execute(_CUSTOM_PLAN)
+        return await conn.fetch(sql, *args)
 
 
 async def insert_segment(conn: asyncpg.Connection, org_id: uuid.UUID, title: str, filters: dict[str, Any]) -> Segment:
@@ -87,36 +116,50 @@ async def insert_segment(conn: asyncpg.Connection, org_id: uuid.UUID, title: str
     return Segment(**row)
 
 
-# the organisation's contacts version (org id as $1), read in the same statement as what depends on it
-_VERSION = "(SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1) AS version"
+# the previous release's contacts version (org id as $1): only its instances still move it
+_VERSION = "(SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1)"
+# whether a contact write committed after the snapshot $n (and the old version $n+1): org id as $1;
+# rows of transactions older than the snapshot's xmin are all visible to it, so only the newest are read
+_CHANGED = (
+    "(EXISTS (SELECT 1 FROM contact_changes WHERE org_id = $1 AND xid >= pg_snapshot_xmin(${0}::text::pg_snapshot)"
+    " AND NOT pg_visible_in_snapshot(xid, ${0}::text::pg_snapshot)) OR " + _VERSION + " <> ${1}::bigint)"
+)
+
+
+def _changed(since: Since | None, first: int) -> tuple[str, list[Any]]:
+    if since is None:
+        return "NULL::boolean", []
+    return _CHANGED.format(first, first + 1), [since.snapshot, since.version]
 
 
 async def get_segment(
-    conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID
-) -> tuple[Segment, int] | None:
-    """The segment and the organisation's current contacts version, or None."""
+    conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, since: Since | None = None
+) -> tuple[Segment, bool | None] | None:
+    """The segment and whether contacts changed since `since` (None without it), or None."""
+    changed, params = _changed(since, 3)
     row = await conn.fetchrow(
-        f"SELECT id, title, filters, created_at, {_VERSION} FROM segments WHERE org_id = $1 AND id = $2",
-        org_id, segment_id,
+        f"SELECT id, title, filters, created_at, {changed} AS changed FROM segments WHERE org_id = $1 AND id = $2",
+        org_id, segment_id, *params,
     )
     if row is None:
         return None
-    return Segment(row["id"], row["title"], row["filters"], row["created_at"]), row["version"]
+    return Segment(row["id"], row["title"], row["filters"], row["created_at"]), row["changed"]
 
 
 async def update_segment(
     conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID, title: str | None,
-    filters: dict[str, Any] | None,
-) -> tuple[Segment, int] | None:
+    filters: dict[str, Any] | None, since: Since | None = None,
+) -> tuple[Segment, bool | None] | None:
     """Change the title and/or the filters (None keeps one), answered as get_segment answers; None when missing."""
+    changed, params = _changed(since, 5)
     row = await conn.fetchrow(
         "UPDATE segments SET title = coalesce($3, title), filters = coalesce($4, filters)"
-        f" WHERE org_id = $1 AND id = $2 RETURNING id, title, filters, created_at, {_VERSION}",
-        org_id, segment_id, title, filters,
+        f" WHERE org_id = $1 AND id = $2 RETURNING id, title, filters, created_at, {changed} AS changed",
+        org_id, segment_id, title, filters, *params,
     )
     if row is None:
         return None
-    return Segment(row["id"], row["title"], row["filters"], row["created_at"]), row["version"]
+    return Segment(row["id"], row["title"], row["filters"], row["created_at"]), row["changed"]
 
 
 async def delete_segment(conn: asyncpg.Connection, org_id: uuid.UUID, segment_id: uuid.UUID) -> bool:
@@ -144,83 +187,116 @@ async def list_segments(
 
 
 async def link_context(
-    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID | None
+    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID | None,
+    since: Since | None = None,
 ) -> LinkContext:
-    """The survey, the segment (when one is named), the contacts version and the survey's opens
-    version, in one round trip."""
+    """The survey, the segment (when one is named), the survey's opens version and whether contacts
+    changed since `since`, in one round trip."""
+    changed, params = _changed(since, 4)
     row = await conn.fetchrow(
-        f"SELECT s.seq, s.status, g.filters, {_VERSION}, s.link_format,"
-        " coalesce(s.link_generation, 1) AS link_generation,"
-        " (SELECT coalesce(max(v.version), 0) FROM contact_opens_versions v WHERE v.survey_id = s.id) AS opens"
-        " FROM (SELECT 1) AS one"
+        f"SELECT s.seq, s.status, g.filters, s.link_format, coalesce(s.link_generation, 1) AS link_generation,"
+        " (SELECT coalesce(max(v.version), 0) FROM contact_opens_versions v WHERE v.survey_id = s.id) AS opens,"
+        f" {changed} AS changed FROM (SELECT 1) AS one"
         " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"
         " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1",
-        org_id, survey_id, segment_id,
+        org_id, survey_id, segment_id, *params,
     )
     assert row is not None  # FROM (SELECT 1): one row
-    return LinkContext(row["seq"], row["status"], row["filters"], row["version"], row["link_format"],
-                       row["link_generation"], row["opens"])
+    return LinkContext(row["seq"], row["status"], row["filters"], row["link_format"], row["link_generation"],
+                       row["opens"], row["changed"])
 
 
-async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any],
-                        opened: OpenedFilter | None = None) -> tuple[int, int]:
-    """How many contacts the segment holds (that have or have not opened, with `opened`), and the
-    contacts version that count belongs to.
+# Every `step`-th member (1-based positions 1, step + 1, ...) found by hops through the page index: each
+# hop seeks past the last one found and walks `step` members (only ids and created_at: an index-only
+# walk for `{}`), so the whole statement walks the segment once, like a count, with none of a window
+# function's cost per row. The total is (markers - 1) * step plus the members from the last marker on.
+# `{cond}` ends with the reminder list's condition, if any (`contacts.id`: each subquery's own row).
+_COUNT = """
+WITH RECURSIVE m (n, at, id) AS (
+    (SELECT 1, created_at, id FROM contacts WHERE org_id = $1 AND {cond} ORDER BY created_at DESC, id DESC LIMIT 1)
+  UNION ALL
+    SELECT m.n + 1, x.created_at, x.id FROM m CROSS JOIN LATERAL (
+        SELECT created_at, id FROM contacts WHERE org_id = $1 AND (created_at, id) < (m.at, m.id) AND {cond}
+        ORDER BY created_at DESC, id DESC OFFSET $2 - 1 LIMIT 1) AS x
+), last AS (SELECT n, at, id FROM m ORDER BY n DESC LIMIT 1)
+SELECT (SELECT array_agg(at ORDER BY n) FROM m) AS ats, (SELECT array_agg(id ORDER BY n) FROM m) AS ids,
+       coalesce((SELECT (last.n - 1) * $2 + (SELECT count(*) FROM contacts WHERE org_id = $1
+                 AND (created_at, id) <= (last.at, last.id) AND {cond}) FROM last), 0) AS total,
+       pg_current_snapshot()::text AS snapshot, {version} AS version, {opens} AS opens
+"""
+# The reminder list (`{cond}` ends with the opened condition): every member numbered in page order, every
+# `step`-th kept. The hops above probe contact_opens once per contact walked, in page order, and walked
+# 3-25x slower than a count; this form lets PostgreSQL join the survey's opens by hash while reading the
+# page index in order (300,000 contacts: 29-170 ms where the hops took 200-750, docs/performance.md).
+_COUNT_NUMBERED = """
+WITH numbered AS MATERIALIZED (
+    SELECT created_at AS at, id, row_number() OVER (ORDER BY created_at DESC, id DESC) AS n
+    FROM contacts WHERE org_id = $1 AND {cond}
+)
+SELECT array_agg(at ORDER BY n) AS ats, array_agg(id ORDER BY n) AS ids,
+       (SELECT count(*) FROM numbered) AS total,
+       pg_current_snapshot()::text AS snapshot, {version} AS version, {opens} AS opens
+FROM numbered WHERE (n - 1) % $2 = 0
+"""
+# the survey's opens version, read in the count's snapshot (the survey id as $n)
+_OPENS = "(SELECT coalesce(max(version), 0) FROM contact_opens_versions WHERE survey_id = ${0})"
 
-    One statement, so one snapshot: the version read is the one the count saw.
+
+async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], step: int,
+                        opened: OpenedFilter | None = None) -> Counted:
+    """How many contacts the segment holds (that have or have not opened, with `opened`) and where
+    every `step`-th member is, in one snapshot.
+
+    One statement: the snapshot (and the opens version) it reports is the one the count and the
+    positions saw. It walks the whole segment in page order once, so it costs about what a count
+    costs (core.segment_cache runs it rarely).
     """
-    condition, params = compile_filters(filters, 2)
-    opened_sql, opened_params = _opened(opened, 2 + len(params))
-    row = await conn.fetchrow(
-        f"SELECT count(*) AS total, {_VERSION} FROM contacts WHERE org_id = $1 AND {condition}{opened_sql}",
-        org_id, *params, *opened_params,
-    )
-    assert row is not None  # an aggregate without GROUP BY: one row
-    return row["total"], row["version"]
+    condition, params = compile_filters(filters, 3)
+    opened_sql, opened_params = _opened(opened, 3 + len(params))
+    opens = "0::bigint" if opened is None else _OPENS.format(3 + len(params))
+    sql = _COUNT if opened is None else _COUNT_NUMBERED
+    (row,) = await _fetch_planned(conn, sql.format(cond=condition + opened_sql, version=_VERSION, opens=opens),
+                                  [org_id, step, *params, *opened_params], bool(params))  # aggregates: one row
+    markers = list(zip(row["ats"] or [], row["ids"] or [], strict=True))
+    return Counted(row["total"], Since(row["snapshot"], row["version"]), markers, row["opens"])
 
 
-# a keyset seek past a known member: a row comparison on the page index, however deep the page
-_SEEK = " AND (created_at, id) < ((SELECT m.created_at FROM contacts m WHERE m.id = $4 AND m.org_id = $1), $4)"
-
-
-def _page_sql(condition: str, key_count: int, seek: bool) -> str:
-    where = f"org_id = $1{_SEEK if seek else ''} AND {condition}"  # `condition` ends with any opened filter
+def _page_sql(condition: str, key_count: int, anchored: bool) -> str:
+    # from a remembered member on (inclusive): a row comparison on the page index, however deep the page
+    anchor = " AND (created_at, id) <= ($4::timestamptz, $5::bigint)" if anchored else ""
+    where = f"org_id = $1{anchor} AND {condition}"  # `condition` ends with any opened filter
     order = "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     if key_count == 0:
-        return f"SELECT id, NULL::text AS attrs, {_VERSION} FROM contacts WHERE {where} {order}"
-    first = 5 if seek else 4
+        return f"SELECT id, NULL::text AS attrs FROM contacts WHERE {where} {order}"
+    first = 6 if anchored else 4
     # `->>`: each value as text, as Formbricks' schema answers attributes (a number in its JSON text, `42`,
     # a boolean as `true`); only the page's rows are joined back for their attributes, the skipped ones
     # are never read for them. Stored values are never null, so stripping nulls leaves exactly the keys
     # the contact has.
     pairs = ", ".join(f"${first + i}::text, c.attributes->>(${first + i}::text)" for i in range(key_count))
     return (
-        f"SELECT p.id, jsonb_strip_nulls(jsonb_build_object({pairs}))::text AS attrs, {_VERSION}"
+        f"SELECT p.id, jsonb_strip_nulls(jsonb_build_object({pairs}))::text AS attrs"
         f" FROM (SELECT id, created_at FROM contacts WHERE {where} {order}) AS p"
-        " JOIN contacts c ON c.id = p.id ORDER BY p.created_at DESC, p.id DESC"
+        " JOIN contacts c ON c.id = p.id AND c.org_id = $1 ORDER BY p.created_at DESC, p.id DESC"
     )
 
 
 async def member_page(
-    conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], limit: int, skip: int,
-    attribute_keys: list[str], after: int | None = None, opened: OpenedFilter | None = None,
-) -> Page:
-    """One page of the segment's contacts, newest first (ties by id), with the asked-for attributes.
+    conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], limit: int, offset: int,
+    attribute_keys: list[str], anchor: tuple[datetime, int] | None = None, opened: OpenedFilter | None = None,
+) -> list[PageRow]:
+    """One page of the segment's contacts (of those that have or have not opened, with `opened`),
+    newest first (ties by id), with the asked-for attributes.
 
-    `after` is the id of the member at position `skip` (1-based), when known: the read seeks past
-    it through the index instead of walking `skip` rows. Without it, the read starts one row early
-    so that the member before the page comes back, to be remembered for the next reader.
+    With an `anchor` (a member's created_at and id), the page starts `offset` members after it (the
+    anchor itself is member 0): a seek through the page index, then a short walk. Without one, it
+    walks `offset` members from the newest.
     """
-    seek = after is not None
-    head = 1 if not seek and skip > 0 else 0
-    fixed: list[Any] = [org_id, limit + head, 0 if seek else skip - head]
-    if seek:
-        fixed.append(after)
+    fixed: list[Any] = [org_id, limit, offset]
+    if anchor is not None:
+        fixed.extend(anchor)
     condition, params = compile_filters(filters, len(fixed) + 1 + len(attribute_keys))
     opened_sql, opened_params = _opened(opened, len(fixed) + 1 + len(attribute_keys) + len(params))
-    rows = await conn.fetch(_page_sql(condition + opened_sql, len(attribute_keys), seek),
-                            *fixed, *attribute_keys, *params, *opened_params)
-    version = rows[0][2] if rows else None
-    before = rows[0][0] if head and rows else None
-    rows = rows[head:]
-    return Page([PageRow(r[0], r[1]) for r in rows], before, rows[-1][0] if rows else None, version)
+    rows = await _fetch_planned(conn, _page_sql(condition + opened_sql, len(attribute_keys), anchor is not None),
+                                [*fixed, *attribute_keys, *params, *opened_params], bool(params))
+    return [PageRow(r[0], r[1]) for r in rows]

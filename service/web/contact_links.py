@@ -1,8 +1,9 @@
 """Signed contact links (Formbricks contract), generated on the fly: nothing is stored per link.
 
-A page costs one PostgreSQL round trip for the survey, segment and contacts version, one Redis
-read for the segment's size and where the page starts (see core.segment_cache), and one query for
-the page itself; its tokens come from the signer's batch method.
+A page costs one Redis read for the segment's remembered size and where the page starts, one
+PostgreSQL round trip for the survey, the segment, the survey's opens version and whether contacts
+changed since that count (see core.segment_cache), and one query for the page itself; its tokens
+come from the signer's batch method.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -19,7 +21,7 @@ from aiohttp import web
 
 from ..core.errors import Forbidden, NotFound, ValidationFailed
 from ..core.rules import parse_id
-from ..core.segment_cache import read_page
+from ..core.segment_cache import lookup, read_page
 from ..core.short_links import expiry_hour_ceiling
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
@@ -83,11 +85,12 @@ def require_in_progress(status: str | None) -> None:
 
 
 async def segment_link_context(
-    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID
+    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, segment_id: uuid.UUID,
+    since: segment_db.Since | None = None,
 ) -> tuple[segment_db.LinkContext, int]:
     """The survey and segment a page or an export signs for, and the survey's number: 404 when either
     is missing (or another organisation's), 403 when the survey is not in progress."""
-    context = await segment_db.link_context(conn, org_id, survey_id, segment_id)
+    context = await segment_db.link_context(conn, org_id, survey_id, segment_id, since)
     seq = check_survey(context.survey_seq)
     if context.filters is None:
         raise NotFound("segment", field="segmentId")
@@ -125,13 +128,17 @@ async def segment_links(request: web.Request) -> web.Response:
     segment_id = path_uuid(request, "segmentId", "segment")
     org_id: uuid.UUID = principal_of(request).org_id
     limit, skip, keys = query["limit"], query["skip"], query["attributeKeys"]
-    async with request.app[POOL].acquire() as conn:
-        context, seq = await segment_link_context(conn, org_id, survey_id, segment_id)
+    cache, pool = request.app[SEGMENT_CACHE], request.app[POOL]
+    # the reminder list's entry is keyed by survey and flag; its opens version is compared once known
+    wanted = None if query["opened"] is None else segment_db.OpenedFilter(survey_id, query["opened"], 0)
+    cached = await lookup(cache, org_id, segment_id, skip, wanted)
+    async with pool.acquire() as conn:
+        context, seq = await segment_link_context(conn, org_id, survey_id, segment_id,
+                                                  None if cached is None else cached.since)
         assert context.filters is not None  # the segment exists: segment_link_context answers 404 otherwise
-        opened = None if query["opened"] is None else segment_db.OpenedFilter(
-            survey_id, query["opened"], context.opens_version)
-        page = await read_page(request.app[SEGMENT_CACHE], conn, org_id, segment_id, context.filters,
-                               context.contacts_version, limit, skip, keys, opened)
+        opened = None if wanted is None else replace(wanted, version=context.opens_version)
+        page = await read_page(cache, pool, conn, org_id, segment_id, context.filters, cached, context.changed,
+                               limit, skip, keys, opened)
     prefix, expires_at, sign = link_signer(request.app, context.link_format, context.link_generation, seq,
                                            query["expirationDays"])
     tokens = sign([row.contact_id for row in page.rows])

@@ -10,7 +10,13 @@ from ..core.errors import Issue, NotFound, ValidationFailed
 from ..db import contacts as contact_db
 from .auth import guarded, principal_of
 from .contact_links import path_contact_id
-from .contact_schemas import AttributeKeyCreateSchema, BulkContactsSchema, ContactCreateSchema, ContactPatchSchema
+from .contact_schemas import (
+    AttributeKeyCreateSchema,
+    BulkContactsSchema,
+    ContactCreateSchema,
+    ContactPatchSchema,
+    check_contacts,
+)
 from .fields import MANAGEMENT, load
 from .jsonio import json_response, read_json
 from .keys import POOL, SETTINGS
@@ -111,7 +117,7 @@ async def delete_contact(request: web.Request) -> web.Response:
 async def upsert_contacts(request: web.Request) -> web.Response:
     """Create or update up to 10,000 contacts by their `email` attribute, all or nothing."""
     body = await read_json(request, max_bytes=request.app[SETTINGS].bulk_max_body_bytes)
-    data = load(_bulk_contacts, body)
+    data = load(_bulk_contacts, await check_contacts(body))
     async with request.app[POOL].acquire() as conn:
         counts = await contact_db.upsert_by_email(conn, principal_of(request).org_id, data["contacts"])
     return json_response({"data": {"created": counts.created, "updated": counts.updated}})

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.errors import NotFound
-from ..core.segment_cache import segment_total
+from ..core.segment_cache import lookup, segment_total
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
 from .contact_schemas import SegmentCreateSchema, SegmentPatchSchema
@@ -38,9 +38,10 @@ async def create_segment(request: web.Request) -> web.Response:
     """Create a segment from a filter tree (422 names the place of each problem in the tree)."""
     data = load(_segment_create, await read_json(request))
     org_id = principal_of(request).org_id
-    async with request.app[POOL].acquire() as conn:
+    cache, pool = request.app[SEGMENT_CACHE], request.app[POOL]
+    async with pool.acquire() as conn:
         segment = await segment_db.insert_segment(conn, org_id, data["title"], data["filters"])
-        total = await segment_total(request.app[SEGMENT_CACHE], conn, org_id, segment.id, segment.filters, None)
+        total = await segment_total(cache, pool, conn, org_id, segment.id, segment.filters, None, None)
     return json_response({"data": segment_json(segment, total)}, status=201)
 
 
@@ -50,12 +51,14 @@ async def get_segment(request: web.Request) -> web.Response:
     """One segment with how many contacts it holds now."""
     segment_id = path_uuid(request, "segmentId", "segment")
     org_id = principal_of(request).org_id
-    async with request.app[POOL].acquire() as conn:
-        found = await segment_db.get_segment(conn, org_id, segment_id)
+    cache, pool = request.app[SEGMENT_CACHE], request.app[POOL]
+    cached = await lookup(cache, org_id, segment_id)
+    async with pool.acquire() as conn:
+        found = await segment_db.get_segment(conn, org_id, segment_id, None if cached is None else cached.since)
         if found is None:
             raise NotFound("segment", field="segmentId")
-        segment, version = found
-        total = await segment_total(request.app[SEGMENT_CACHE], conn, org_id, segment.id, segment.filters, version)
+        segment, changed = found
+        total = await segment_total(cache, pool, conn, org_id, segment.id, segment.filters, cached, changed)
     return json_response({"data": segment_json(segment, total)})
 
 
@@ -63,16 +66,20 @@ async def get_segment(request: web.Request) -> web.Response:
 @guarded("manage")
 async def patch_segment(request: web.Request) -> web.Response:
     """Change a segment's title and/or filters; counts and pages follow the new filters at once
-    (the segment cache is keyed by the filters' digest, see core.segment_cache)."""
+    (the segment cache's entries hold the digest of the filters they counted, see core.segment_cache)."""
     segment_id = path_uuid(request, "segmentId", "segment")
     changes = load(_segment_patch, await read_json(request))
     org_id = principal_of(request).org_id
-    async with request.app[POOL].acquire() as conn:
-        found = await segment_db.update_segment(conn, org_id, segment_id, changes.get("title"), changes.get("filters"))
+    cache, pool = request.app[SEGMENT_CACHE], request.app[POOL]
+    cached = await lookup(cache, org_id, segment_id)
+    async with pool.acquire() as conn:
+        found = await segment_db.update_segment(conn, org_id, segment_id, changes.get("title"), changes.get("filters"),
+                                                None if cached is None else cached.since)
         if found is None:
             raise NotFound("segment", field="segmentId")
-        segment, version = found
-        total = await segment_total(request.app[SEGMENT_CACHE], conn, org_id, segment.id, segment.filters, version)
+        segment, changed = found
+        # an entry counted for other filters is never answered (its digest differs): counted now
+        total = await segment_total(cache, pool, conn, org_id, segment.id, segment.filters, cached, changed)
     return json_response({"data": segment_json(segment, total)})
 
 

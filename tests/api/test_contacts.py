@@ -23,7 +23,8 @@ async def keys_of(db, tenant) -> list[str]:
 
 
 async def version_of(db, tenant) -> int:
-    return await db.fetchval("SELECT coalesce(max(version), 0) FROM contact_versions WHERE org_id = $1", tenant.org_id)
+    """How many transactions recorded a contact write (one contact_changes row each)."""
+    return await db.fetchval("SELECT count(*) FROM contact_changes WHERE org_id = $1", tenant.org_id)
 
 
 async def test_attribute_keys_create_and_list(client, tenant, make_tenant, db):

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from service.core.segments import MAX_DEPTH, MAX_NODES, validate_filters
-from service.db.filters import compile_filters, like_pattern
+from service.db.filters import compile_filters, jsonpath_any, like_pattern
 
 
 def problems(tree):
@@ -124,7 +124,22 @@ def test_values_and_keys_are_parameters_never_sql_text():
     sql, params = compile_filters(normalised, 4)
     assert evil not in sql and "DROP" not in sql and "plan" not in sql
     assert "$4" in sql and "$3" not in sql
-    assert params == ["x__OR__1_", evil, "plan", [evil], [Decimal(7)], [True], [5]]
+    # the jsonpath for the GIN index is a parameter too (its string escaped for jsonpath); with a number
+    # among `in`'s values there is none (see jsonpath_any)
+    assert params == ["x__OR__1_", evil, '$."x__OR__1_" == "' + evil + '"', "plan", [evil], [Decimal(7)], [True], [5]]
+
+
+@pytest.mark.parametrize(("values", "path"), [
+    (["pro"], '$."plan" == "pro"'),
+    (['a "quoted" \\ value'], '$."plan" == "a \\"quoted\\" \\\\ value"'),
+    (["30", "1.50", "-2"], '$."plan" == "30" || $."plan" == 30 || $."plan" == "1.50" || $."plan" == 1.50'
+                           ' || $."plan" == "-2" || $."plan" == -2'),
+    (["true", False], '$."plan" == "true" || $."plan" == true || $."plan" == false'),
+    (["pro", 7], None),  # a number also equals strings such as "07": no finite jsonpath covers it
+    ([2.5], None),
+])
+def test_equality_is_narrowed_by_a_jsonpath_the_gin_index_answers(values, path):
+    assert jsonpath_any("plan", values) == path
 
 
 def test_empty_groups():
