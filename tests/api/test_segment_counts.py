@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 
 from service.core.errors import ValidationFailed
 from service.core.segment_cache import CACHE_TTL_SECONDS, MAX_AGE, REFRESH_AFTER
-from service.core.segments import compile_filters
 from service.db import contacts as contact_db
 from service.db import segments as segment_db
+from service.db.filters import compile_filters
 from service.web.contact_schemas import SLICE, BulkContactsSchema, check_contacts
 from service.web.fields import load
 from service.web.keys import POOL, SEGMENT_CACHE

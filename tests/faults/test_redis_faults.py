@@ -20,8 +20,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
+from service.core.breaker import BREAKER_SECONDS
 from service.core.errors import Unavailable
-from service.core.ratelimit import BREAKER_SECONDS, GATE_SCRIPT, Gate
+from service.core.ratelimit import GATE_SCRIPT, Gate
 from service.core.ratepolicy import parse_policy
 from service.core.redis_pipe import PipelinedRedis
 from service.redis_client import OPTIONS, SINGLE_SERVER_RETRY
