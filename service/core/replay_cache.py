@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from .breaker import REDIS_DOWN, Breaker, refusal
 from .errors import Unavailable
-from .redis_pipe import PipelinedRedis, encode
+from .redis_pipe import PipelinedRedis, bulk_strings, encode
 
 log = logging.getLogger("service.ratelimit")  # the gate's: its warnings read as the gate's
 
@@ -27,6 +27,26 @@ _MGET_KEYS = 100
 def new_epoch() -> bytes:
     """A survey's replay epoch: 16 hex digits (every epoch has that length: gate.lua strips it off an entry)."""
     return secrets.token_hex(8).encode()
+
+
+def encode_remember(commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """encode() of each remember EVALSHA (script, 2, key, epoch key, answer as bytes, TTL, seen, fresh), the
+    parts a batch's commands share encoded once: encode() of 1,000 of them was a tenth of a batch's CPU."""
+    shared: dict[tuple[Any, ...], bytes] = {}
+    encoded: list[bytes] = []
+    append = encoded.append
+    for command in commands:
+        head, middle, tail = command[:3], command[4:5], command[6:]
+        start, epoch, end = shared.get(head), shared.get(middle), shared.get(tail)
+        if start is None:
+            start = shared[head] = b"*%d\r\n" % len(command) + bulk_strings(head)
+        if epoch is None:
+            epoch = shared[middle] = bulk_strings(middle)
+        if end is None:
+            end = shared[tail] = bulk_strings(tail)
+        key, value = command[3].encode(), command[5]
+        append(b"%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n%s" % (start, len(key), key, epoch, len(value), value, end))
+    return encoded
 
 
 class ReplayCache:
@@ -142,7 +162,7 @@ class ReplayCache:
         for attempt in range(2):
             try:
                 if self._pipe is not None:
-                    await self._pipe.execute_many([encode(command) for command in commands])
+                    await self._pipe.execute_many(encode_remember(commands))
                 else:
                     async with self._redis.pipeline(transaction=False) as pipeline:
                         for command in commands:
