@@ -32,9 +32,9 @@ def metadata_field_json(field: MetadataField) -> dict[str, Any]:
 
 
 def link_json(result: LinkResult, signer: LinkSigner, base_url: str,
-              field_json: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The Filum answer for a created (or replayed) link (`field_json`: metadata_field_json by id, made once
-    for many links)."""
+              field_json: dict[int, dict[str, Any]] | None = None, token: str | None = None) -> dict[str, Any]:
+    """The Filum answer for a created (or replayed) link (`field_json`: metadata_field_json by id, and
+    `token`: the link's created_link_token, made at once for many links)."""
     link = result.link
     mapping = []
     for item in link.metadata_mapping:
@@ -48,7 +48,7 @@ def link_json(result: LinkResult, signer: LinkSigner, base_url: str,
         "public_id": link.public_id,
         "name": link.name,
         "metadata_mapping": mapping,
-        "survey_url": f"{base_url}/l/{signer.created_link_token(link.public_id)}",
+        "survey_url": f"{base_url}/l/{token or signer.created_link_token(link.public_id)}",
         "created": _link_time(link.created_at),
         "updated": _link_time(link.updated_at),
     }
@@ -75,8 +75,9 @@ class LinkRenderer:
         # the links of a batch share their survey's fields (one dict): each field's JSON is made once
         shared = results[0].fields if results else {}
         field_json = {metadata_id: metadata_field_json(field) for metadata_id, field in shared.items()}
-        docs = [link_json(result, self._signer, self._base_url, field_json if result.fields is shared else None)
-                for result in results]
+        tokens = self._signer.created_link_tokens([result.link.public_id for result in results])
+        docs = [link_json(result, self._signer, self._base_url, field_json if result.fields is shared else None,
+                          token) for result, token in zip(results, tokens, strict=True)]
         parts = orjson.dumps(docs)[1:-1].split(_BETWEEN) if docs else []
         if len(parts) != len(docs):  # not cut where expected: one dumps each
             return [orjson.dumps(doc) for doc in docs]

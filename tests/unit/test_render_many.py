@@ -36,3 +36,13 @@ def test_many_is_each_rendered_alone() -> None:
     for count in (0, 1, 2, 3, 50):
         batch = results(rng, count)
         assert render.many(batch) == [render(result) for result in batch]
+
+
+def test_created_link_tokens_are_each_token() -> None:
+    rng = random.Random(8)
+    for keys in ([SigningKey("k1", b"s" * 32)], [SigningKey("kid-\u00e9", b"x" * 100), SigningKey("k1", b"s")]):
+        signer = LinkSigner(keys)
+        ids = [uuid.UUID(int=rng.getrandbits(128)).hex[:16] for _ in range(50)] + ["", "é"]
+        assert signer.created_link_tokens(ids) == [signer.created_link_token(public_id) for public_id in ids]
+        assert all(signer.verify_created_link(token) == public_id
+                   for token, public_id in zip(signer.created_link_tokens(ids[:50]), ids, strict=False))
