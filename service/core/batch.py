@@ -73,6 +73,8 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
             stored = await batch_db.live_links(conn, survey_id, lookup)
             planned: dict[bytes, _Planned] = {}
             refused: list[int] = []
+            # the new links' public ids (secrets.token_hex(8) each), drawn from the system at once
+            public_ids = secrets.token_hex(8 * min(len(valid), room))
             for pos, req, legacy in valid:
                 link = _found(stored, req.hash, legacy)
                 if link is not None:
@@ -82,7 +84,8 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
                 if new is not None:
                     new.positions.append(pos)
                 elif len(planned) < room:
-                    planned[req.hash] = _Planned(req, secrets.token_hex(8), [pos])
+                    at = 16 * len(planned)
+                    planned[req.hash] = _Planned(req, public_ids[at:at + 16], [pos])
                 else:
                     refused.append(pos)
             created = await batch_db.insert_links(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..db.pool import Pool
 from .batch import create_or_replay_many
@@ -35,8 +35,13 @@ def epoch_key(org: str, survey_id: uuid.UUID | str) -> str:
     return org_key(org, f"lke:{survey_id}")
 
 
-# a link as its answer's body: the edge's rendering, which is what the cache holds
-Render = Callable[[LinkResult], bytes]
+class Render(Protocol):
+    """A link as its answer's body: the edge's rendering, which is what the cache holds."""
+
+    def __call__(self, result: LinkResult) -> bytes: ...
+
+    def many(self, results: Sequence[LinkResult]) -> list[bytes]:
+        """Each result as __call__ renders it, made at once."""
 
 
 class Answer(NamedTuple):
@@ -104,14 +109,13 @@ class LinkCreation:
         if not keys:
             return answers
         results = await create_or_replay_many(self._pool, org_id, survey_id, misses)
+        # the same mapping twice is one link, rendered once
+        links = {result.link.id: result for result in results if isinstance(result, LinkResult)}
+        bodies = dict(zip(links, self._render.many(list(links.values())), strict=True))
         remember: dict[str, bytes] = {}
-        bodies: dict[int, bytes] = {}  # by link id: the same mapping twice is one link, rendered once
         for pos, result in enumerate(results):
             if isinstance(result, LinkResult):
-                body = bodies.get(result.link.id)
-                if body is None:
-                    body = bodies[result.link.id] = self._render(result)
-                remember[keys[pos]] = body
+                body = remember[keys[pos]] = bodies[result.link.id]
                 answers[pos] = Answer(body, result.replayed)
                 if result.replayed:
                     self._on_replay("database")

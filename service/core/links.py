@@ -36,11 +36,14 @@ class LinkRequest:
     cache_tail: str
 
     @classmethod
-    def build(cls, survey_id: uuid.UUID, name: str, items: Sequence[dict[str, Any]]) -> LinkRequest:
+    def build(cls, survey_id: uuid.UUID, name: str, items: Sequence[dict[str, Any]],
+              survey_text: str | None = None) -> LinkRequest:
+        """The request of `items` (`survey_text`: str(survey_id), made once for a batch's requests)."""
         canonical = canonical_mapping([(i["metadata_id"], i.get("value")) for i in items])
         positions = {item["metadata_id"]: pos for pos, item in enumerate(items)}
         digest = mapping_hash(canonical)
-        return cls(survey_id, name, canonical, digest, positions, f"{survey_id}:{digest.hex()}")
+        return cls(survey_id, name, canonical, digest, positions,
+                   f"{survey_text or survey_id}:{digest.hex()}")
 
 
 @dataclass(frozen=True)

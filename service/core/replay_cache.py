@@ -21,6 +21,9 @@ log = logging.getLogger("service.ratelimit")  # the gate's: its warnings read as
 
 REMEMBER_SCRIPT = resources.files("service").joinpath("lua/remember.lua").read_text()
 REMEMBER_SHA = hashlib.sha1(REMEMBER_SCRIPT.encode()).hexdigest()
+# a batch's answers in one call (1,000 EVALSHAs of remember.lua cost the worker and Redis far more)
+REMEMBER_MANY_SCRIPT = resources.files("service").joinpath("lua/remember_many.lua").read_text()
+REMEMBER_MANY_SHA = hashlib.sha1(REMEMBER_MANY_SCRIPT.encode()).hexdigest()
 _MGET_KEYS = 100
 
 
@@ -129,33 +132,29 @@ class ReplayCache:
         saw: remember.lua); best effort."""
         if not items:
             return
-        # one new epoch for the batch: when the lookup saw none, the first write puts it in place and the
-        # others (sent after it, in order) write under it; any other epoch found refuses them all
-        fresh = new_epoch()
-        commands = [("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds,
-                     seen or (fresh if i else b""), fresh) for i, (key, value) in enumerate(items)]
-        await self._breaker.cache_write("replay cache", lambda: self._call_many(commands))
+        # one call: under the epoch the lookup saw, or (none seen and none in place) a fresh one, or not at all
+        keys = [key for key, _ in items]
+        command = ("EVALSHA", REMEMBER_MANY_SHA, 1 + len(keys), epoch_key, *keys, ttl_seconds, seen or b"",
+                   new_epoch(), *[value for _, value in items])
+        await self._breaker.cache_write("replay cache", lambda: self._call_many(command))
 
-    async def _call_many(self, commands: list[tuple[Any, ...]]) -> None:
-        """The EVALSHAs in one pipeline; when the server lacks the script, it is loaded and they are sent
-        again (each write is the same the second time)."""
+    async def _call_many(self, command: tuple[Any, ...]) -> None:
+        """The batch's EVALSHA; when the server lacks the script, it is loaded and the call sent again (it
+        writes the same the second time)."""
         for attempt in range(2):
             try:
                 if self._pipe is not None:
-                    await self._pipe.execute_many([encode(command) for command in commands])
+                    await self._pipe.execute_many([encode(command)])
                 else:
-                    async with self._redis.pipeline(transaction=False) as pipeline:
-                        for command in commands:
-                            pipeline.execute_command(*command)
-                        await pipeline.execute()
+                    await self._redis.execute_command(*command)
                 return
             except NoScriptError:
                 if attempt:
                     raise
                 if self._pipe is not None:
-                    await self._pipe.execute("SCRIPT", "LOAD", REMEMBER_SCRIPT)
+                    await self._pipe.execute("SCRIPT", "LOAD", REMEMBER_MANY_SCRIPT)
                 else:
-                    await self._redis.script_load(REMEMBER_SCRIPT)
+                    await self._redis.script_load(REMEMBER_MANY_SCRIPT)
 
     async def aclose(self) -> None:
         """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""

@@ -213,6 +213,21 @@ class LinkSigner:
         """`<kid>.<public_id>.<mac>` for a created link's survey_url."""
         return f"{self._kid}.{public_id}.{self._link_mac(self._mac_of, public_id)}"
 
+    def created_link_tokens(self, public_ids: Sequence[str]) -> list[str]:
+        """created_link_token of each public id, with the per-token work cut to the minimum (a batch's links)."""
+        inner, outer = self._mac_of.inner.copy, self._mac_of.outer.copy
+        to_b64, alphabet, prefix = binascii.b2a_base64, _URLSAFE, f"{self._kid}."
+        tokens: list[str] = []
+        append = tokens.append
+        for public_id in public_ids:
+            digest = inner()
+            digest.update(_LINK_DOMAIN + public_id.encode())
+            mac = outer()
+            mac.update(digest.digest())
+            code = to_b64(mac.digest()[:_MAC_BYTES], newline=False).translate(alphabet).rstrip(b"=").decode("ascii")
+            append(f"{prefix}{public_id}.{code}")
+        return tokens
+
     def verify_created_link(self, token: str) -> str:
         """The public id of a created-link token, or InvalidLink."""
         parts = token.split(".")

@@ -65,6 +65,5 @@ async def insert_links(conn: asyncpg.Connection, survey_id: uuid.UUID, public_id
 
 
 def _link(row: asyncpg.Record) -> SurveyLink:
-    fields = dict(row)
-    del fields["mapping_hash"]
-    return SurveyLink(**fields)
+    # the row is the mapping hash, then SurveyLink's fields in their order (_COLUMNS)
+    return SurveyLink(*tuple(row)[1:])

@@ -103,12 +103,13 @@ def _read(recent: Recent[Read], segment: str, raw: bytes, json_typed: bool) -> R
         raise ValidationFailed([NOT_A_UUID])
     refusals: list[bytes | None] = [None] * len(items)
     requests: list[LinkRequest | None] = [None] * len(items)
+    survey_text = str(survey_id)
     for pos, item in enumerate(items):
         data, issues = load_link(item, (*_LINKS, pos))
         if data is None:
             refusals[pos] = _refused(ValidationFailed(issues))
         else:
-            requests[pos] = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [])
+            requests[pos] = LinkRequest.build(survey_id, data["name"], data["metadata_mapping"] or [], survey_text)
     read = survey_id, refusals, requests
     recent.remember(segment, raw, read)
     return read

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from ..core.errors import Issue
 from .fields import Int, ItemList, Object, Str, issues_of
+from .schemas import METADATA_TEXT as TEXT
 from .schemas import CreateLinkSchema, value_problems
 
 _FIELDS = CreateLinkSchema().fields  # marshmallow's public view of the declared fields
@@ -53,7 +54,10 @@ def fast_create_link(data: Any) -> dict[str, Any] | None:
             return None
         seen.add(metadata_id)
         value = item.get("value")
-        if value_problems(value) is not None:
+        if type(value) is str:  # the common value, checked inline as value_problems checks it
+            if TEXT.problem(value) is not None:
+                return None
+        elif value_problems(value) is not None:
             return None
         items.append({"metadata_id": metadata_id, "value": value})
     return {"name": name, "metadata_mapping": items}

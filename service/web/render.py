@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,32 +31,63 @@ def metadata_field_json(field: MetadataField) -> dict[str, Any]:
     return {"id": field.id, "name": field.name, "variable": field.variable}
 
 
-def link_json(result: LinkResult, signer: LinkSigner, base_url: str) -> dict[str, Any]:
-    """The Filum answer for a created (or replayed) link."""
+def link_json(result: LinkResult, signer: LinkSigner, base_url: str,
+              field_json: dict[int, dict[str, Any]] | None = None, token: str | None = None) -> dict[str, Any]:
+    """The Filum answer for a created (or replayed) link (`field_json`: metadata_field_json by id, and
+    `token`: the link's created_link_token, made at once for many links)."""
     link = result.link
     mapping = []
     for item in link.metadata_mapping:
-        field = result.fields[item["metadata_id"]]
-        mapping.append({"metadata": metadata_field_json(field),
-                        "value": item["value"]})
+        metadata_id = item["metadata_id"]
+        field = field_json.get(metadata_id) if field_json is not None else None
+        if field is None:
+            field = metadata_field_json(result.fields[metadata_id])
+        mapping.append({"metadata": field, "value": item["value"]})
     return {
         "id": link.id,
         "public_id": link.public_id,
         "name": link.name,
         "metadata_mapping": mapping,
-        "survey_url": f"{base_url}/l/{signer.created_link_token(link.public_id)}",
+        "survey_url": f"{base_url}/l/{token or signer.created_link_token(link.public_id)}",
         "created": _link_time(link.created_at),
         "updated": _link_time(link.updated_at),
     }
 
 
-def link_renderer(signer: LinkSigner, base_url: str) -> Callable[[LinkResult], bytes]:
+# Between two links of a list as orjson writes it. Only there: a link's first key is "id", no other
+# object of a link is written after a `},{` (the mapping's items start with "metadata"), and a `"` in a
+# string is written `\"`
+_BETWEEN = b'},{"id":'
+
+
+class LinkRenderer:
+    """link_json as the bytes a created link is answered (and cached) with: one link, or many at once."""
+
+    def __init__(self, signer: LinkSigner, base_url: str) -> None:
+        self._signer, self._base_url = signer, base_url
+
+    def __call__(self, result: LinkResult) -> bytes:
+        return orjson.dumps(link_json(result, self._signer, self._base_url))
+
+    def many(self, results: Sequence[LinkResult]) -> list[bytes]:
+        """Each result as __call__ renders it. One orjson.dumps of the list, cut between the links, costs
+        an eighth of a dumps per link (orjson's cost per call is most of a small document's)."""
+        # the links of a batch share their survey's fields (one dict): each field's JSON is made once
+        shared = results[0].fields if results else {}
+        field_json = {metadata_id: metadata_field_json(field) for metadata_id, field in shared.items()}
+        tokens = self._signer.created_link_tokens([result.link.public_id for result in results])
+        docs = [link_json(result, self._signer, self._base_url, field_json if result.fields is shared else None,
+                          token) for result, token in zip(results, tokens, strict=True)]
+        parts = orjson.dumps(docs)[1:-1].split(_BETWEEN) if docs else []
+        if len(parts) != len(docs):  # not cut where expected: one dumps each
+            return [orjson.dumps(doc) for doc in docs]
+        last = len(parts) - 1
+        return [(b'{"id":' if i else b"") + part + (b"}" if i < last else b"") for i, part in enumerate(parts)]
+
+
+def link_renderer(signer: LinkSigner, base_url: str) -> LinkRenderer:
     """link_json as the bytes a created link is answered (and cached) with."""
-
-    def render(result: LinkResult) -> bytes:
-        return orjson.dumps(link_json(result, signer, base_url))
-
-    return render
+    return LinkRenderer(signer, base_url)
 
 
 def survey_json(survey: Survey) -> dict[str, Any]:

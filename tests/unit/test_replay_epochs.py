@@ -1,5 +1,5 @@
-"""gate.lua's lookup under a survey's replay epoch and remember.lua's conditional write, against
-fakeredis and a real Redis."""
+"""gate.lua's lookup under a survey's replay epoch and the conditional writes of remember.lua and
+remember_many.lua, against fakeredis and a real Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.ratelimit import GATE_SCRIPT, org_key
-from service.core.replay_cache import REMEMBER_SCRIPT
+from service.core.replay_cache import REMEMBER_MANY_SCRIPT, REMEMBER_SCRIPT
 
 ENTRY, EPOCH = org_key("o1", "lk:t1:s:h"), org_key("o1", "lke:s")
 E1, E2 = b"0123456789abcdef", b"fedcba9876543210"
@@ -54,3 +54,20 @@ async def test_a_write_goes_in_only_under_the_epoch_its_lookup_saw(r):
     await r.delete(EPOCH)  # lost (evicted): a write that saw one cannot bring its entries back
     assert await remember(r, b'{"id":3}', E1) == 0
     assert await r.get(EPOCH) is None
+
+
+async def remember_many(r, answers: list[bytes], seen: bytes, fresh: bytes = E2) -> int:
+    keys = [EPOCH, *(org_key("o1", f"lk:t1:s:{i}") for i in range(len(answers)))]
+    return await r.register_script(REMEMBER_MANY_SCRIPT)(keys=keys, args=[60, seen, fresh, *answers])
+
+
+async def test_a_batch_is_remembered_under_the_epoch_it_saw_or_not_at_all(r):
+    assert await remember_many(r, [b"a"], E1) == 0  # it saw an epoch that is gone: refused
+    assert await r.exists(EPOCH, org_key("o1", "lk:t1:s:0")) == 0
+    assert await remember_many(r, [b"a", b"b"], b"") == 2  # none seen, none now: the fresh one
+    assert await r.mget(EPOCH, org_key("o1", "lk:t1:s:0"), org_key("o1", "lk:t1:s:1")) == [E2, E2 + b"a", E2 + b"b"]
+    assert await remember_many(r, [b"c"], b"", fresh=E1) == 0  # none seen, but one in place now
+    assert await remember_many(r, [b"c"], E1) == 0  # another epoch than in place
+    assert await remember_many(r, [b"c"], E2) == 1
+    assert await r.get(org_key("o1", "lk:t1:s:0")) == E2 + b"c"
+    assert 0 < await r.ttl(org_key("o1", "lk:t1:s:0")) <= 60 and 0 < await r.ttl(EPOCH) <= 60
