@@ -171,7 +171,10 @@ async def test_cache_churn_on_an_evicting_cache_redis_never_resets_a_bucket(app_
     try:
         used = (await cache.info("memory"))["used_memory"]
         await cache.config_set("maxmemory-policy", "allkeys-lru")
-        await cache.config_set("maxmemory", used + 256 * 1024)
+        # room for about 400 of the churn's 600 answers (~2.5 kB each): a margin of a whole MiB, since the
+        # server's own memory (clients' buffers, the scripts' Lua heap) moves by a few hundred kB under
+        # load, and a margin that small leaves nothing to evict and the writes refused (OOM) instead
+        await cache.config_set("maxmemory", used + 1024 * 1024)
         client = await app_with(own_redis.url, "closed", cache_redis.url)
 
         limited = await make_tenant(rate_limit="3/minute", link_quota=50)
@@ -187,7 +190,8 @@ async def test_cache_churn_on_an_evicting_cache_redis_never_resets_a_bucket(app_
         churn_survey, churn_field = await _campaign(client, churner.headers)
         for start in range(0, 600, 20):
             answers = await asyncio.gather(*(
-                client.post(links_path(churn_survey), json=_body(churn_field, i), headers=churner.headers)
+                client.post(links_path(churn_survey), json=_body(churn_field, f"{i:04d}" + "x" * 1900),
+                            headers=churner.headers)
                 for i in range(start, start + 20)))
             assert [r.status for r in answers] == [200] * 20
         assert await _links(db, churn_survey) == 600
