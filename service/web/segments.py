@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from ..core.errors import NotFound
-from ..core.segment_cache import lookup, segment_total
+from ..core.segment_cache import Cached, SegmentCache, lookup, segment_total
 from ..db import segments as segment_db
+from ..db.pool import Pool
 from .auth import guarded, principal_of
 from .contact_schemas import SegmentCreateSchema, SegmentPatchSchema
 from .fields import MANAGEMENT, load, path_uuid
@@ -55,11 +58,7 @@ async def get_segment(request: web.Request) -> web.Response:
     cached = await lookup(cache, org_id, segment_id)
     async with pool.acquire() as conn:
         found = await segment_db.get_segment(conn, org_id, segment_id, None if cached is None else cached.since)
-        if found is None:
-            raise NotFound("segment", field="segmentId")
-        segment, changed = found
-        total = await segment_total(cache, pool, conn, org_id, segment.id, segment.filters, cached, changed)
-    return json_response({"data": segment_json(segment, total)})
+        return await _with_count(cache, pool, conn, org_id, cached, found)
 
 
 @routes.patch(f"{BASE}/segments/{{segmentId}}")
@@ -75,11 +74,17 @@ async def patch_segment(request: web.Request) -> web.Response:
     async with pool.acquire() as conn:
         found = await segment_db.update_segment(conn, org_id, segment_id, changes.get("title"), changes.get("filters"),
                                                 None if cached is None else cached.since)
-        if found is None:
-            raise NotFound("segment", field="segmentId")
-        segment, changed = found
         # an entry counted for other filters is never answered (its digest differs): counted now
-        total = await segment_total(cache, pool, conn, org_id, segment.id, segment.filters, cached, changed)
+        return await _with_count(cache, pool, conn, org_id, cached, found)
+
+
+async def _with_count(cache: SegmentCache, pool: Pool, conn: asyncpg.Connection, org_id: uuid.UUID,
+                      cached: Cached | None, found: tuple[segment_db.Segment, bool | None] | None) -> web.Response:
+    """The segment GET and PATCH answer: 404 when it was not found, else it with how many contacts it holds."""
+    if found is None:
+        raise NotFound("segment", field="segmentId")
+    segment, changed = found
+    total = await segment_total(cache, pool, conn, org_id, segment.id, segment.filters, cached, changed)
     return json_response({"data": segment_json(segment, total)})
 
 
