@@ -21,7 +21,7 @@ from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, parse_uuid, path_uuid
 from .jsonio import PERSONAL, json_response, raw_json_response
 from .keys import CURSORS, GATE, POOL, SETTINGS, SIGNER
-from .paging import contact_id
+from .paging import contact_id, page_body
 from .render import iso
 
 routes = web.RouteTableDef()
@@ -96,7 +96,7 @@ async def list_links(request: web.Request) -> web.Response:
         raise NotFound("survey", field="surveyId")
     page = links[:limit]
     next_cursor = codec.encode(kind, org_id, [page[-1].id]) if len(links) > limit else None
-    body = {"data": [link_json(link, _url(request, link)) for link in page], "meta": {"nextCursor": next_cursor}}
+    body = page_body([link_json(link, _url(request, link)) for link in page], next_cursor)
     return raw_json_response(orjson.dumps(body), headers=PERSONAL)
 
 

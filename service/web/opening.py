@@ -14,6 +14,7 @@ service/core/opens.py), never by the check functions: a QR code is checked by th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -69,19 +70,19 @@ def answer(redirect_url: str | None, facts: dict[str, Any]) -> web.Response:
 async def check_contact_link(app: web.Application, token: str) -> tuple[ContactClaims, contact_db.OpenedContactLink]:
     """Every check of opening a contact link, and nothing else: its QR code is checked by this too
     (service/web/qr.py), so what opening adds for an open (counting it) belongs in the handler."""
-    try:
-        claims = app[SIGNER].verify_contact_token(token)
-    except InvalidLink:
-        raise NotFound("link", field="token") from None
-    except ExpiredLink:
-        raise Gone("this link has expired") from None
-    return claims, await check_contact_claims(app, claims)
+    return await _check_contact(app, app[SIGNER].verify_contact_token, token)
 
 
 async def check_short_link(app: web.Application, token: str) -> tuple[ContactClaims, contact_db.OpenedContactLink]:
     """check_contact_link for a short token (`/s/`): only the decoding differs."""
+    return await _check_contact(app, app[SHORT_LINKS].verify, token)
+
+
+async def _check_contact(app: web.Application, verify: Callable[[str], ContactClaims],
+                         token: str) -> tuple[ContactClaims, contact_db.OpenedContactLink]:
+    """A contact token decoded by `verify` (404 forged, 410 expired: no query), then its claims checked."""
     try:
-        claims = app[SHORT_LINKS].verify(token)
+        claims = verify(token)
     except InvalidLink:
         raise NotFound("link", field="token") from None
     except ExpiredLink:

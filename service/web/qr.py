@@ -28,6 +28,7 @@ from multidict import MultiMapping
 from ..core.errors import Issue, ValidationFailed
 from ..core.rules import Whole, not_one_of
 from . import opening
+from .jsonio import PERSONAL
 from .keys import SETTINGS
 from .query import DIGITS, REPEATED, read_query_int
 
@@ -55,7 +56,6 @@ DEFAULT_ECC = "M"
 # stays a few MB of PNG work, never a memory spike
 QR_INTEGERS: dict[str, Whole] = {"scale": Whole(1, 20, 4), "border": Whole(0, 10, 4)}
 # the token is in the image: no shared cache may keep it
-_NO_STORE = {"Cache-Control": "private, no-store"}
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def _qr_handler(prefix: str, link: LinkKind, kind: str) -> Callable[[web.Request
         token = request.match_info["token"]
         await link.check(request.app, token)
         url = f"{request.app[SETTINGS].public_base_url}/{prefix}/{token}"
-        return web.Response(body=render(url, kind, options), content_type=FORMATS[kind], headers=_NO_STORE)
+        return web.Response(body=render(url, kind, options), content_type=FORMATS[kind], headers=PERSONAL)
 
     return qr_code
 
