@@ -110,8 +110,8 @@ class ReplayCache:
         names = [epoch_key, *keys]
         try:
             if self._pipe is not None:
-                # MGETs of 100 keys, pipelined: the pipe parses a reply again from its start each time
-                # more of it arrives, so a 700 kB reply (1,000 links) would be parsed a dozen times over
+                # MGETs of 100 keys, pipelined: chosen when the pipe's own parser read a partial reply
+                # again from its start; hiredis keeps its place, so one MGET may do as well (not re-measured)
                 replies = await self._pipe.execute_many([encode(("MGET", *names[i:i + _MGET_KEYS]))
                                                          for i in range(0, len(names), _MGET_KEYS)])
                 values = [value for reply in replies for value in reply]

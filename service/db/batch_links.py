@@ -7,11 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from .links import _COLUMNS, SurveyLink
-
-# The arbiter of a duplicate mapping. Kept here, in one place: when the unique constraint becomes a
-# partial index on live links, this line becomes "(survey_id, mapping_hash) WHERE revoked_at IS NULL".
-CONFLICT_TARGET = "(survey_id, mapping_hash) WHERE revoked_at IS NULL"  # the partial unique index of live links
+from .links import _COLUMNS, CONFLICT_TARGET, LIVE, SurveyLink
 
 # A replay answers the live link only (a revoked one is not answered again). One index probe per
 # hash, whatever the table's statistics say: the LIMIT keeps PostgreSQL from flattening the lateral
@@ -22,7 +18,7 @@ LIVE_LINKS = f"""
 SELECT l.mapping_hash, {", ".join(f"l.{c}" for c in _COLUMNS.split(", "))}
 FROM unnest($2::bytea[]) AS h(mapping_hash)
 CROSS JOIN LATERAL (
-    SELECT * FROM survey_links WHERE survey_id = $1 AND mapping_hash = h.mapping_hash AND revoked_at IS NULL
+    SELECT * FROM survey_links WHERE survey_id = $1 AND mapping_hash = h.mapping_hash AND {LIVE}
     LIMIT 1
 ) l
 """

@@ -26,6 +26,8 @@ class SurveyLink:
 # a mapping names at most one live link (the partial unique index survey_links_live_mapping_idx); revoked
 # links keep their rows but never answer for their mapping again
 LIVE = "revoked_at IS NULL"
+# the arbiter of a duplicate mapping: the partial unique index of live links (migration 0003)
+CONFLICT_TARGET = f"(survey_id, mapping_hash) WHERE {LIVE}"
 
 
 async def find_link(conn: asyncpg.Connection, survey_id: uuid.UUID, mapping_hash: bytes) -> SurveyLink | None:
@@ -57,7 +59,7 @@ WITH stored AS (
 ), created AS (
     INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)
     SELECT $2, id, $3, $4, $5 FROM quota
-    ON CONFLICT (survey_id, mapping_hash) WHERE {LIVE} DO NOTHING
+    ON CONFLICT {CONFLICT_TARGET} DO NOTHING
     RETURNING {_COLUMNS}
 ), counted AS (
     UPDATE surveys SET link_count = link_count + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM created)
