@@ -139,6 +139,22 @@ async def test_every_item_is_answered_as_the_single_create_answers_it(client, te
 
 # --- idempotency, duplicates, quota ---------------------------------------------------------------
 
+async def test_a_batch_of_exactly_1000_items_is_answered_whole(client, tenant, fields, db):
+    """The upper bound itself is accepted: 1,000 new mappings, 1,000 results in request order, 1,000 rows."""
+    survey = (await create_survey(client, tenant.headers, linkQuota=1000))["id"]
+    items = [{"name": f"SKU {i}", "metadata_mapping": [{"metadata_id": fields["sku"], "value": f"SKU-{i}"}]}
+             for i in range(1000)]
+    resp = await post_batch(client, tenant, survey, {"links": items})
+    assert resp.status == 200, await resp.text()
+    results = (await resp.json())["results"]
+    assert [(r["status"], r["replayed"]) for r in results] == [(200, False)] * 1000
+    assert [r["link"]["name"] for r in results] == [f"SKU {i}" for i in range(1000)]
+    assert [r["link"]["metadata_mapping"][0]["value"] for r in results] == [f"SKU-{i}" for i in range(1000)]
+    assert len({r["link"]["id"] for r in results}) == 1000
+    assert [n for n, _ in await rows(db, survey)] == [f"SKU {i}" for i in range(1000)]
+    assert await link_count(db, survey) == 1000
+
+
 async def test_the_same_mapping_twice_in_a_batch_is_one_link(client, tenant, fields, db):
     survey = (await create_survey(client, tenant.headers))["id"]
     sku, date = fields["sku"], fields["date"]
