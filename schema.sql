@@ -3,6 +3,10 @@
 -- A migration that changes the schema changes this file too: tests/ops/test_migrations.py checks
 -- that this file and the migrations make the same tables, columns, constraints and indexes.
 
+-- Every organisation's data is keyed by org_id first (primary keys, unique indexes, the foreign keys between
+-- them), so the schema distributes on Citus by org_id; organizations and api_keys are reference tables
+-- there (docs/design.md, "Past one PostgreSQL").
+
 CREATE TABLE organizations (
     id          uuid PRIMARY KEY,
     name        text NOT NULL,
@@ -23,9 +27,9 @@ CREATE TABLE api_keys (
 );
 
 CREATE TABLE surveys (
-    id            uuid PRIMARY KEY,
-    -- short number used in the compact signed contact links
-    seq           bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    id            uuid NOT NULL,
+    -- short number used in the compact signed contact links (unique by its identity sequence)
+    seq           bigint GENERATED ALWAYS AS IDENTITY,
     org_id        uuid NOT NULL REFERENCES organizations (id),
     name          text NOT NULL,
     status        text NOT NULL DEFAULT 'inProgress'
@@ -40,45 +44,56 @@ CREATE TABLE surveys (
     link_generation           integer NOT NULL DEFAULT 1,
     contact_links_revoked_at  timestamptz,
     -- contact links as /c/<jwt> ('jwt') or /s/<32 characters> ('short', for SMS)
-    link_format               text NOT NULL DEFAULT 'jwt' CHECK (link_format IN ('jwt', 'short'))
+    link_format               text NOT NULL DEFAULT 'jwt' CHECK (link_format IN ('jwt', 'short')),
+    PRIMARY KEY (org_id, id)
 );
+-- opening a contact link finds its survey by seq alone (the link names no organisation)
+CREATE INDEX surveys_seq_idx ON surveys (seq);
 -- the surveys list's order (newest first, ties by id), within the organisation
 CREATE INDEX surveys_page_idx ON surveys (org_id, created_at DESC, id DESC);
 
 CREATE TABLE metadata_fields (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     org_id      uuid NOT NULL REFERENCES organizations (id),
     name        text NOT NULL,
     variable    text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id),
     UNIQUE (org_id, variable)
 );
 
 CREATE TABLE survey_links (
-    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    public_id         text NOT NULL UNIQUE,
-    survey_id         uuid NOT NULL REFERENCES surveys (id),
+    id                bigint GENERATED ALWAYS AS IDENTITY,
+    -- 96 random bits (64 before 0008)
+    public_id         text NOT NULL,
+    survey_id         uuid NOT NULL,
     -- SHA-256 of the canonical metadata mapping: the idempotency key of a survey's live links
     mapping_hash      bytea NOT NULL,
     name              text NOT NULL,
     metadata_mapping  jsonb NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
-    revoked_at        timestamptz
+    revoked_at        timestamptz,
+    org_id            uuid NOT NULL REFERENCES organizations (id),
+    PRIMARY KEY (org_id, id),
+    FOREIGN KEY (org_id, survey_id) REFERENCES surveys (org_id, id)
 );
 CREATE INDEX survey_links_page_idx ON survey_links (survey_id, id DESC);
+-- opening a created link finds it by public id alone (the link names no organisation)
+CREATE INDEX survey_links_public_id_idx ON survey_links (public_id);
 -- one live link per mapping: a revoked link keeps its row, and the mapping may be created again
-CREATE UNIQUE INDEX survey_links_live_mapping_idx ON survey_links (survey_id, mapping_hash)
+CREATE UNIQUE INDEX survey_links_live_mapping_idx ON survey_links (org_id, survey_id, mapping_hash)
     WHERE revoked_at IS NULL;
 
 -- Contacts (Formbricks contract). Attribute values are JSON strings, numbers or booleans; a null
 -- in a write removes the attribute, so a stored key always has a value (`?` means "is set").
 CREATE TABLE contacts (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     org_id      uuid NOT NULL REFERENCES organizations (id),
     attributes  jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id)
 );
 -- the page order (newest first, ties by id); segment pages and counts walk it
 CREATE INDEX contacts_page_idx ON contacts (org_id, created_at DESC, id DESC);
@@ -89,11 +104,12 @@ CREATE UNIQUE INDEX contacts_email_idx ON contacts (org_id, (attributes->>'email
 CREATE INDEX contacts_attributes_idx ON contacts USING gin (attributes jsonb_path_ops);
 
 CREATE TABLE contact_attribute_keys (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     org_id      uuid NOT NULL REFERENCES organizations (id),
     key         text NOT NULL,
     name        text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id),
     UNIQUE (org_id, key)
 );
 
@@ -115,38 +131,46 @@ CREATE TABLE contact_changes (
 CREATE INDEX contact_changes_at_idx ON contact_changes (at);
 
 CREATE TABLE segments (
-    id          uuid PRIMARY KEY,
+    id          uuid NOT NULL,
     org_id      uuid NOT NULL REFERENCES organizations (id),
     title       text NOT NULL,
     filters     jsonb NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id)
 );
 -- the segments list's order (newest first, ties by id), within the organisation
 CREATE INDEX segments_page_idx ON segments (org_id, created_at DESC, id DESC);
 
 -- Opens, written in batches by the workers: per created link, and per (survey, contact).
 CREATE TABLE link_opens (
-    link_id   bigint PRIMARY KEY REFERENCES survey_links (id) ON DELETE CASCADE,
+    link_id   bigint NOT NULL,
     org_id    uuid NOT NULL REFERENCES organizations (id),
     count     bigint NOT NULL CHECK (count > 0),
     first_at  timestamptz NOT NULL,
-    last_at   timestamptz NOT NULL
+    last_at   timestamptz NOT NULL,
+    PRIMARY KEY (org_id, link_id),
+    FOREIGN KEY (org_id, link_id) REFERENCES survey_links (org_id, id) ON DELETE CASCADE
 );
 
 CREATE TABLE contact_opens (
-    survey_id   uuid NOT NULL REFERENCES surveys (id) ON DELETE CASCADE,
-    contact_id  bigint NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+    survey_id   uuid NOT NULL,
+    contact_id  bigint NOT NULL,
     org_id      uuid NOT NULL REFERENCES organizations (id),
     count       bigint NOT NULL CHECK (count > 0),
     first_at    timestamptz NOT NULL,
     last_at     timestamptz NOT NULL,
-    PRIMARY KEY (survey_id, contact_id)
+    PRIMARY KEY (org_id, survey_id, contact_id),
+    FOREIGN KEY (org_id, survey_id) REFERENCES surveys (org_id, id) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, contact_id) REFERENCES contacts (org_id, id) ON DELETE CASCADE
 );
-CREATE INDEX contact_opens_contact_idx ON contact_opens (contact_id);
+-- erasing a contact deletes its opens through this index
+CREATE INDEX contact_opens_contact_idx ON contact_opens (org_id, contact_id);
 
 -- moved on by each flush of a survey's contact opens: the key of the reminder list's cached counts
 CREATE TABLE contact_opens_versions (
-    survey_id  uuid PRIMARY KEY REFERENCES surveys (id) ON DELETE CASCADE,
+    survey_id  uuid NOT NULL,
     org_id     uuid NOT NULL REFERENCES organizations (id),
-    version    bigint NOT NULL DEFAULT 0
+    version    bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, survey_id),
+    FOREIGN KEY (org_id, survey_id) REFERENCES surveys (org_id, id) ON DELETE CASCADE
 );

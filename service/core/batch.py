@@ -24,7 +24,7 @@ from ..db import surveys as survey_db
 from ..db.links import SurveyLink
 from ..db.pool import Pool
 from .errors import DomainError, NotFound, QuotaExceeded
-from .links import LinkRequest, LinkResult, unknown_fields
+from .links import PUBLIC_ID_BYTES, LinkRequest, LinkResult, unknown_fields
 from .mapping import legacy_mapping_hash
 
 
@@ -59,7 +59,7 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
         if not valid:
             return answers
         lookup = list({h for _, req, legacy in valid for h in (req.hash, legacy) if h is not None})
-        stored = await batch_db.live_links(conn, survey_id, lookup)
+        stored = await batch_db.live_links(conn, org_id, survey_id, lookup)
         if all(req.hash in stored or legacy in stored for _, req, legacy in valid):
             # a batch of replays: answered without the survey's lock, as single replays are
             for pos, req, legacy in valid:
@@ -68,13 +68,13 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
                 answers[pos] = LinkResult(found, known, replayed=True)
             return answers
         async with conn.transaction():
-            room = await batch_db.lock_room(conn, survey_id)
+            quota, room = await batch_db.lock_room(conn, org_id, survey_id)
             # under the lock: every link a concurrent creator committed is visible now
-            stored = await batch_db.live_links(conn, survey_id, lookup)
+            stored = await batch_db.live_links(conn, org_id, survey_id, lookup)
             planned: dict[bytes, _Planned] = {}
             refused: list[int] = []
-            # the new links' public ids (secrets.token_hex(8) each), drawn from the system at once
-            public_ids = secrets.token_hex(8 * min(len(valid), room))
+            # the new links' public ids (as new_public_id draws them), drawn from the system at once
+            public_ids = secrets.token_hex(PUBLIC_ID_BYTES * min(len(valid), room))
             for pos, req, legacy in valid:
                 link = _found(stored, req.hash, legacy)
                 if link is not None:
@@ -84,12 +84,12 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
                 if new is not None:
                     new.positions.append(pos)
                 elif len(planned) < room:
-                    at = 16 * len(planned)
-                    planned[req.hash] = _Planned(req, public_ids[at:at + 16], [pos])
+                    at = 2 * PUBLIC_ID_BYTES * len(planned)
+                    planned[req.hash] = _Planned(req, public_ids[at:at + 2 * PUBLIC_ID_BYTES], [pos])
                 else:
                     refused.append(pos)
             created = await batch_db.insert_links(
-                conn, survey_id, [p.public_id for p in planned.values()], list(planned),
+                conn, org_id, survey_id, [p.public_id for p in planned.values()], list(planned),
                 [p.request.name for p in planned.values()],
                 [orjson.dumps([{"metadata_id": m, "value": v} for m, v in p.request.canonical]).decode()
                  for p in planned.values()],
@@ -97,14 +97,13 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
             for mapping_hash, plan in planned.items():
                 link, replayed = created.get(mapping_hash), False
                 if link is None:  # a row the constraint holds although no live link has it (a revoked one)
-                    link, replayed = await link_db.find_link(conn, survey_id, mapping_hash), True
+                    link, replayed = await link_db.find_link(conn, org_id, survey_id, mapping_hash), True
                     assert link is not None
                 first, *again = plan.positions
                 answers[first] = LinkResult(link, known, replayed=replayed)
                 for pos in again:
                     answers[pos] = LinkResult(link, known, replayed=True)
             if refused:
-                quota = await link_db.effective_quota(conn, survey_id)
                 for pos in refused:
                     answers[pos] = QuotaExceeded(quota)
     return answers

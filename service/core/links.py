@@ -23,6 +23,16 @@ from ..db.surveys import MetadataField
 from .errors import Issue, NotFound, QuotaExceeded, ValidationFailed
 from .mapping import Value, canonical_mapping, legacy_mapping_hash, mapping_hash
 
+# A created link's public id: random, and the only key opening it knows (the link names no organisation,
+# and the unique indexes do, migration 0008), so long enough never to repeat: 96 bits, 24 hex characters
+# (64 before; those links keep theirs).
+PUBLIC_ID_BYTES = 12
+
+
+def new_public_id() -> str:
+    """A new created link's public id."""
+    return secrets.token_hex(PUBLIC_ID_BYTES)
+
 
 @dataclass(frozen=True)
 class LinkRequest:
@@ -80,14 +90,14 @@ async def create_or_replay(pool: Pool, org_id: uuid.UUID, req: LinkRequest) -> L
         # computed here, past the replay cache, not in LinkRequest.build: a replay or a 429 never needs it
         legacy_hash = legacy_mapping_hash(req.canonical)
         claimed = await link_db.claim_or_find(
-            conn, req.survey_id, secrets.token_hex(8), req.hash,
+            conn, org_id, req.survey_id, new_public_id(), req.hash,
             [req.hash] if legacy_hash is None else [req.hash, legacy_hash], req.name, mapping,
         )
         if claimed is not None:
             link, replayed = claimed
             return LinkResult(link, known, replayed=replayed)
         # stored by a concurrent creator after the statement began (ON CONFLICT): a replay; else no room
-        existing = await link_db.find_link(conn, req.survey_id, req.hash)
+        existing = await link_db.find_link(conn, org_id, req.survey_id, req.hash)
         if existing is not None:
             return LinkResult(existing, known, replayed=True)
-        raise QuotaExceeded(await link_db.effective_quota(conn, req.survey_id))
+        raise QuotaExceeded(await link_db.effective_quota(conn, org_id, req.survey_id))

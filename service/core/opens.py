@@ -43,8 +43,9 @@ class OpenCounter:
         self.on_dropped = on_dropped
         self.max_pending = max_pending
         self.clock = clock
-        self.links: dict[str, _Tally] = {}
-        self.contacts: dict[tuple[uuid.UUID, int], _Tally] = {}
+        # by (organisation, link id) and (organisation, survey, contact): every key names its organisation
+        self.links: dict[tuple[uuid.UUID, int], _Tally] = {}
+        self.contacts: dict[tuple[uuid.UUID, uuid.UUID, int], _Tally] = {}
         self._flushing = asyncio.Lock()
         self._warned_at = 0.0
 
@@ -52,11 +53,11 @@ class OpenCounter:
     def pending(self) -> int:
         return len(self.links) + len(self.contacts)
 
-    def link_opened(self, public_id: str) -> None:
-        self._add(self.links, public_id, 1, self.clock())
+    def link_opened(self, org_id: uuid.UUID, link_id: int) -> None:
+        self._add(self.links, (org_id, link_id), 1, self.clock())
 
-    def contact_opened(self, survey_id: uuid.UUID, contact_id: int) -> None:
-        self._add(self.contacts, (survey_id, contact_id), 1, self.clock())
+    def contact_opened(self, org_id: uuid.UUID, survey_id: uuid.UUID, contact_id: int) -> None:
+        self._add(self.contacts, (org_id, survey_id, contact_id), 1, self.clock())
 
     def _add(self, tallies: dict[Any, _Tally], key: object, count: int, at: float, last: float | None = None) -> None:
         tally = tallies.get(key)

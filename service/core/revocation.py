@@ -62,7 +62,7 @@ async def revoke_created_link(
             raise NotFound("link", field="linkId")
         key = epoch_key(str(org_id), survey_id)
         await gate.move_epoch(key, epoch_seconds)  # Redis must take it before anything is committed
-        await created_db.revoke_link(conn, survey_id, link_id)
+        await created_db.revoke_link(conn, org_id, survey_id, link_id)
     await gate.move_epoch(key, epoch_seconds)  # every entry and every write begun before the commit: stale
 
 

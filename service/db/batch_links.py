@@ -18,45 +18,49 @@ LIVE_LINKS = f"""
 SELECT l.mapping_hash, {", ".join(f"l.{c}" for c in _COLUMNS.split(", "))}
 FROM unnest($2::bytea[]) AS h(mapping_hash)
 CROSS JOIN LATERAL (
-    SELECT * FROM survey_links WHERE survey_id = $1 AND mapping_hash = h.mapping_hash AND {LIVE}
+    SELECT * FROM survey_links WHERE org_id = $3 AND survey_id = $1 AND mapping_hash = h.mapping_hash AND {LIVE}
     LIMIT 1
 ) l
 """
 
 
-async def live_links(conn: asyncpg.Connection, survey_id: uuid.UUID,
+async def live_links(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID,
                      hashes: Sequence[bytes]) -> dict[bytes, SurveyLink]:
     """The live links of a survey stored under any of `hashes`, by hash."""
-    rows = await conn.fetch(LIVE_LINKS, survey_id, hashes)
+    rows = await conn.fetch(LIVE_LINKS, survey_id, hashes, org_id)
     return {row["mapping_hash"]: _link(row) for row in rows}
 
 
-async def lock_room(conn: asyncpg.Connection, survey_id: uuid.UUID) -> int:
-    """Lock the survey row (as the single create does to move link_count) and answer the room left."""
-    room: int = await conn.fetchval(
-        "SELECT greatest(coalesce(s.link_quota, o.link_quota) - s.link_count, 0)"
-        " FROM surveys s JOIN organizations o ON o.id = s.org_id WHERE s.id = $1 FOR UPDATE OF s",
-        survey_id,
+async def lock_room(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID) -> tuple[int, int]:
+    """Lock the survey row (as the single create does to move link_count) and answer its effective quota
+    and the room left in it."""
+    row = await conn.fetchrow(
+        "SELECT coalesce(s.link_quota, o.link_quota) AS quota,"
+        " greatest(coalesce(s.link_quota, o.link_quota) - s.link_count, 0) AS room"
+        " FROM surveys s JOIN organizations o ON o.id = s.org_id WHERE s.org_id = $1 AND s.id = $2 FOR UPDATE OF s",
+        org_id, survey_id,
     )
-    return room
+    assert row is not None  # the survey was found (survey_metadata_fields) in this organisation
+    return row["quota"], row["room"]
 
 
 _INSERT = f"""
-INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)
-SELECT p, $1, h, n, m::jsonb FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(p, h, n, m)
+INSERT INTO survey_links (org_id, public_id, survey_id, mapping_hash, name, metadata_mapping)
+SELECT $6, p, $1, h, n, m::jsonb FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(p, h, n, m)
 ON CONFLICT {CONFLICT_TARGET} DO NOTHING
 RETURNING mapping_hash, {_COLUMNS}
 """
 
 
-async def insert_links(conn: asyncpg.Connection, survey_id: uuid.UUID, public_ids: Sequence[str],
+async def insert_links(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, public_ids: Sequence[str],
                        hashes: Sequence[bytes], names: Sequence[str], mappings: Sequence[str],
                        ) -> dict[bytes, SurveyLink]:
     """Insert the links (mappings as JSON text) and move the survey's link_count by as many as were
     inserted; by hash. Call it in a transaction, holding the survey's lock (lock_room)."""
-    rows = await conn.fetch(_INSERT, survey_id, public_ids, hashes, names, mappings)
+    rows = await conn.fetch(_INSERT, survey_id, public_ids, hashes, names, mappings, org_id)
     if rows:
-        await conn.execute("UPDATE surveys SET link_count = link_count + $2 WHERE id = $1", survey_id, len(rows))
+        await conn.execute("UPDATE surveys SET link_count = link_count + $3 WHERE org_id = $1 AND id = $2",
+                           org_id, survey_id, len(rows))
     return {row["mapping_hash"]: _link(row) for row in rows}
 
 

@@ -261,6 +261,7 @@ async def contact_link_target(
 
 @dataclass(frozen=True)
 class OpenedContactLink:
+    org_id: uuid.UUID
     survey_id: uuid.UUID
     status: str
     redirect_url: str | None
@@ -271,10 +272,15 @@ class OpenedContactLink:
 async def contact_link_for_opening(
     conn: asyncpg.Connection, survey_seq: int, contact_id: int
 ) -> OpenedContactLink | None:
-    """The survey a contact link points at, if the contact still exists in the survey's organisation."""
+    """The survey a contact link points at, if the contact still exists in the survey's organisation.
+
+    The one lookup of a survey that does not name its organisation: the link is how it is found (on
+    Citus, a probe of every shard's seq index; docs/design.md)."""
     row = await conn.fetchrow(
-        "SELECT s.id, s.status, s.redirect_url, s.link_generation FROM surveys s WHERE s.seq = $1"
+        "SELECT s.org_id, s.id, s.status, s.redirect_url, s.link_generation FROM surveys s WHERE s.seq = $1"
         " AND EXISTS (SELECT 1 FROM contacts c WHERE c.id = $2 AND c.org_id = s.org_id)",
         survey_seq, contact_id,
     )
-    return OpenedContactLink(row["id"], row["status"], row["redirect_url"], row["link_generation"]) if row else None
+    if row is None:
+        return None
+    return OpenedContactLink(row["org_id"], row["id"], row["status"], row["redirect_url"], row["link_generation"])

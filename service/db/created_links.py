@@ -49,8 +49,9 @@ async def get_link(
 ) -> ManagedLink | None:
     """The survey's link, if the survey is the organisation's."""
     row = await conn.fetchrow(
-        f"SELECT {_LINK} FROM survey_links l JOIN surveys s ON s.id = l.survey_id AND s.org_id = $2"
-        " LEFT JOIN link_opens o ON o.link_id = l.id WHERE l.survey_id = $1 AND l.id = $3",
+        f"SELECT {_LINK} FROM survey_links l JOIN surveys s ON s.org_id = $2 AND s.id = l.survey_id"
+        " LEFT JOIN link_opens o ON o.org_id = $2 AND o.link_id = l.id"
+        " WHERE l.org_id = $2 AND l.survey_id = $1 AND l.id = $3",
         survey_id, org_id, link_id,
     )
     return _link(row) if row else None
@@ -63,9 +64,9 @@ async def page_links(
     None when the organisation has no such survey. Walks survey_links_page_idx (survey_id, id DESC)."""
     rows = await conn.fetch(
         f"SELECT s.id AS survey, {_LINK} FROM surveys s"
-        " LEFT JOIN LATERAL (SELECT * FROM survey_links x WHERE x.survey_id = s.id AND x.id < $3"
+        " LEFT JOIN LATERAL (SELECT * FROM survey_links x WHERE x.org_id = $2 AND x.survey_id = s.id AND x.id < $3"
         "   ORDER BY x.id DESC LIMIT $4) l ON true"
-        " LEFT JOIN link_opens o ON o.link_id = l.id"
+        " LEFT JOIN link_opens o ON o.org_id = $2 AND o.link_id = l.id"
         " WHERE s.id = $1 AND s.org_id = $2 ORDER BY l.id DESC",
         survey_id, org_id, before, limit,
     )
@@ -77,8 +78,8 @@ async def page_links(
 async def has_link(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, link_id: int) -> bool:
     """Whether the organisation's survey has this link (revoked or not)."""
     found: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM survey_links l JOIN surveys s ON s.id = l.survey_id AND s.org_id = $2"
-        " WHERE l.survey_id = $1 AND l.id = $3)",
+        "SELECT EXISTS (SELECT 1 FROM survey_links l JOIN surveys s ON s.org_id = $2 AND s.id = l.survey_id"
+        " WHERE l.org_id = $2 AND l.survey_id = $1 AND l.id = $3)",
         survey_id, org_id, link_id,
     )
     return found
@@ -90,21 +91,23 @@ async def has_link(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.
 # count moves only when this statement revoked the link: a second revoke changes nothing.
 _REVOKE = """
 WITH survey AS (
-    SELECT id FROM surveys WHERE id = $1 FOR UPDATE
+    SELECT id FROM surveys WHERE org_id = $3 AND id = $1 FOR UPDATE
 ), revoked AS (
     UPDATE survey_links SET revoked_at = now(), updated_at = now()
-    WHERE id = $2 AND survey_id = (SELECT id FROM survey) AND revoked_at IS NULL
+    WHERE org_id = $3 AND id = $2 AND survey_id = (SELECT id FROM survey) AND revoked_at IS NULL
     RETURNING revoked_at
 ), counted AS (
-    UPDATE surveys SET link_count = link_count - 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM revoked)
+    UPDATE surveys SET link_count = link_count - 1 WHERE org_id = $3 AND id = $1 AND EXISTS (SELECT 1 FROM revoked)
 )
 SELECT revoked_at FROM revoked
 """
 
 
-async def revoke_link(conn: asyncpg.Connection, survey_id: uuid.UUID, link_id: int) -> datetime | None:
+async def revoke_link(
+    conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, link_id: int
+) -> datetime | None:
     """Revoke a live link and free its place in the quota; None when it was revoked already."""
-    revoked_at: datetime | None = await conn.fetchval(_REVOKE, survey_id, link_id)
+    revoked_at: datetime | None = await conn.fetchval(_REVOKE, survey_id, link_id, org_id)
     return revoked_at
 
 

@@ -17,14 +17,14 @@ from datetime import datetime
 import asyncpg
 
 _LINKS = """
-INSERT INTO link_opens (link_id, org_id, count, first_at, last_at)
-SELECT l.id, s.org_id, u.count, u.first_at, u.last_at
-FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::timestamptz[]) AS u(public_id, count, first_at, last_at)
-JOIN survey_links l ON l.public_id = u.public_id
-JOIN surveys s ON s.id = l.survey_id
-ORDER BY l.id
+INSERT INTO link_opens (org_id, link_id, count, first_at, last_at)
+SELECT l.org_id, l.id, u.count, u.first_at, u.last_at
+FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::timestamptz[])
+    AS u(org_id, link_id, count, first_at, last_at)
+JOIN survey_links l ON l.org_id = u.org_id AND l.id = u.link_id
+ORDER BY l.org_id, l.id
 FOR KEY SHARE OF l
-ON CONFLICT (link_id) DO UPDATE SET count = link_opens.count + excluded.count,
+ON CONFLICT (org_id, link_id) DO UPDATE SET count = link_opens.count + excluded.count,
     first_at = least(link_opens.first_at, excluded.first_at), last_at = greatest(link_opens.last_at, excluded.last_at)
 """
 
@@ -32,22 +32,22 @@ ON CONFLICT (link_id) DO UPDATE SET count = link_opens.count + excluded.count,
 # sort waits for every row of `written`, so the version rows are locked after the opens, in order)
 _CONTACTS = """
 WITH written AS (
-    INSERT INTO contact_opens (survey_id, contact_id, org_id, count, first_at, last_at)
-    SELECT s.id, c.id, s.org_id, u.count, u.first_at, u.last_at
-    FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::timestamptz[])
-        AS u(survey_id, contact_id, count, first_at, last_at)
-    JOIN surveys s ON s.id = u.survey_id
-    JOIN contacts c ON c.id = u.contact_id AND c.org_id = s.org_id
-    ORDER BY s.id, c.id
+    INSERT INTO contact_opens (org_id, survey_id, contact_id, count, first_at, last_at)
+    SELECT s.org_id, s.id, c.id, u.count, u.first_at, u.last_at
+    FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
+        AS u(org_id, survey_id, contact_id, count, first_at, last_at)
+    JOIN surveys s ON s.org_id = u.org_id AND s.id = u.survey_id
+    JOIN contacts c ON c.org_id = u.org_id AND c.id = u.contact_id
+    ORDER BY s.org_id, s.id, c.id
     FOR KEY SHARE OF c
-    ON CONFLICT (survey_id, contact_id) DO UPDATE SET count = contact_opens.count + excluded.count,
+    ON CONFLICT (org_id, survey_id, contact_id) DO UPDATE SET count = contact_opens.count + excluded.count,
         first_at = least(contact_opens.first_at, excluded.first_at),
         last_at = greatest(contact_opens.last_at, excluded.last_at)
-    RETURNING survey_id, org_id
+    RETURNING org_id, survey_id
 ), moved AS (
-    INSERT INTO contact_opens_versions (survey_id, org_id, version)
-    SELECT DISTINCT survey_id, org_id, 1 FROM written ORDER BY survey_id
-    ON CONFLICT (survey_id) DO UPDATE SET version = contact_opens_versions.version + 1
+    INSERT INTO contact_opens_versions (org_id, survey_id, version)
+    SELECT DISTINCT org_id, survey_id, 1 FROM written ORDER BY org_id, survey_id
+    ON CONFLICT (org_id, survey_id) DO UPDATE SET version = contact_opens_versions.version + 1
 )
 SELECT count(*) FROM written
 """
@@ -60,19 +60,20 @@ class Tally:
     last_at: datetime
 
 
-async def add_link_opens(conn: asyncpg.Connection, opens: dict[str, Tally], timeout: float | None = None) -> None:
-    """Add opens of created links, by public id; links that no longer exist are left out."""
-    ids = sorted(opens)
-    await conn.execute(_LINKS, ids, [opens[i].count for i in ids], [opens[i].first_at for i in ids],
-                       [opens[i].last_at for i in ids], timeout=timeout)
+async def add_link_opens(conn: asyncpg.Connection, opens: dict[tuple[uuid.UUID, int], Tally],
+                         timeout: float | None = None) -> None:
+    """Add opens of created links, by (organisation id, link id); links that no longer exist are left out."""
+    keys = sorted(opens)
+    await conn.execute(_LINKS, [k[0] for k in keys], [k[1] for k in keys], [opens[k].count for k in keys],
+                       [opens[k].first_at for k in keys], [opens[k].last_at for k in keys], timeout=timeout)
 
 
-async def add_contact_opens(conn: asyncpg.Connection, opens: dict[tuple[uuid.UUID, int], Tally],
+async def add_contact_opens(conn: asyncpg.Connection, opens: dict[tuple[uuid.UUID, uuid.UUID, int], Tally],
                             timeout: float | None = None) -> int:
-    """Add opens of contact links, by (survey id, contact id); answers how many rows were written
-    (contacts erased meanwhile are left out)."""
-    keys: Sequence[tuple[uuid.UUID, int]] = sorted(opens)
-    written: int = await conn.fetchval(_CONTACTS, [k[0] for k in keys], [k[1] for k in keys],
+    """Add opens of contact links, by (organisation id, survey id, contact id); answers how many rows were
+    written (contacts erased meanwhile are left out)."""
+    keys: Sequence[tuple[uuid.UUID, uuid.UUID, int]] = sorted(opens)
+    written: int = await conn.fetchval(_CONTACTS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
                                        [opens[k].count for k in keys], [opens[k].first_at for k in keys],
                                        [opens[k].last_at for k in keys], timeout=timeout)
     return written

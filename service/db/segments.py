@@ -54,7 +54,7 @@ class OpenedFilter:
         """The condition on `contacts`, the survey id being `$param`: a probe of contact_opens' key."""
         exists = "EXISTS" if self.opened else "NOT EXISTS"
         return (f" AND {exists} (SELECT 1 FROM contact_opens o"
-                f" WHERE o.survey_id = ${param} AND o.contact_id = contacts.id)")
+                f" WHERE o.org_id = contacts.org_id AND o.survey_id = ${param} AND o.contact_id = contacts.id)")
 
 
 def _opened(opened: OpenedFilter | None, param: int) -> tuple[str, list[Any]]:
@@ -195,7 +195,8 @@ async def link_context(
     changed, params = _changed(since, 4)
     row = await conn.fetchrow(
         f"SELECT s.seq, s.status, g.filters, s.link_format, coalesce(s.link_generation, 1) AS link_generation,"
-        " (SELECT coalesce(max(v.version), 0) FROM contact_opens_versions v WHERE v.survey_id = s.id) AS opens,"
+        " (SELECT coalesce(max(v.version), 0) FROM contact_opens_versions v WHERE v.org_id = $1 AND v.survey_id = s.id)"
+        " AS opens,"
         f" {changed} AS changed FROM (SELECT 1) AS one"
         " LEFT JOIN surveys s ON s.id = $2 AND s.org_id = $1"
         " LEFT JOIN segments g ON g.id = $3 AND g.org_id = $1",
@@ -239,7 +240,7 @@ SELECT array_agg(at ORDER BY n) AS ats, array_agg(id ORDER BY n) AS ids,
 FROM numbered WHERE (n - 1) % $2 = 0
 """
 # the survey's opens version, read in the count's snapshot (the survey id as $n)
-_OPENS = "(SELECT coalesce(max(version), 0) FROM contact_opens_versions WHERE survey_id = ${0})"
+_OPENS = "(SELECT coalesce(max(version), 0) FROM contact_opens_versions WHERE org_id = $1 AND survey_id = ${0})"
 
 
 async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], step: int,

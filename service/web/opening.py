@@ -142,7 +142,7 @@ def answer_contact_open(request: web.Request, claims: ContactClaims,
     (counting it, for one), so `/c/` and `/s/` opens are the same."""
     counter = request.app.get(OPENS)
     if counter is not None:  # tallied in memory, written in batches (core/opens.py): no query here
-        counter.contact_opened(target.survey_id, claims.contact_id)
+        counter.contact_opened(target.org_id, target.survey_id, claims.contact_id)
     return answer(target.redirect_url, {"surveyId": str(target.survey_id), "contactId": str(claims.contact_id)})
 
 
@@ -152,7 +152,7 @@ async def open_created_link(request: web.Request) -> web.Response:
     link = await check_created_link(request.app, request.match_info["token"])
     counter = request.app.get(OPENS)
     if counter is not None:
-        counter.link_opened(link.public_id)
+        counter.link_opened(link.org_id, link.id)
     facts: dict[str, Any] = {}
     for item in link.metadata_mapping:
         variable = link.variables.get(item["metadata_id"])

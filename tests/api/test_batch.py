@@ -380,8 +380,9 @@ async def test_a_link_stored_under_the_legacy_hash_replays_in_a_batch(client, ma
     survey = (await create_survey(client, tenant.headers))["id"]
     field = (await create_metadata_field(client, tenant.headers, "order"))["id"]
     stored = await db.fetchval(
-        "INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
-        " VALUES ('0123456789abcdef', $1, $2, 'stored before', $3) RETURNING id",
+        "INSERT INTO survey_links (org_id, public_id, survey_id, mapping_hash, name, metadata_mapping)"
+        " VALUES ((SELECT org_id FROM surveys WHERE id = $1), '0123456789abcdef', $1, $2, 'stored before', $3)"
+        " RETURNING id",
         uuid.UUID(survey), legacy_mapping_hash([(field, 2**53 + 1)]),
         json.dumps([{"metadata_id": field, "value": 9007199254740992.0}]))
     await db.execute("UPDATE surveys SET link_count = 1 WHERE id = $1", uuid.UUID(survey))
@@ -451,7 +452,7 @@ async def test_the_stored_links_are_looked_up_one_index_probe_a_hash(db):
 
     async with db.transaction():
         await db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        plan = (await (await db.prepare(LIVE_LINKS)).explain(uuid.uuid4(), [bytes(32)] * 1000))[0]["Plan"]
+        plan = (await (await db.prepare(LIVE_LINKS)).explain(uuid.uuid4(), [bytes(32)] * 1000, uuid.uuid4()))[0]["Plan"]
     kinds = [(n["Node Type"], n.get("Relation Name")) for n in nodes(plan)]
     assert kinds[0] == ("Nested Loop", None) and ("Function Scan", None) in kinds, kinds
     assert [k for k in kinds if k[1] == "survey_links"] == [("Index Scan", "survey_links")], kinds

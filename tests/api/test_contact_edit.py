@@ -144,11 +144,12 @@ async def test_concurrent_patches_to_one_email_one_wins(client, tenant, db):
 
 
 async def tables_referencing_contacts(db) -> set[tuple[str, str]]:
-    """(table, column) of every foreign key to contacts, and every column named contact_id."""
+    """(table, column) of every foreign key to contacts, and every column named contact_id (not org_id,
+    which such a key carries too: it names the organisation, not the contact)."""
     rows = await db.fetch(
         "SELECT c.conrelid::regclass::text AS t, a.attname AS col FROM pg_constraint c"
         " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)"
-        " WHERE c.contype = 'f' AND c.confrelid = 'contacts'::regclass"
+        " WHERE c.contype = 'f' AND c.confrelid = 'contacts'::regclass AND a.attname <> 'org_id'"
         " UNION SELECT table_name, column_name FROM information_schema.columns"
         " WHERE table_schema = 'public' AND column_name = 'contact_id'")
     return {(r["t"], r["col"]) for r in rows} | {("contacts", "id")}

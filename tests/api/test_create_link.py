@@ -125,8 +125,9 @@ async def test_a_link_stored_before_integers_stayed_exact_still_replays_at_full_
     field = await create_metadata_field(client, tenant.headers, "order")
     legacy = legacy_mapping_hash([(field["id"], 2**53 + 1)])
     stored = await db.fetchrow(
-        "INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
-        " VALUES ('0123456789abcdef', $1, $2, 'stored before', $3) RETURNING id",
+        "INSERT INTO survey_links (org_id, public_id, survey_id, mapping_hash, name, metadata_mapping)"
+        " VALUES ((SELECT org_id FROM surveys WHERE id = $1), '0123456789abcdef', $1, $2, 'stored before', $3)"
+        " RETURNING id",
         uuid.UUID(survey["id"]), legacy, json.dumps([{"metadata_id": field["id"], "value": 9007199254740992.0}]))
     await db.execute("UPDATE surveys SET link_count = 1 WHERE id = $1", uuid.UUID(survey["id"]))
     # from PostgreSQL, then from the replay cache; 2**53 rounds to the same double, so it is that link
@@ -163,8 +164,9 @@ async def test_a_link_under_the_current_hash_wins_over_one_under_the_legacy_hash
     for name, digest, value in (("legacy", legacy_mapping_hash(canonical), 9007199254740992.0),
                                 ("current", mapping_hash(canonical), 2**53 + 1)):
         rows[name] = await db.fetchval(
-            "INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING id", f"{name:0>16}", uuid.UUID(survey["id"]), digest, name,
+            "INSERT INTO survey_links (org_id, public_id, survey_id, mapping_hash, name, metadata_mapping)"
+            " VALUES ((SELECT org_id FROM surveys WHERE id = $2), $1, $2, $3, $4, $5) RETURNING id",
+            f"{name:0>16}", uuid.UUID(survey["id"]), digest, name,
             json.dumps([{"metadata_id": field["id"], "value": value}]))
     body = {"name": "again", "metadata_mapping": [{"metadata_id": field["id"], "value": 2**53 + 1}]}
     for _ in range(2):  # from PostgreSQL, then again once the replay cache is emptied

@@ -56,7 +56,7 @@ async def test_the_creator_that_loses_on_conflict_replays_the_winners_link(clien
     assert answers[0] == answers[1]
     assert sorted(r.headers.get("Idempotent-Replayed", "") for r in responses) == ["", "true"]
     # the loser's one statement answered nothing (ON CONFLICT), and the fallback read found the link
-    assert len(fallbacks) == 1 and fallbacks[0][0] == survey_id
+    assert len(fallbacks) == 1 and fallbacks[0][1] == survey_id
     rows = await db.fetch("SELECT id, public_id FROM survey_links WHERE survey_id = $1", survey_id)
     assert [(row["id"], row["public_id"]) for row in rows] == [(answers[0]["id"], answers[0]["public_id"])]
     assert await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", survey_id) == 1

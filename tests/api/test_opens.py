@@ -67,6 +67,12 @@ def public_id(path: str) -> str:
     return path.removeprefix("/l/").split(".")[1]
 
 
+async def link_key(db, path: str) -> tuple[uuid.UUID, int]:
+    """The open counter's key of a created link: (organisation id, link id)."""
+    row = await db.fetchrow("SELECT org_id, id FROM survey_links WHERE public_id = $1", public_id(path))
+    return row["org_id"], row["id"]
+
+
 async def test_opens_of_both_kinds_are_counted_with_first_and_last(client, tenant, db):
     survey = await create_survey(client, tenant.headers)
     people = await contacts(client, tenant, db, 2)
@@ -154,14 +160,15 @@ async def test_a_batch_is_one_statement_per_table_and_skips_erased_contacts(clie
     links = [await created_link(client, tenant, survey["id"], f"SKU {i}") for i in range(20)]
     survey_id = uuid.UUID(survey["id"])
     # a first batch: asyncpg learns the statements' types on a new connection with queries of its own
-    counter.contact_opened(survey_id, people[-1])
-    counter.link_opened(public_id(links[-1]))
+    keys = [await link_key(db, x) for x in links]
+    counter.contact_opened(tenant.org_id, survey_id, people[-1])
+    counter.link_opened(*keys[-1])
     await counter.flush()
     recorder.statements.clear()
     for i in range(1_000):
-        counter.contact_opened(survey_id, people[i % 300])
-        counter.link_opened(public_id(links[i % 20]))
-    counter.contact_opened(survey_id, 10**12)  # no such contact (erased before the flush)
+        counter.contact_opened(tenant.org_id, survey_id, people[i % 300])
+        counter.link_opened(*keys[i % 20])
+    counter.contact_opened(tenant.org_id, survey_id, 10**12)  # no such contact (erased before the flush)
     await db.execute("DELETE FROM contacts WHERE id = $1", people[0])
     try:
         await counter.flush()
@@ -212,13 +219,13 @@ async def test_a_failed_flush_keeps_the_counts_bounded_and_the_next_one_writes_t
     counter = OpenCounter(down, dropped.append, max_pending=2, clock=lambda: float(next(times)))  # type: ignore[arg-type]
     survey_id = uuid.UUID(survey["id"])
     try:
-        counter.contact_opened(survey_id, people[0])  # t=100
-        counter.contact_opened(survey_id, people[1])  # t=101
+        counter.contact_opened(tenant.org_id, survey_id, people[0])  # t=100
+        counter.contact_opened(tenant.org_id, survey_id, people[1])  # t=101
         with caplog.at_level(logging.WARNING, "service.opens"):
             await counter.flush()
         assert "writing open counts failed; kept for the next flush" in caplog.messages
-        counter.contact_opened(survey_id, people[0])  # t=102, merged with the kept one
-        counter.contact_opened(survey_id, people[2])  # t=103: a third pair is past the cap
+        counter.contact_opened(tenant.org_id, survey_id, people[0])  # t=102, merged with the kept one
+        counter.contact_opened(tenant.org_id, survey_id, people[2])  # t=103: a third pair is past the cap
         assert dropped == [1] and counter.pending == 2
         down.down = False
         await counter.flush()

@@ -145,8 +145,9 @@ async def test_every_cache_entry_of_the_revoked_link_stops_answering_legacy_alia
     under two current hashes. Revoking names neither, and both stop answering it."""
     legacy = legacy_mapping_hash([(campaign["field"], 2**53 + 1)])
     stored = await db.fetchval(
-        "INSERT INTO survey_links (public_id, survey_id, mapping_hash, name, metadata_mapping)"
-        " VALUES ('00000000legacy00', $1, $2, 'before', $3) RETURNING id",
+        "INSERT INTO survey_links (org_id, public_id, survey_id, mapping_hash, name, metadata_mapping)"
+        " VALUES ((SELECT org_id FROM surveys WHERE id = $1), '00000000legacy00', $1, $2, 'before', $3)"
+        " RETURNING id",
         uuid.UUID(campaign["id"]), legacy,
         json.dumps([{"metadata_id": campaign["field"], "value": 9007199254740992.0}]))
     await db.execute("UPDATE surveys SET link_count = 1 WHERE id = $1", uuid.UUID(campaign["id"]))

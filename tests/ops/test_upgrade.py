@@ -92,6 +92,11 @@ async def test_a_database_of_the_previous_release_upgrades_in_place(servers, aio
         await conn.close()
         assert recorded == [(m.version, m.name, m.checksum) for m in known]
         assert await every_row(url) == before
+        conn = await asyncpg.connect(url)
+        # 0008: the link learnt its organisation from its survey
+        assert [tuple(r) for r in await conn.fetch("SELECT public_id, org_id FROM survey_links")] == [
+            ("a1b2c3d4e5f60718", data["org"])]
+        await conn.close()
         # the upgraded database is the schema a new one gets
         await cli("migrate", database_url=new, redis_url=servers.redis_url)
         assert await catalog(url) == await catalog(new)
