@@ -115,10 +115,11 @@ async def test_the_answer_is_pydantic_v1s(client, make_tenant, db, name):
     case = CASES[name]
     tenant = await make_tenant(link_quota=1000)
     for field_id, field_name in FIELDS.items():
-        # the ids the inputs name, owned by this test's organisation
-        await db.execute(
-            "INSERT INTO metadata_fields (id, org_id, name, variable) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $3)"
-            " ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id", field_id, tenant.org_id, field_name)
+        # the ids the inputs name, owned by this test's organisation (taken from the previous case's)
+        async with db.transaction():
+            await db.execute("DELETE FROM metadata_fields WHERE id = $1", field_id)
+            await db.execute("INSERT INTO metadata_fields (id, org_id, name, variable) OVERRIDING SYSTEM VALUE"
+                             " VALUES ($1, $2, $3, $3)", field_id, tenant.org_id, field_name)
     survey_id = (await create_survey(client, tenant.headers))["id"]
     headers = {**tenant.headers, **case.get("headers", {"Content-Type": "application/json"})}
     resp = await client.post(_path(case, survey_id), data=io.BytesIO(_body(case)), headers=headers,
