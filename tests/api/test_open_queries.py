@@ -4,46 +4,18 @@ The flush that writes the counts is separate (one statement per table per batch:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-from aiohttp import web
 
 from service.app import create_app
 from service.core import opens
-from service.web.keys import OPENS, POOL, SETTINGS
+from service.web.keys import OPENS
 from tests.contact_helpers import bulk, contact_link_path
 from tests.helpers import create_metadata_field, create_survey, links_path
+from tests.query_log import recording
 
 BASE = "http://links.test"
-
-
-@contextlib.asynccontextmanager
-async def recording(app: web.Application) -> AsyncIterator[list[str]]:
-    """The statements every connection of the app's pool runs meanwhile (asyncpg's query logger).
-
-    All the pool's connections are taken at once, so each gets the logger; it stays on a connection
-    released to the pool (asyncpg keeps its query loggers until the connection closes)."""
-    statements: list[str] = []
-
-    def log(record) -> None:
-        statements.append(record.query)
-
-    pool = app[POOL]
-    held = [await pool.acquire() for _ in range(app[SETTINGS].pg_pool_max)]
-    for conn in held:
-        conn.add_query_logger(log)
-        await pool.release(conn)
-    try:
-        yield statements
-    finally:
-        held = [await pool.acquire() for _ in range(app[SETTINGS].pg_pool_max)]
-        for conn in held:
-            conn.remove_query_logger(log)
-            await pool.release(conn)
 
 
 @pytest.fixture
@@ -75,11 +47,10 @@ async def statements_per_open(aiohttp_client, settings, paths: dict[str, str], c
             assert (await client.get(path)).status == 200
         ran = {}
         for kind, path in paths.items():
-            async with recording(client.app) as statements:
+            async with recording(client.app) as records:
                 resp = await client.get(path)
                 assert resp.status == 200, await resp.text()
-                await asyncio.sleep(0)  # asyncpg hands records to the logger with call_soon
-            ran[kind] = list(statements)
+            ran[kind] = [r.query for r in records]
         if counting:
             # every open was tallied and none written yet: no flush ran among the recorded statements
             counter = client.app[OPENS]
