@@ -9,7 +9,8 @@
 --
 -- Not additive: the previous release's statements name keys this migration replaces (ON CONFLICT
 -- (link_id), (survey_id, contact_id), (survey_id)) and insert links without org_id, so stop its instances
--- before migrating (README "Upgrading"). The keys are rebuilt in place: about 2 s per million contacts.
+-- before migrating (README "Migrations"). The keys are rebuilt in place, the tables held meanwhile: 10.6 s
+-- for 1,000,000 contacts, 200,000 links and 100,000 opens on a 2-core machine.
 
 -- a link's organisation, from its survey
 ALTER TABLE survey_links ADD COLUMN org_id uuid REFERENCES organizations (id);
