@@ -13,7 +13,9 @@ import urllib.request
 import pytest
 
 from service.core.auth import key_id_of
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded.postgres import EmbeddedPostgres
+from service.embedded.process import free_port
+from service.embedded.redis import EmbeddedRedis
 
 
 def cli(data_dir, *args, check=True):

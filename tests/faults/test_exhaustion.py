@@ -15,7 +15,7 @@ import time
 import aiohttp
 import asyncpg
 
-from service.embedded import free_port
+from service.embedded.process import free_port
 from tests.conftest import Tenant
 from tests.faults.conftest import REPO, OwnPostgres, new_tenant, signing_keys_env
 from tests.helpers import links_path, wait_until

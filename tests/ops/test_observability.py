@@ -13,7 +13,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.app import create_app
-from service.embedded import EmbeddedRedis
+from service.embedded.redis import EmbeddedRedis
 from service.logs import JsonFormatter
 from service.metrics import Metrics
 from service.web.drain import Drain

@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.core.ratelimit import GATE_SCRIPT, org_key
 from service.core.redis_pipe import PipelinedRedis, _Protocol
-from service.embedded import free_port
+from service.embedded.process import free_port
 from tests.helpers import wait_until
 
 SHA = hashlib.sha1(GATE_SCRIPT.encode()).hexdigest()
