@@ -41,7 +41,9 @@ sys.path.insert(0, str(REPO))  # run as a plain script from a checkout
 from service.admin import new_tenant  # noqa: E402
 from service.core.auth import new_secret  # noqa: E402
 from service.core.ratepolicy import DEFAULT_POLICY  # noqa: E402
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
+from service.embedded.postgres import EmbeddedPostgres  # noqa: E402
+from service.embedded.process import free_port  # noqa: E402
+from service.embedded.redis import EmbeddedRedis  # noqa: E402
 
 M = "/api/v2/management"
 # the documented 503: a backing server is not answering (the gate in closed mode, PostgreSQL down)

@@ -40,6 +40,7 @@ def database_url(servers: EmbeddedUrls) -> Iterator[str]:
     """A fresh database for this test module, migrated."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin_url = servers.database_url
+    assert admin_url is not None  # the session's servers include PostgreSQL
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
 
     async def create() -> None:
@@ -63,6 +64,7 @@ def database_url(servers: EmbeddedUrls) -> Iterator[str]:
 @pytest.fixture
 def redis_url(servers: EmbeddedUrls) -> str:
     """The session's Redis, flushed before the test."""
+    assert servers.redis_url is not None  # the session's servers include Redis
     client = redis.Redis.from_url(servers.redis_url)
     client.flushall()
     client.script_flush()

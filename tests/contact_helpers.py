@@ -63,13 +63,13 @@ async def all_members(client: TestClient, headers: dict[str, str], survey_id: st
 def settle(client: TestClient, seconds: float = MAX_AGE) -> None:
     """Move the app's segment-count clock on by `seconds` (by default past the window in which a count
     may lag behind contact writes), instead of sleeping on the wall clock."""
-    cache = client.server.app[SEGMENT_CACHE]
+    cache = client.app[SEGMENT_CACHE]
     before = cache.clock
     cache.clock = lambda: before() + seconds
 
 
 def freeze(client: TestClient) -> None:
     """The segment-count clock stands still (settle moves it on): no count ages by the test's own slowness."""
-    cache = client.server.app[SEGMENT_CACHE]
+    cache = client.app[SEGMENT_CACHE]
     now = cache.clock()
     cache.clock = lambda: now

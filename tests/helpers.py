@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient
 
@@ -15,7 +16,8 @@ from service.db.migrate import MIGRATIONS_TABLE, load_migrations
 JSON = {"Content-Type": "application/json"}
 
 
-async def create_survey(client: TestClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
+async def create_survey(client: TestClient | aiohttp.ClientSession, headers: dict[str, str],
+                        **fields: Any) -> dict[str, Any]:
     body = {"name": "Survey", **fields}
     resp = await client.post("/api/v2/management/surveys", json=body, headers=headers)
     assert resp.status == 201, await resp.text()
@@ -41,9 +43,18 @@ TABLES = (*(table for m in load_migrations() for table in re.findall(r"CREATE TA
 
 async def table_snapshot(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
     """Each table's row count and a digest of its rows: 'nothing was written' also sees an UPDATE."""
-    return {t: tuple(await db.fetchrow(
-        f"SELECT count(*), md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {t} r"))
-        for t in TABLES}
+    snapshot = {}
+    for t in TABLES:
+        [row] = await db.fetch(
+            f"SELECT count(*), md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {t} r")
+        snapshot[t] = (row[0], row[1])
+    return snapshot
+
+
+def as_bytes(reply: object) -> bytes:
+    """A Redis reply that must be bytes (the suite's clients do not decode replies), checked as such."""
+    assert isinstance(reply, bytes), reply
+    return reply
 
 
 async def wait_until(check, timeout: float, interval: float = 0.1):

@@ -39,7 +39,7 @@ class Decoded:
 def decode(image: Image) -> Decoded:
     """The one QR code in the image, or AssertionError."""
     view = memoryview(image.pixels).cast("B", (image.height, image.width))
-    found = zxingcpp.read_barcodes(view, formats=zxingcpp.BarcodeFormat.QRCode)
+    found = zxingcpp.read_barcodes(view, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
     assert len(found) == 1, f"{len(found)} QR codes found"
     assert found[0].valid
     return Decoded(found[0].text, found[0].ec_level)

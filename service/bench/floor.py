@@ -28,7 +28,7 @@ from aiohttp.typedefs import Handler
 
 from ..core.errors import NotFound
 from ..core.signing import InvalidLink, LinkSigner
-from ..embedded import free_port
+from ..embedded.process import free_port
 from ..settings import SigningKey
 from ..web.errors import render_formbricks
 from ..web.middlewares import route_name

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ..embedded import free_port
+from ..embedded.process import free_port
 
 
 @dataclass

@@ -26,10 +26,10 @@ from ..core.short_links import expiry_hour_ceiling
 from ..db import contacts as contact_db
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
-from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, path_uuid
 from .jsonio import PERSONAL, raw_json_response
 from .keys import POOL, SEGMENT_CACHE, SETTINGS, SHORT_LINKS, SIGNER
+from .link_query import load_link_query
 from .render import iso
 
 routes = web.RouteTableDef()

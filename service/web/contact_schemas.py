@@ -1,4 +1,4 @@
-"""Request schemas of the contacts, segments and contact-links endpoints (Formbricks contract).
+"""Request schemas of the contacts and segments endpoints (Formbricks contract).
 
 Attribute values are strings (at most 2000 characters), finite numbers, booleans, or null; a
 null means "no value" (a new contact does not get the attribute; an update removes it).
@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from marshmallow import RAISE, Schema, ValidationError, fields
-from multidict import MultiMapping
 
 from ..core.errors import Issue
 from ..core.rules import (
@@ -19,24 +18,20 @@ from ..core.rules import (
     NAME,
     NOT_A_DICT,
     NOT_A_LIST,
-    PAGE_LIMIT,
     Problem,
     Text,
-    Whole,
     is_number,
     too_few,
     too_many,
 )
 from ..core.segments import BAD_KEY, CONTACT_ID, valid_attribute_key, validate_filters
 from .fields import REQUIRED, Messages, Str, invalid, message
-from .query import read_query_int
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_CHARS = 2000
 ATTRIBUTE_TEXT = Text(0, MAX_ATTRIBUTE_CHARS)
 MAX_BULK_CONTACTS = 10_000
 SLICE = 500  # bulk items checked per turn of the event loop
-MAX_LINK_ATTRIBUTE_KEYS = 20
 
 
 RESERVED_KEY = Problem("value_error.attribute_key", "contactId is reserved for the contact's id")
@@ -255,50 +250,3 @@ class SegmentPatchSchema(Schema):
 
     title = _title()
     filters = FilterTree()
-
-
-# name -> its rule; expirationDays has no default: absent means no expiry
-QUERY_INTEGERS: dict[str, Whole] = {
-    "limit": PAGE_LIMIT,
-    "skip": Whole(0, INT64_MAX, 0),
-    "expirationDays": Whole(1, 365),
-}
-
-
-# `opened`: true or false (1 or 0), in any case; empty is absent (no filter)
-QUERY_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
-
-
-def load_link_query(query: MultiMapping[str], names: tuple[str, ...]) -> tuple[dict[str, Any], list[Issue]]:
-    """The contact-links query parameters in `names`, each invalid one an Issue of its own.
-
-    Read as Formbricks reads them (its published document and route code): the last of a repeated
-    parameter wins, an empty value is the default, and other parameters are not looked at.
-    """
-    values: dict[str, Any] = {}
-    issues: list[Issue] = []
-    for name in names:
-        given = query.getall(name, [])
-        raw = given[-1] if given else ""
-        if name == "attributeKeys":
-            keys = list(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
-            if len(keys) > MAX_LINK_ATTRIBUTE_KEYS:
-                issues.append(Issue(("query", name), f"ensure this value has at most {MAX_LINK_ATTRIBUTE_KEYS} keys",
-                                    "value_error.list.max_items"))
-            # keys that cannot exist are as unknown as keys that do not: ignored
-            values[name] = [k for k in keys if valid_attribute_key(k)]
-            continue
-        if name == "opened":
-            values[name] = QUERY_BOOLEANS.get(raw.strip().lower())
-            if raw and values[name] is None:
-                issues.append(Issue(("query", name), "value could not be parsed to a boolean", "type_error.bool"))
-            continue
-        rule = QUERY_INTEGERS[name]
-        if not raw:
-            values[name] = rule.default
-            continue
-        value, issue = read_query_int(raw, name, rule)
-        if issue is not None:
-            issues.append(issue)
-        values[name] = value
-    return values, issues

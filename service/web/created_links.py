@@ -17,10 +17,10 @@ from ..db import created_links as created_db
 from ..db.created_links import ManagedLink
 from .auth import guarded, principal_of, unknown_query_issues
 from .contact_links import BASE as CONTACT_LINKS
-from .contact_schemas import load_link_query
 from .fields import MANAGEMENT, parse_uuid, path_uuid
 from .jsonio import PERSONAL, json_response, raw_json_response
 from .keys import CURSORS, GATE, POOL, SETTINGS, SIGNER
+from .link_query import load_link_query
 from .paging import contact_id, page_body
 from .render import iso
 

@@ -13,7 +13,9 @@ import urllib.request
 import pytest
 
 from service.core.auth import key_id_of
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded.postgres import EmbeddedPostgres
+from service.embedded.process import free_port
+from service.embedded.redis import EmbeddedRedis
 
 
 def cli(data_dir, *args, check=True):
@@ -65,6 +67,7 @@ def test_admin_commands_work_while_the_server_runs(tmp_path):
     env.pop("REDIS_URL", None)
     server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert server.stderr is not None
     try:
         deadline = time.monotonic() + 60
         while True:

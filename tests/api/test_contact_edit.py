@@ -59,7 +59,7 @@ async def test_patch_merges_removes_and_creates_keys(client, tenant, db):
     assert resp.status == 200
     resp = await patch(client, tenant.headers, made["id"], {"attributes": {"email": "ann@y.io"}})
     assert resp.status == 200 and (await resp.json())["data"]["attributes"]["email"] == "ann@y.io"
-    assert (await stored(db, made["id"]))["email"] == "ann@y.io"
+    assert (await stored(db, made["id"]) or {}).get("email") == "ann@y.io"
 
 
 async def test_patch_validation_is_422_naming_the_field_and_writes_nothing(client, tenant, db):
@@ -239,11 +239,11 @@ async def test_opening_while_erasing_is_200_or_404_never_500(client, tenant, db)
             statuses.append((await client.get(path)).status)
         return statuses
 
-    jobs = [opens(p) for p in paths for _ in range(3)]
-    jobs += [client.delete(f"{CONTACTS}/{i}", headers=tenant.headers) for i in ids]
-    results = await asyncio.gather(*jobs)
-    statuses = [s for r in results[:-len(ids)] for s in r]
+    opened, deleted = await asyncio.gather(
+        asyncio.gather(*[opens(p) for p in paths for _ in range(3)]),
+        asyncio.gather(*[client.delete(f"{CONTACTS}/{i}", headers=tenant.headers) for i in ids]))
+    statuses = [s for r in opened for s in r]
     assert set(statuses) <= {200, 404} and len(statuses) == len(paths) * 24
-    assert [r.status for r in results[-len(ids):]] == [204] * len(ids)
+    assert [r.status for r in deleted] == [204] * len(ids)
     assert [(await client.get(p)).status for p in paths] == [404] * len(paths)
     assert await db.fetchval("SELECT count(*) FROM contacts WHERE org_id = $1", tenant.org_id) == 0

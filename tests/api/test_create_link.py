@@ -541,10 +541,12 @@ async def test_the_same_bytes_for_another_survey_or_organisation_are_their_own_l
 
 
 def test_remembered_requests_are_bounded():
+    from service.core.errors import Issue
+    from service.core.links import LinkRequest
     from service.web import filum
     from service.web.recent import Recent
 
-    recent = Recent(3, filum.RECENT_BODY_MAX)
+    recent: Recent[LinkRequest] = Recent(3, filum.RECENT_BODY_MAX)
     survey = str(uuid.uuid4())
     for n in range(5):
         assert filum._validate(recent, survey, b'{"name": "n%d"}' % n, True, []) is not None
@@ -552,14 +554,14 @@ def test_remembered_requests_are_bounded():
     too_long = b'{"name": "%s"}' % (b"x" * 3000)
     assert filum._validate(recent, survey, too_long, True, []) is None  # too long a name: issues
     validated = filum._validate(recent, survey, b'{"name": "n9"}', True, [])
-    assert validated.cache_tail == f"{survey}:{validated.hash.hex()}"
+    assert validated is not None and validated.cache_tail == f"{survey}:{validated.hash.hex()}"
     assert filum._validate(recent, survey, b'{"name": "n", "metadata_mapping": [%s]}' % b",".join(
         b'{"metadata_id": %d, "value": "%s"}' % (i, b"v" * 40) for i in range(1, 40)), True, []) is not None
     assert len(recent) == 3 and all(len(raw) <= filum.RECENT_BODY_MAX for _, raw in recent)
     assert [raw for _, raw in recent][-1] == b'{"name": "n9"}'
     assert filum._validate(recent, survey, b'{"name": "n8"}', False, []) is None  # not sent as JSON: not remembered
     assert [raw for _, raw in recent][-1] == b'{"name": "n9"}'
-    issues = []
+    issues: list[Issue] = []
     assert filum._validate(recent, "not-a-uuid", b"{", True, issues) is None
     assert [i.loc for i in issues] == [("body", 1)]  # not JSON is the whole answer, as in FastAPI
 

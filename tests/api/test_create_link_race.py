@@ -9,7 +9,7 @@ import uuid
 
 import asyncpg
 
-from service.core import links
+from service.db import links as link_db
 from tests.helpers import create_metadata_field, create_survey, links_path, wait_until
 
 
@@ -20,13 +20,13 @@ async def test_the_creator_that_loses_on_conflict_replays_the_winners_link(clien
     body = {"name": "raced", "metadata_mapping": [{"metadata_id": field["id"], "value": "SKU-1"}]}
     survey_id = uuid.UUID(survey["id"])
     fallbacks = []
-    find_link = links.link_db.find_link
+    find_link = link_db.find_link
 
     async def counted_find_link(*args):
         fallbacks.append(args[1:])
         return await find_link(*args)
 
-    monkeypatch.setattr(links.link_db, "find_link", counted_find_link)
+    monkeypatch.setattr(link_db, "find_link", counted_find_link)
 
     locker = await asyncpg.connect(database_url)
     try:

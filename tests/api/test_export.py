@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -11,6 +12,7 @@ from datetime import datetime
 import jwt
 import pytest
 
+from service.db.export import csv_field
 from service.web import export
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import all_members, bulk, create_segment, error, segment_links_path
@@ -130,7 +132,7 @@ async def test_a_failure_mid_stream_cuts_the_connection(client, tenant, crowd, m
         if len(calls) == 3:
             async def boom():
                 raise OSError("connection to PostgreSQL lost")
-            return export.asyncio.ensure_future(boom())
+            return asyncio.ensure_future(boom())
         return fetch(self, cursor)
 
     monkeypatch.setattr(export._Batches, "fetch", failing)
@@ -151,13 +153,12 @@ async def test_formula_cells_are_neutralised_and_numbers_kept(client, tenant):
     cells = dict(zip(header[3:], record[3:], strict=True))
     assert cells == {"f1": "'=1+1", "f2": "'+SUM(A1:A9)", "f3": "'-2+3", "f4": "'@cmd", "f5": "'\tx",
                      "f6": "'=a,b", "n1": "-5", "n2": "+1.5e3", "n3": "12", "p": "plain"}
-    assert export.csv_field("=x") == "'=x" and export.csv_field("-1") == "-1" and export.csv_field("a,b") == '"a,b"'
+    assert csv_field("=x") == "'=x" and csv_field("-1") == "-1" and csv_field("a,b") == '"a,b"'
 
 
 async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings, tenant, crowd, monkeypatch, caplog):
     # found in review: the stream's write failing because the client left was re-raised, and the edge
     # took aiohttp's ClientConnectionResetError (an OSError) for PostgreSQL being unreachable
-    import asyncio
     import logging
 
     import aiohttp
@@ -194,6 +195,7 @@ async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings,
             resp = await session.get(url, headers={**tenant.headers, "X-Request-Id": "gone-export"})
             assert resp.status == 200
             await asyncio.wait_for(first_sent.wait(), 10)
+            assert resp.connection is not None and resp.connection.transport is not None
             resp.connection.transport.abort()  # the client leaves mid-file
             resp.release()
             client_left.set()

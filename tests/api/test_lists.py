@@ -8,8 +8,9 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import pytest
 
 from service.core.cursors import CursorCodec
@@ -302,12 +303,13 @@ async def test_each_list_reads_through_its_index(make_tenant, db):
     org = orgs[1]
     middle = (datetime.now(UTC), uuid.uuid4())
     recorder = Recorder()
+    conn = cast(asyncpg.Connection, recorder)  # a stand-in for the db functions: it records, answers no rows
     for after in (None, middle):
-        await survey_db.list_surveys(recorder, org, 51, after)
-        await segment_db.list_segments(recorder, org, 51, after)
-    for after in (None, (middle[0], 1500)):
-        await contact_db.list_contacts(recorder, org, 51, after)
-        await contact_db.list_contacts(recorder, org, 51, after, "u7@x.io")
+        await survey_db.list_surveys(conn, org, 51, after)
+        await segment_db.list_segments(conn, org, 51, after)
+    for seek in (None, (middle[0], 1500)):
+        await contact_db.list_contacts(conn, org, 51, seek)
+        await contact_db.list_contacts(conn, org, 51, seek, "u7@x.io")
     expected = ["surveys_page_idx", "segments_page_idx"] * 2 + ["contacts_page_idx", "contacts_email_idx"] * 2
     assert len(recorder.statements) == len(expected)
     for (sql, args), index in zip(recorder.statements, expected, strict=True):

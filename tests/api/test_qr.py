@@ -45,7 +45,8 @@ def symbol(url: str, ecc: str, border: int = 0) -> list[list[bool]]:
     """The modules zxing-cpp's writer gives `url` at level `ecc` (True dark), in a light border."""
     image = zxingcpp.create_barcode(url, zxingcpp.BarcodeFormat.QRCode, ecLevel=ecc).to_image(add_quiet_zones=False)
     height, width = image.shape
-    pixels = memoryview(image).tobytes()
+    # zxing-cpp's stub leaves out its Image's buffer protocol (the Image has one: this line runs)
+    pixels = memoryview(image).tobytes()  # type: ignore[arg-type]
     rows = [[pixels[y * width + x] < 128 for x in range(width)] for y in range(height)]
     light = [False] * (width + 2 * border)
     return [light] * border + [[False] * border + row + [False] * border for row in rows] + [light] * border

@@ -7,8 +7,9 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
-from tests.helpers import create_survey, links_path
+from tests.helpers import as_bytes, create_survey, links_path
 
 
 async def _post(client, tenant, survey_id, name="x"):
@@ -25,8 +26,8 @@ async def _advance(redis_url, tenant, seconds: float) -> None:
     r = aioredis.Redis.from_url(redis_url)
     try:
         stored = await r.hgetall(_bucket(tenant))
-        moved = {field: int(value) - round(seconds * 1_000_000) for field, value in stored.items()
-                 if field.startswith(b"u")}
+        moved: dict[FieldT, EncodableT] = {field: int(value) - round(seconds * 1_000_000)
+                                           for field, value in stored.items() if as_bytes(field).startswith(b"u")}
         assert moved, stored
         await r.hset(_bucket(tenant), mapping=moved)
     finally:

@@ -10,7 +10,9 @@ import asyncio
 import random
 import struct
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -77,6 +79,7 @@ async def test_a_count_is_remembered_with_every_250th_member(client, tenant, db,
     assert await ids_of(client, tenant, survey, segment, limit=7, skip=600) == []
     # the page really starts from the remembered member: a planted one moves it
     markers = await r.get(key + ":m")
+    assert isinstance(markers, bytes)
     await r.set(key + ":m", markers[:16] + markers[32:48] + markers[32:])
     assert await ids_of(client, tenant, survey, segment, limit=10, skip=255) == order[505:515]
     # and the total is the remembered one while nothing was written, however old it is
@@ -265,7 +268,7 @@ async def test_an_upsert_that_meets_an_email_another_writer_is_creating_waits_fo
 async def test_a_bulk_call_checks_its_items_a_slice_at_a_time():
     """10,000 items are checked with a turn of the event loop every SLICE items: another task runs in between
     (the loop is never held for the whole list), and the problems found are the same as checked at once."""
-    items = [{"attributes": {"email": f"c{i}@x.io", "plan": "pro"}} for i in range(10_000)]
+    items: list[dict[str, Any]] = [{"attributes": {"email": f"c{i}@x.io", "plan": "pro"}} for i in range(10_000)]
     items[7_777] = {"attributes": {"email": ""}, "extra": 1}
     turns = 0
     stop = asyncio.Event()
@@ -383,7 +386,7 @@ async def test_only_statements_with_filter_values_are_planned_with_them(client, 
         seen.append((sql.split()[0], await conn.fetchval("SELECT current_setting('plan_cache_mode')")))
         return rows
 
-    async def planned_mode(values: bool) -> str:
+    async def planned_mode(values: bool) -> list[asyncpg.Record]:
         async with client.app[POOL].acquire() as conn:
             return await fetch_planned(conn, "SELECT current_setting('plan_cache_mode')", [], values)
 

@@ -4,6 +4,7 @@ on any worker), validation, isolation."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import orjson
 import pytest
@@ -123,7 +124,8 @@ def test_the_digest_follows_the_tree_not_its_spelling():
     one = {"and": [{"attribute": "plan", "op": "equals", "value": "pro"}]}
     same = {"and": [{"value": "pro", "op": "equals", "attribute": "plan"}]}
     assert filters_digest(one) == filters_digest(same)
-    others = [{"and": [{"attribute": "plan", "op": "equals", "value": "Pro"}]}, {}, {"or": []}, {"and": []}]
+    others: list[dict[str, Any]] = [{"and": [{"attribute": "plan", "op": "equals", "value": "Pro"}]}, {},
+                                    {"or": []}, {"and": []}]
     assert len({filters_digest(t) for t in [one, *others]}) == 5
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.helpers import create_survey
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 INJECTION = "x' OR '1'='1"
 
-PEOPLE = {
+PEOPLE: dict[str, dict[str, Any]] = {
     "a": {"plan": "pro", "age": 30, "score": "42", "vip": True, "note": "50% off_now", "city": "Berlin"},
     "b": {"plan": "free", "age": 17, "score": "n/a", "vip": False, "note": "plain", "city": "Bern"},
     "c": {"plan": "Pro", "age": "45", "note": INJECTION, "joined": "2024-03-01"},

@@ -94,6 +94,7 @@ async def test_page_answers_s_links_for_short_and_c_links_for_jwt(client, tenant
     [item] = body["data"]
     token = token_of(item["surveyUrl"])
     claims = CODEC.verify(token)
+    assert claims.expires_at is not None
     # a short link expires on the hour: the expiry is rounded up, and that instant is answered
     assert (claims.expires_at - EPOCH) % HOUR == 0
     assert before + 2 * 86_400 <= claims.expires_at < int(time.time()) + 2 * 86_400 + HOUR

@@ -127,7 +127,7 @@ class World:
 
 
 # numbers, booleans and strings, stored typed; contact links answer each as its text
-ATTRIBUTES = {
+ATTRIBUTES: dict[str, dict[str, Any]] = {
     "ann@x.io": {"email": "ann@x.io", "plan": "pro", "age": 42, "score": 1.5, "vip": True,
                  "big": 9007199254740993, "weight": 30.0, "note": 'n, "quoted"'},
     "bob@x.io": {"email": "bob@x.io", "plan": "free", "age": -7, "vip": False},

@@ -106,7 +106,9 @@ def operations(world: World) -> list[Any]:
 def _fuzz(operation: Any, mode: GenerationMode, world: World, http: requests.Session) -> tuple[int, list[str],
                                                                                                dict[int, int]]:
     """Send EXAMPLES cases; answers how many were sent, the failures, and the count of each status."""
-    sent, failures, statuses = 0, [], {}
+    sent = 0
+    failures: list[str] = []
+    statuses: dict[int, int] = {}
 
     @seed(20260522)
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,

@@ -121,7 +121,8 @@ def test_attributes_come_as_the_strings_the_client_declares(generated, world):
 
 
 def test_paging_through_a_segment_with_float_limits(generated, world):
-    sent, seen = Sent(), []
+    sent = Sent()
+    seen: list[str] = []
     with client_of(generated, world, sent) as client:
         while True:
             page = segment_op(generated).sync(world.survey, world.everyone, client=client, limit=2.0,

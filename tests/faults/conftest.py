@@ -28,7 +28,9 @@ import pytest
 from service.core.auth import SCOPES, hash_secret, issue_key
 from service.db import orgs
 from service.db.migrate import migrate, migrate_url
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded.postgres import EmbeddedPostgres
+from service.embedded.process import free_port
+from service.embedded.redis import EmbeddedRedis
 from tests.conftest import TEST_KEYS, Tenant
 from tests.ops.serving import alive as _running
 

@@ -11,9 +11,11 @@ import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from service.connections import ConnectionGuard, Sweeper
 from tests.faults.conftest import signing_keys_env
@@ -122,10 +124,15 @@ class _Handler:
 
     def __init__(self) -> None:
         self.transport = _Transport()
-        self.closed = False
+        self.cuts = 0
 
     def force_close(self) -> None:
-        self.closed = True
+        self.cuts += 1
+
+
+def _handlers(*fakes: _Handler) -> list[web.RequestHandler]:
+    """The fakes where the sweeper takes aiohttp's handlers (it reads only what _Handler has)."""
+    return cast(list[web.RequestHandler], list(fakes))
 
 
 class _Transport:
@@ -138,15 +145,15 @@ def test_the_sweeper_cuts_only_connections_without_a_request_and_warns_near_the_
     fresh, served = _Handler(), _Handler()
     guard.served.add(served.transport)
     caplog.set_level(logging.WARNING, "service.connections")
-    assert sweeper.sweep([fresh, served], now=100.0) == 0
-    assert sweeper.sweep([fresh, served], now=101.9) == 0 and not fresh.closed
-    assert sweeper.sweep([fresh, served], now=102.0) == 1 and fresh.closed and not served.closed
+    assert sweeper.sweep(_handlers(fresh, served), now=100.0) == 0
+    assert sweeper.sweep(_handlers(fresh, served), now=101.9) == 0 and fresh.cuts == 0
+    assert sweeper.sweep(_handlers(fresh, served), now=102.0) == 1 and (fresh.cuts, served.cuts) == (1, 0)
     assert not caplog.records  # 2 connections of 10 files
     many = [_Handler() for _ in range(8)]
     for handler in many:
         guard.served.add(handler.transport)
-    assert sweeper.sweep(many, now=103.0) == 0
+    assert sweeper.sweep(_handlers(*many), now=103.0) == 0
     assert [r.getMessage() for r in caplog.records] == ["open connections near the open-files limit"]
     assert (caplog.records[0].connections, caplog.records[0].limit) == (8, 10)
-    sweeper.sweep(many, now=110.0)  # once a minute at most
+    sweeper.sweep(_handlers(*many), now=110.0)  # once a minute at most
     assert len(caplog.records) == 1

@@ -15,11 +15,11 @@ import time
 import aiohttp
 import asyncpg
 
-from service.embedded import free_port
+from service.embedded.process import free_port
 from tests.conftest import Tenant
 from tests.faults.conftest import REPO, OwnPostgres, new_tenant, signing_keys_env
 from tests.helpers import links_path, wait_until
-from tests.ops.metrics_text import parse_samples, value
+from tests.ops.metrics_text import number, parse_samples, value
 
 BASE = "/api/v2/management"
 PG_DETAIL = "Service temporarily unavailable: postgresql is not answering, retry shortly"
@@ -242,7 +242,7 @@ async def test_postgres_out_of_connections_is_503_then_recovers(serve, http, own
     assert "unexpected error" not in logs and "Traceback" not in logs
     assert "TooManyConnectionsError" in logs  # logged as "postgresql unavailable", a warning
     async with http.get(base + "/metrics") as r:
-        assert value(parse_samples(await r.text()), "sls_postgres_failures_total") >= len(unavailable)
+        assert number(parse_samples(await r.text()), "sls_postgres_failures_total") >= len(unavailable)
 
 
 def test_serve_refuses_pools_that_cannot_fit(own_postgres: OwnPostgres, redis_url, tmp_path):

@@ -18,7 +18,7 @@ from service.core.ratelimit import Gate, org_key
 from service.core.ratepolicy import parse_policy
 from service.core.redis_pipe import PipelinedRedis
 from service.core.replay_cache import ReplayCache
-from service.embedded import free_port
+from service.embedded.process import free_port
 from service.redis_client import SINGLE_SERVER_RETRY
 
 OOM = "OOM command not allowed when used memory > 'maxmemory'."

@@ -157,9 +157,9 @@ async def test_postgres_stopped_mid_traffic_never_500(pg_client, own_postgres):
     # every answered link is committed, and the quota counter agrees with the rows
     conn = await asyncpg.connect(own_postgres.url)
     try:
-        rows = dict(await conn.fetch(
+        rows = {value: link_id for value, link_id in await conn.fetch(
             "SELECT (metadata_mapping->0->>'value')::int, id FROM survey_links WHERE survey_id = $1",
-            uuid.UUID(survey_id)))
+            uuid.UUID(survey_id))}
     finally:
         await conn.close()
     assert {v: rows.get(v) for v in answered} == answered

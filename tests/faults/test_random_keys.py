@@ -88,6 +88,7 @@ async def test_random_keys_cost_no_transactions_and_a_valid_caller_keeps_its_lat
         before = await _transactions(database_url)
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-c", FLOOD_SCRIPT, server.base_url, str(FLOOD), "4", str(RATE), stdout=subprocess.PIPE)
+        assert flood.stdout is not None
         assert await asyncio.wait_for(flood.stdout.readline(), 30) == b"ready\n"
         busy: list[float] = []
         while flood.returncode is None and len(busy) < 2000:

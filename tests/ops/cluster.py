@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from service.embedded import valkey_server_path
+from service.embedded.redis import valkey_server_path
 
 # each node's cluster bus is on its port + 10000, which must be free as well
 BUS_OFFSET = 10000

@@ -20,6 +20,13 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
+def number(samples: Samples, name: str, **labels: str) -> float:
+    """The sample's value, which the exposition must have."""
+    found = value(samples, name, **labels)
+    assert found is not None, f"no sample {name} {labels}"
+    return found
+
+
 def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
     """Every labelled sample of one name."""
     return {labels: v for (n, labels), v in samples.items() if n == name}

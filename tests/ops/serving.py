@@ -20,7 +20,9 @@ import aiohttp
 import asyncpg
 
 from service.admin import new_tenant
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded.postgres import EmbeddedPostgres
+from service.embedded.process import free_port
+from service.embedded.redis import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
 # settings of the test process that must not leak into the server's environment

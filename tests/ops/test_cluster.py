@@ -16,7 +16,7 @@ from service.redis_client import cluster_url, connect_redis
 from tests.conftest import TEST_KEYS
 from tests.ops import serving
 from tests.ops.cluster import LocalCluster
-from tests.ops.metrics_text import parse_samples, series, value
+from tests.ops.metrics_text import number, parse_samples, series, value
 
 pytestmark = pytest.mark.cluster
 
@@ -121,11 +121,12 @@ async def test_burst_across_two_workers_passes_exactly_the_limit(on_cluster, mak
     assert elapsed < 12, "the burst took longer than the window needs to refill one token"
     assert sorted(status for status, _ in results) == [200] * 5 + [429] * 15
     # 12 s for a token, less what the bucket refilled since the fifth request (at most `elapsed`)
-    assert all(12 - elapsed - 1 < int(retry) <= 12 for status, retry in results if status == 429), results
+    assert all(retry is not None and 12 - elapsed - 1 < int(retry) <= 12
+               for status, retry in results if status == 429), results
     decisions = "sls_ratelimit_decisions_total"
 
     def counted(samples: dict, decision: str) -> float:
-        return value(samples, decisions, decision=decision) - value(before, decisions, decision=decision)
+        return number(samples, decisions, decision=decision) - number(before, decisions, decision=decision)
 
     after = await _settled_metrics(http, on_cluster, lambda samples: all(
         counted(samples, decision) == statuses.count(status) for decision, status in (("allowed", 200),
@@ -209,8 +210,8 @@ async def test_a_lost_master_degrades_to_fail_open_not_errors(on_cluster, make_t
         async with http.get(url, headers=tenant.headers) as resp:
             assert resp.status == 200, await resp.text()  # RATE_LIMIT_FAILURE_MODE=open: let through
             assert "RateLimit" not in resp.headers
-    samples = await _settled_metrics(http, on_cluster, lambda samples: value(
-        samples, "sls_ratelimit_decisions_total", decision="degraded") >= 5)
-    assert value(samples, "sls_ratelimit_decisions_total", decision="degraded") >= 5
-    assert value(samples, "sls_redis_failures_total", operation="gate") >= 5
+    samples = await _settled_metrics(http, on_cluster, lambda samples: (value(
+        samples, "sls_ratelimit_decisions_total", decision="degraded") or 0) >= 5)
+    assert number(samples, "sls_ratelimit_decisions_total", decision="degraded") >= 5
+    assert number(samples, "sls_redis_failures_total", operation="gate") >= 5
     assert value(samples, "sls_redis_failures_total", operation="request") == 0

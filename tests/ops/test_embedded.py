@@ -7,7 +7,8 @@ import asyncpg
 import redis
 
 from service import runtime
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.embedded.postgres import EmbeddedPostgres
+from service.embedded.redis import EmbeddedRedis
 from service.settings import load_settings
 
 KEYS = "k1:" + "s" * 40

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from service.app import create_app
 from service.db.migrate import LOCK_KEY, MigrationError, check_current, load_migrations, migrate
-from service.embedded import free_port
+from service.embedded.process import free_port
 from service.settings import Settings
 from tests.ops.databases import PREVIOUS_RELEASE_SCHEMA, REPO, catalog, cli, fresh_database, run_sql_file
 

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 
 from service.app import create_app
 from service.settings import Settings
-from service.web.contact_schemas import QUERY_INTEGERS
+from service.web.link_query import QUERY_INTEGERS
 from service.web.openapi import build_document, routes_of
 from service.web.operations import OPERATIONS
 from tests.conftest import TEST_KEYS

@@ -118,7 +118,7 @@ async def test_links_follow_the_port(served):
 async def _contact_id(served) -> str:
     import asyncpg
 
-    from service.embedded import EmbeddedPostgres
+    from service.embedded.postgres import EmbeddedPostgres
 
     port = EmbeddedPostgres(served.data_dir).running_port()
     conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")

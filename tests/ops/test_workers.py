@@ -13,7 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.embedded.postgres import EmbeddedPostgres
+from service.embedded.redis import EmbeddedRedis
 from tests.conftest import TEST_KEYS
 from tests.ops import serving
 from tests.ops.metrics_text import parse_samples, series

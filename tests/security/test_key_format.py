@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 
-from service.core import auth
 from service.core.auth import could_be_ours, hash_secret, issue_key, key_id_of, new_secret
 from service.db import orgs
 from tests.security.conftest import M
@@ -24,7 +23,7 @@ def key_queries(monkeypatch) -> list[bytes]:
         calls.append(key_hash)
         return await real(conn, key_hash)
 
-    monkeypatch.setattr(auth.orgs, "active_key_by_hash", counted)
+    monkeypatch.setattr(orgs, "active_key_by_hash", counted)
     return calls
 
 

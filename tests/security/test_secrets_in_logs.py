@@ -17,7 +17,7 @@ import pytest
 
 from service.core.auth import SCOPES, hash_secret, new_secret
 from service.db import orgs
-from service.embedded import free_port
+from service.embedded.process import free_port
 from tests.faults.conftest import REPO, SCRUBBED, start_serve, stop_serve
 from tests.security.conftest import M
 

@@ -20,12 +20,15 @@ TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 class Stream(io.TextIOWrapper):
     """A text stream over bytes, like sys.stderr."""
 
+    handler: logs.JsonLineHandler  # the handler configure_logging put on it (the `stream` fixture)
+
     def __init__(self) -> None:
-        super().__init__(io.BytesIO(), encoding="utf-8", line_buffering=True)
+        self.written = io.BytesIO()
+        super().__init__(self.written, encoding="utf-8", line_buffering=True)
 
     def lines(self) -> list[dict]:
         self.flush()
-        return [json.loads(line) for line in self.buffer.getvalue().decode().splitlines()]
+        return [json.loads(line) for line in self.written.getvalue().decode().splitlines()]
 
 
 @pytest.fixture
@@ -38,7 +41,8 @@ def stream(monkeypatch):
     logs.configure_logging("INFO", "json")
     (fake.handler,) = [h for h in root.handlers if isinstance(h, logs.JsonLineHandler)]
     yield fake
-    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
     logging.getLogger("aiohttp.server").removeFilter(logs._MALFORMED)
 
 
@@ -56,7 +60,11 @@ def _reference_line(fields: dict) -> dict:
 def test_same_line_as_the_formatter_outside_a_loop(stream, monkeypatch):
     _only_ours(stream)
     sent = []
-    monkeypatch.setattr(stream.handler, "add_line", lambda line: sent.append(line) or stream.buffer.write(line))
+    def add_line(line: bytes) -> None:
+        sent.append(line)
+        stream.buffer.write(line)
+
+    monkeypatch.setattr(stream.handler, "add_line", add_line)
     logs.log_access(FIELDS)
     assert len(sent) == 1  # the fast path, not a LogRecord
     (line,) = stream.lines()
@@ -163,10 +171,11 @@ async def test_a_body_whose_stream_broke_is_one_warning_line(stream, aiohttp_ser
 
 def test_below_warning_the_rewritten_records_are_dropped_and_others_pass(stream):
     server = logging.getLogger("aiohttp.server")
+    malformed, ours = LineTooLong(b"x" * 10, 8190), ValueError("ours")
     record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
-                               ("1.2.3.4",), (None, LineTooLong(b"x" * 10, 8190), None))
+                               ("1.2.3.4",), (type(malformed), malformed, None))
     other = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Unhandled exception", (),
-                              (None, ValueError("ours"), None))
+                              (type(ours), ours, None))
     assert logs._MALFORMED.filter(other) and other.levelno == logging.ERROR and other.exc_info
     server.setLevel(logging.ERROR)
     try:

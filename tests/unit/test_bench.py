@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 
 import pytest
@@ -18,7 +19,7 @@ def _result(rps: float) -> WrkResult:
 
 
 def test_missing_wrk_says_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(wrk.shutil, "which", lambda name, **kw: None)
+    monkeypatch.setattr(shutil, "which", lambda name, **kw: None)
     with pytest.raises(WrkMissing, match="apt-get install -y wrk"):
         wrk.find_wrk(install=False)
 

@@ -19,7 +19,8 @@ ORG, OTHER_ORG = uuid.UUID(int=1), uuid.UUID(int=2)
 
 def test_round_trip_of_positions():
     codec = CursorCodec((NEW,))
-    for position in ([1733472000123456, 42], [1, "0b9c0d3e-0000-4000-8000-000000000001"], [7], []):
+    positions: list[list[int | str]] = [[1733472000123456, 42], [1, "0b9c0d3e-0000-4000-8000-000000000001"], [7], []]
+    for position in positions:
         text = codec.encode("surveys", ORG, position)
         assert text.isascii() and len(text) < MAX_CURSOR_CHARS and "=" not in text
         assert codec.decode("surveys", ORG, text) == position

@@ -18,10 +18,11 @@ def test_messages_are_the_references_names_not_the_running_pythons() -> None:
 
 def test_formbricks_422_body_names_unprocessable_entity() -> None:
     response = render(FORMBRICKS, ValidationFailed([]))
-    assert response.status == 422
+    assert response.status == 422 and isinstance(response.body, bytes)
     assert json.loads(response.body)["error"]["message"] == "Unprocessable Entity"
 
 
 def test_formbricks_413_keeps_its_own_message() -> None:
     response = render(FORMBRICKS, PayloadTooLarge(10))
+    assert isinstance(response.body, bytes)
     assert json.loads(response.body)["error"]["message"] == "Request body too large (limit 10 bytes)"

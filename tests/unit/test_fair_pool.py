@@ -33,7 +33,7 @@ async def _queued(turns: Turns, count: int, order: list[int]) -> list[asyncio.Ta
 
 
 async def test_turns_go_in_arrival_order_and_newcomers_queue_behind():
-    turns, order = Turns(1), []
+    turns, order = Turns(1), list[int]()
     await turns.take()
     tasks = await _queued(turns, 5, order)
     turns.give_back()  # for task 0, which has not run yet: a newcomer must not take it
@@ -47,7 +47,7 @@ async def test_turns_go_in_arrival_order_and_newcomers_queue_behind():
 
 
 async def test_a_waiter_cancelled_in_line_or_just_granted_passes_its_turn_on():
-    turns, order = Turns(1), []
+    turns, order = Turns(1), list[int]()
     await turns.take()
     tasks = await _queued(turns, 3, order)
     tasks[0].cancel()  # still waiting: leaves the line
@@ -64,7 +64,8 @@ async def test_nobody_is_overtaken_by_more_than_a_pool_of_newcomers(database_url
     """40 tasks take turns on 4 connections: nobody is overtaken by more than a pool's worth of later
     askers (asyncpg's own pool lets waiters be overtaken over a thousand times here)."""
     pool = await create_pool(database_url, max_size=4, wait=30)
-    next_ticket, granted, worst = 0, [], 0
+    next_ticket, worst = 0, 0
+    granted: list[int] = []
 
     async def worker() -> None:
         nonlocal next_ticket, worst

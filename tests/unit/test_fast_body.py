@@ -14,6 +14,7 @@ from service.web.fastbody import MAX_METADATA_ITEMS, NAME, fast_create_link
 from service.web.schemas import MAX_LIST_ITEMS, MAX_VALUE_CHARS, CreateLinkSchema
 
 SCHEMA = CreateLinkSchema()
+assert NAME.max_chars is not None
 NAME_MAX = NAME.max_chars  # the bound the schema and the fast path both ask
 SPACES = [" ", "\t", "\n", "\u00a0", "\u2003", "\u3000", "\x1f", ""]
 NAMES = ["", " ", "a", "SKU 12345 - Link 001", "x" * NAME_MAX, "x" * (NAME_MAX + 1), "é" * NAME_MAX, "a\x00b",
@@ -110,7 +111,7 @@ def test_generated_bodies_agree_with_the_schema(seed):
 
 
 def test_fast_path_takes_the_common_valid_bodies():
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"name": "SKU 12345 - Link 001", "metadata_mapping": [{"metadata_id": 1, "value": "SKU-12345"},
                                                                {"metadata_id": 2, "value": "2024-01-15"}]},
         {"name": "  padded  "},

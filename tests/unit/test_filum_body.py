@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 
-from service.web import filum_body
 from service.web.filum_body import campaign_uuid, decode_issue
 
 PY313_TRAILING_COMMA = [  # what Python 3.13's json module raises, and what 3.11 (the reference) answers
@@ -28,8 +27,9 @@ def test_a_trailing_comma_is_answered_in_the_same_words_on_every_python(monkeypa
     expected = json.JSONDecodeError(msg, doc, pos)
     ctx = {"msg": msg, "doc": doc, "pos": pos, "lineno": expected.lineno, "colno": expected.colno}
     for loads in (json.loads, loads_313):  # this Python's own, and 3.13's
-        monkeypatch.setattr(filum_body.json, "loads", loads)
+        monkeypatch.setattr(json, "loads", loads)
         issue = decode_issue(doc.encode())
+        assert issue is not None
         assert (issue.loc, issue.msg, issue.type, issue.ctx) == (("body", pos), str(expected), "value_error.jsondecode",
                                                                  ctx)
 

@@ -73,7 +73,7 @@ async def test_gate_renders_headers(redis_url):
 
 async def test_gate_fails_open_or_closed_when_redis_is_unreachable():
     from service.core.errors import Unavailable
-    from service.embedded import free_port
+    from service.embedded.process import free_port
     from service.redis_client import OPTIONS, SINGLE_SERVER_RETRY
 
     # the service's own client settings (short timeouts, one immediate retry), at a port nobody serves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -93,9 +94,10 @@ def test_legacy_or_current_hash_is_the_hash_stored_before(seed):
 
     rng = random.Random(seed)
     for _ in range(3000):
-        values = [rng.choice([rng.randint(-(2**63), 2**64 - 1), rng.randint(-10, 10), float(rng.randint(-2**62, 2**62)),
-                              rng.random() * 1e20, "x", None, [rng.randint(0, 2**63), "y"]])
-                  for _ in range(rng.randint(1, 3))]
+        values: list[Any] = [rng.choice([rng.randint(-(2**63), 2**64 - 1), rng.randint(-10, 10),
+                                         float(rng.randint(-2**62, 2**62)), rng.random() * 1e20, "x", None,
+                                         [rng.randint(0, 2**63), "y"]])
+                             for _ in range(rng.randint(1, 3))]
         pairs = [(mid, value) for mid, value in enumerate(values, 1)]
         before = sorted((mid, [_normal_before(v) if isinstance(v, int | float) else v for v in value]
                          if isinstance(value, list) else _normal_before(value) if isinstance(value, int | float)

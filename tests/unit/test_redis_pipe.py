@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.core.ratelimit import GATE_SCRIPT, org_key
 from service.core.redis_pipe import PipelinedRedis, _Protocol
-from service.embedded import free_port
+from service.embedded.process import free_port
 from tests.helpers import wait_until
 
 SHA = hashlib.sha1(GATE_SCRIPT.encode()).hexdigest()
@@ -110,6 +110,7 @@ async def test_connection_killed_fails_waiting_commands_then_reconnects(pipe, di
 
 async def test_a_reply_that_does_not_come_times_out_and_the_next_command_works(redis_url):
     pipe = PipelinedRedis.for_client(aioredis.Redis.from_url(redis_url, socket_timeout=0.3))
+    assert pipe is not None
     started = time.monotonic()
     # the reply never comes (BLPOP ... 0 blocks for ever): only the socket timeout ends the wait
     with pytest.raises(RedisTimeoutError):
@@ -125,6 +126,7 @@ async def test_database_and_password_from_the_url(redis_url, direct):
     try:
         url = redis_url.replace("redis://", "redis://:s3cret@").rsplit("/", 1)[0] + "/2"
         pipe = PipelinedRedis.for_client(aioredis.Redis.from_url(url))
+        assert pipe is not None
         key = f"pipe:{uuid.uuid4().hex}"
         assert await pipe.execute("SET", key, "in db 2") == b"OK"
         await pipe.aclose()
@@ -132,6 +134,7 @@ async def test_database_and_password_from_the_url(redis_url, direct):
         assert await other.get(key) == b"in db 2"
         await other.aclose()
         wrong = PipelinedRedis.for_client(aioredis.Redis.from_url(redis_url.replace("redis://", "redis://:nope@")))
+        assert wrong is not None
         with pytest.raises(AuthenticationError):  # WRONGPASS, as redis-py raises it: a ConnectionError
             await wrong.execute("PING")
         await wrong.aclose()
@@ -164,8 +167,8 @@ class _Transport(asyncio.Transport):
         self.written: list[bytes] = []
         self.aborted = False
 
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
 
     def abort(self) -> None:
         self.aborted = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import string
 import time
+from typing import Any
 
 import jwt
 import pytest
@@ -31,7 +32,7 @@ def outcome(verify, token: str):
 def _encoded(rng: random.Random) -> str:
     """Tokens PyJWT makes, with claims and headers we never issue."""
     key = rng.choice([*KEYS, UNKNOWN_KEY])
-    claims = rng.choice([
+    claims: dict[str, Any] = rng.choice([
         {"s": 1, "c": 2}, {"s": 1, "c": 2, "exp": int(NOW) + 60}, {"s": 1, "c": 2, "exp": int(NOW) - 1},
         {"s": 1, "c": 2, "iat": int(NOW) + 3600}, {"s": 1, "c": 2, "iat": int(NOW)}, {"s": 1, "c": 2, "nbf": NOW + 99},
         {"s": 1, "c": 2, "aud": "x"}, {"s": 1, "c": "2"}, {"s": 1.0, "c": 2}, {"s": 1}, {"c": 2, "s": 1},
@@ -39,8 +40,9 @@ def _encoded(rng: random.Random) -> str:
         {"s": 1, "c": 2, "jti": 3}, {"s": None, "c": 2},
     ])
     # {"kid": kid, "typ": None} is our exact header ({"alg":"HS256","kid":...}, sorted, no typ)
-    headers = rng.choice([{"kid": key.kid}, {"kid": key.kid, "typ": "JWT"}, {"kid": key.kid, "cty": "x"}, {},
-                          {"kid": key.kid, "typ": None}, {"kid": key.kid, "typ": None}])
+    headers: dict[str, Any] = rng.choice([{"kid": key.kid}, {"kid": key.kid, "typ": "JWT"},
+                                          {"kid": key.kid, "cty": "x"}, {}, {"kid": key.kid, "typ": None},
+                                          {"kid": key.kid, "typ": None}])
     algorithm = rng.choice(["HS256", "HS256", "HS384"])
     # now and then signed with another key than the one the header names: a wrong MAC under that header
     secret = rng.choice([*KEYS, UNKNOWN_KEY]).secret if rng.random() < 0.25 else key.secret
@@ -104,7 +106,11 @@ def test_forgeries_never_reach_pyjwt_and_acceptance_is_pyjwts(monkeypatch):
     import jwt
 
     real = jwt.decode
-    monkeypatch.setattr(jwt, "decode", lambda *a, **kw: asked.append(a) or real(*a, **kw))
+    def counted(*a, **kw):
+        asked.append(a)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(jwt, "decode", counted)
     assert SIGNER.verify_contact_token(token, NOW).contact_id == 34
     assert len(asked) == 1  # PyJWT's decode is the verifier of what is accepted
     head, payload, sig = token.split(".")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...core.rules import Whole
-from ..contact_schemas import QUERY_INTEGERS
+from ..link_query import QUERY_INTEGERS
 
 Operation = dict[str, Any]
 FILUM, FORMBRICKS = "FilumError", "FormbricksError"

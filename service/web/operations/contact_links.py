@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..contact_links import BASE as CONTACT_LINKS
-from ..contact_schemas import MAX_LINK_ATTRIBUTE_KEYS
 from ..doc_schemas import ContactLinkData, ContactLinksPage
+from ..link_query import MAX_LINK_ATTRIBUTE_KEYS
 from .common import (
     CONTACT_ID,
     FORMBRICKS,
