@@ -19,7 +19,7 @@ from tests.query_log import recording
 SIZES = (5_000, 20_000)
 LIMIT = 50
 # a filter with a value (planned with it, in its own transaction), and every contact
-FILTERS = ({"attribute": "plan", "op": "equals", "value": "pro"}, {})
+FILTERS: tuple[dict[str, Any], ...] = ({"attribute": "plan", "op": "equals", "value": "pro"}, {})
 
 
 async def seed(db, org_id: uuid.UUID, count: int) -> list[int]:
