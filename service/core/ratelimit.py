@@ -80,7 +80,7 @@ class Gate(Breaker):
     async def check(self, org_id: str, policy: RatePolicy, cache_key: str | None = None,
                     epoch_key: str | None = None) -> Decision:
         """Spend a token (or refuse), and read `cache_key` when allowed (with `epoch_key`: only an entry
-        written under the survey's epoch answers, see remember.lua)."""
+        written under the survey's epoch answers, see remember_many.lua)."""
         if policy.off and cache_key is None:
             return ALLOW_UNLIMITED
         if cache_key is not None and self._cache is not None:
