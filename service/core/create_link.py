@@ -67,8 +67,8 @@ class LinkCreation:
         if request is None:
             return self._gate.check(org, policy)
         # an entry answers only under its survey's epoch, which revoking a link moves on
-        return self._gate.check(org, policy, replay_key(org, self._kid, request.cache_tail),
-                                epoch_key(org, request.survey_id))
+        return self._gate.check(org, policy, (replay_key(org, self._kid, request.cache_tail),
+                                              epoch_key(org, request.survey_id)))
 
     def replayed(self, decision: Decision) -> bytes | None:
         """The cached answer the lookup found (counted as a replay), or None."""

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import secrets
 from importlib import resources
-from typing import cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
@@ -41,20 +40,6 @@ class ReplayCache:
         self._breaker = Breaker() if breaker is None else breaker
         self._remember = redis.register_script(REMEMBER_MANY_SCRIPT)  # without a pipe: redis-py reloads it
 
-    async def get(self, key: str) -> bytes | None:
-        """The cached answer, or None when there is none or the cache Redis does not answer."""
-        if self._breaker.resting():
-            return None
-        try:
-            # bytes: the clients do not decode responses (redis-py's types cannot know it)
-            if self._pipe is not None:
-                return cast(bytes | None, await self._pipe.execute("GET", key))
-            return cast(bytes | None, await self._redis.get(key))
-        except REDIS_DOWN:
-            self._breaker.trip()
-            log.warning("replay cache unavailable; PostgreSQL answers replays")
-            return None
-
     async def lookup(self, key: str, epoch_key: str) -> tuple[bytes | None, bytes | None]:
         """The answer an entry holds under the survey's epoch (see remember_many.lua), and that epoch."""
         if self._breaker.resting():
@@ -70,19 +55,10 @@ class ReplayCache:
             return None, None
         return (entry[len(epoch):] if entry and epoch and entry.startswith(epoch) else None), epoch
 
-    async def set(self, key: str, value: bytes, ttl_seconds: int, epoch_key: str | None = None,
-                  seen: bytes | None = None) -> None:
-        """Remember an answer (with `epoch_key`: under the epoch the lookup saw, else not at all); skipped
-        when the cache Redis is down or refuses the write."""
-        if epoch_key is None:
-            await self._breaker.cache_write("replay cache", lambda: self._call(("SET", key, value, "EX", ttl_seconds)))
-            return
+    async def set(self, key: str, value: bytes, ttl_seconds: int, epoch_key: str, seen: bytes | None) -> None:
+        """Remember an answer under the epoch the lookup saw, or not at all (as set_many); skipped when the
+        cache Redis is down or refuses the write."""
         await self.set_many([(key, value)], ttl_seconds, epoch_key, seen)
-
-    async def _call(self, command: tuple[str | bytes | int, ...]) -> object:
-        """The command, on the pipe when there is one."""
-        call = self._pipe.execute if self._pipe is not None else self._redis.execute_command
-        return await call(*command)
 
     async def move_epoch(self, epoch_key: str, ttl_seconds: int) -> None:
         """Put a new epoch in place (every entry of the survey stops answering), or Unavailable."""
