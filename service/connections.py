@@ -15,11 +15,8 @@ import asyncio
 import logging
 import resource
 import weakref
-from typing import TypedDict
 
 from aiohttp import web
-
-from .settings import Settings
 
 log = logging.getLogger("service.connections")
 # warn when open connections pass this share of the open-files limit (again each WARN_EVERY seconds)
@@ -40,14 +37,6 @@ def raise_open_files_limit() -> int:
     log.info("open-files limit", extra={"limit": soft})
     return soft
 
-
-class RunnerOptions(TypedDict):
-    keepalive_timeout: float
-
-
-def runner_options(settings: Settings) -> RunnerOptions:
-    """The web.AppRunner arguments that bound idle connections."""
-    return {"keepalive_timeout": settings.keepalive_timeout_seconds}
 
 
 class ConnectionGuard:

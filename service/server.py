@@ -24,7 +24,7 @@ from aiohttp import web
 
 from .app import create_app
 from .capacity import refuse_oversized_pools
-from .connections import raise_open_files_limit, runner_options, watch_connections
+from .connections import raise_open_files_limit, watch_connections
 from .listen import ListenError, check_listenable, describe, listen_url
 from .logs import configure_logging
 from .runtime import announced, servers
@@ -65,7 +65,7 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool, m
     drain = app[DRAIN]
     settings = app[SETTINGS]
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
-                           **runner_options(settings))
+                           keepalive_timeout=settings.keepalive_timeout_seconds)
     await runner.setup()
     # what the worker has built by now (routes, schemas, pools) lives as long as it does: out of the
     # cyclic collector's way, so that the full collections that large requests (a batch of 1,000

@@ -109,17 +109,19 @@ class KeyResolver:
         self.clock = clock
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
 
-    def cached(self, secret: str) -> Principal | None:
-        """The principal of a key resolved within the cache time, else None (no query)."""
+    def cached(self, secret: str) -> tuple[Principal | None, bytes]:
+        """The principal of a key resolved within the cache time (else None), and the key's hash for
+        resolve() (empty for an empty or overlong key); no query."""
         if not secret or len(secret) > 256:
-            return None
-        hit = self._cache.get(hash_secret(secret))
-        return hit[1] if hit is not None and hit[0] > self.clock() else None
-
-    async def resolve(self, secret: str) -> Principal | None:
-        if not secret or len(secret) > 256 or not could_be_ours(secret):
-            return None
+            return None, b""
         digest = hash_secret(secret)
+        hit = self._cache.get(digest)
+        return (hit[1] if hit is not None and hit[0] > self.clock() else None), digest
+
+    async def resolve(self, secret: str, digest: bytes) -> Principal | None:
+        """The principal of `secret`, whose hash cached() answered: from the cache, else one query."""
+        if not digest or not could_be_ours(secret):
+            return None
         now = self.clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:

@@ -3,7 +3,7 @@
 An answer is cached as the bytes the caller was sent, under a key naming the organisation, the
 signing key (after a rotation, answers are re-signed, not replayed stale), the survey and the
 mapping's hash (replay_key), and only under its survey's replay epoch, which revoking a link moves
-on (core/revocation.py, lua/remember.lua). PostgreSQL stays the truth (links.py, batch.py).
+on (core/revocation.py, lua/remember_many.lua). PostgreSQL stays the truth (links.py, batch.py).
 
 The single create's lookup shares the rate limit's Redis round trip: `look_up` spends the caller's
 token and reads the cache at once. The caller checks what it must in between (the key's scope, the
@@ -31,7 +31,7 @@ def replay_key(org: str, kid: str, tail: str) -> str:
 
 
 def epoch_key(org: str, survey_id: uuid.UUID | str) -> str:
-    """The survey's replay epoch: the entries of the survey answer only under it (lua/remember.lua)."""
+    """The survey's replay epoch: the entries of the survey answer only under it (lua/remember_many.lua)."""
     return org_key(org, f"lke:{survey_id}")
 
 
@@ -67,8 +67,8 @@ class LinkCreation:
         if request is None:
             return self._gate.check(org, policy)
         # an entry answers only under its survey's epoch, which revoking a link moves on
-        return self._gate.check(org, policy, replay_key(org, self._kid, request.cache_tail),
-                                epoch_key(org, request.survey_id))
+        return self._gate.check(org, policy, (replay_key(org, self._kid, request.cache_tail),
+                                              epoch_key(org, request.survey_id)))
 
     def replayed(self, decision: Decision) -> bytes | None:
         """The cached answer the lookup found (counted as a replay), or None."""
@@ -81,7 +81,7 @@ class LinkCreation:
         """The request's link, found or made in PostgreSQL, and remembered in the cache."""
         result = await create_or_replay(self._pool, org_id, request)
         body = self._render(result)
-        # under the epoch the lookup saw: a revocation committed since then refuses the write (lua/remember.lua)
+        # under the epoch the lookup saw: a revocation committed since then refuses the write (lua/remember_many.lua)
         await self._gate.remember(replay_key(org, self._kid, request.cache_tail), body, self._cache_seconds,
                                   epoch_key(org, request.survey_id), decision.epoch)
         if result.replayed:

@@ -4,7 +4,7 @@ PostgreSQL is the truth: the unique index on (survey, mapping hash) over the liv
 links makes a duplicate impossible, and the quota counter of live links is moved in the same
 statement as the insert, under the survey row's lock, so the quota is exact however many creators
 race. Redis only caches answers (core/create_link.py, the use case in front of this), each under its
-survey's replay epoch, which revoking a link moves on (core/revocation.py, lua/remember.lua).
+survey's replay epoch, which revoking a link moves on (core/revocation.py, lua/remember_many.lua).
 """
 
 from __future__ import annotations

@@ -153,12 +153,15 @@ class PipelinedRedis:
             raise failure
         return replies
 
-    async def evalsha(self, script: str, sha: str, keys: list[str], args: Sequence[int]) -> Any:
-        """EVALSHA; when the server has lost the script (a flush, a new server), load it and retry once."""
+    async def evalsha(self, script: str, sha: str, keys: list[str], args: tuple[int, ...] | list[int | bytes]) -> Any:
+        """EVALSHA; when the server has lost the script (a flush, a new server), load it and retry once.
+        A tuple of integers (a rate policy's) is encoded once and kept; a list (one call's), each time."""
         if self._transport is None:
             await self._connect()
-        args = args if type(args) is tuple else tuple(args)
-        command = self._evalsha_command(sha, keys, args)
+        if isinstance(args, tuple):
+            command = self._evalsha_command(sha, keys, args)
+        else:
+            command = encode(("EVALSHA", sha, len(keys), *keys, *args))
         try:
             return await self._send(command)
         except NoScriptError:

@@ -1,5 +1,5 @@
 """The replay cache: the answers of the Filum create remembered in Redis, best effort (PostgreSQL
-stays the truth), each entry written under its survey's epoch (remember.lua) so that moving the
+stays the truth), each entry written under its survey's epoch (remember_many.lua) so that moving the
 epoch makes every entry of the survey stale at once."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ import hashlib
 import logging
 import secrets
 from importlib import resources
-from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from .breaker import REDIS_DOWN, Breaker, refusal
 from .errors import Unavailable
@@ -19,9 +18,7 @@ from .redis_pipe import PipelinedRedis, encode
 
 log = logging.getLogger("service.ratelimit")  # the gate's: its warnings read as the gate's
 
-REMEMBER_SCRIPT = resources.files("service").joinpath("lua/remember.lua").read_text()
-REMEMBER_SHA = hashlib.sha1(REMEMBER_SCRIPT.encode()).hexdigest()
-# a batch's answers in one call (1,000 EVALSHAs of remember.lua cost the worker and Redis far more)
+# one answer or a batch's in one call (1,000 EVALSHAs of one answer each cost the worker and Redis far more)
 REMEMBER_MANY_SCRIPT = resources.files("service").joinpath("lua/remember_many.lua").read_text()
 REMEMBER_MANY_SHA = hashlib.sha1(REMEMBER_MANY_SCRIPT.encode()).hexdigest()
 _MGET_KEYS = 100
@@ -41,23 +38,10 @@ class ReplayCache:
         self._redis = redis
         self._pipe = pipe
         self._breaker = Breaker() if breaker is None else breaker
-
-    async def get(self, key: str) -> bytes | None:
-        """The cached answer, or None when there is none or the cache Redis does not answer."""
-        if self._breaker.resting():
-            return None
-        try:
-            # bytes: the clients do not decode responses (redis-py's types cannot know it)
-            if self._pipe is not None:
-                return cast(bytes | None, await self._pipe.execute("GET", key))
-            return cast(bytes | None, await self._redis.get(key))
-        except REDIS_DOWN:
-            self._breaker.trip()
-            log.warning("replay cache unavailable; PostgreSQL answers replays")
-            return None
+        self._remember = redis.register_script(REMEMBER_MANY_SCRIPT)  # without a pipe: redis-py reloads it
 
     async def lookup(self, key: str, epoch_key: str) -> tuple[bytes | None, bytes | None]:
-        """The answer an entry holds under the survey's epoch (see remember.lua), and that epoch."""
+        """The answer an entry holds under the survey's epoch (see remember_many.lua), and that epoch."""
         if self._breaker.resting():
             return None, None
         try:
@@ -71,23 +55,10 @@ class ReplayCache:
             return None, None
         return (entry[len(epoch):] if entry and epoch and entry.startswith(epoch) else None), epoch
 
-    async def set(self, key: str, value: bytes, ttl_seconds: int, epoch_key: str | None = None,
-                  seen: bytes | None = None) -> None:
-        """Remember an answer (with `epoch_key`: under the epoch the lookup saw, else not at all); skipped
-        when the cache Redis is down or refuses the write."""
-        if epoch_key is None:
-            command: tuple[str | bytes | int, ...] = ("SET", key, value, "EX", ttl_seconds)
-        else:
-            command = ("EVALSHA", REMEMBER_SHA, 2, key, epoch_key, value, ttl_seconds, seen or b"", new_epoch())
-        await self._breaker.cache_write("replay cache", lambda: self._call(command, REMEMBER_SCRIPT))
-
-    async def _call(self, command: tuple[str | bytes | int, ...], script: str) -> object:
-        """The command; an EVALSHA whose script the server lacks is sent again as EVAL (which loads it)."""
-        call = self._pipe.execute if self._pipe is not None else self._redis.execute_command
-        try:
-            return await call(*command)
-        except NoScriptError:
-            return await call("EVAL", script, *command[2:])
+    async def set(self, key: str, value: bytes, ttl_seconds: int, epoch_key: str, seen: bytes | None) -> None:
+        """Remember an answer under the epoch the lookup saw, or not at all (as set_many); skipped when the
+        cache Redis is down or refuses the write."""
+        await self.set_many([(key, value)], ttl_seconds, epoch_key, seen)
 
     async def move_epoch(self, epoch_key: str, ttl_seconds: int) -> None:
         """Put a new epoch in place (every entry of the survey stops answering), or Unavailable."""
@@ -102,7 +73,7 @@ class ReplayCache:
             raise Unavailable("redis") from None
 
     async def get_many(self, keys: list[str], epoch_key: str) -> tuple[list[bytes | None], bytes | None]:
-        """The answers the entries of `keys` hold under their survey's epoch (see remember.lua), and that
+        """The answers the entries of `keys` hold under their survey's epoch (see remember_many.lua), and that
         epoch: MGETs of the keys and the epoch key (one slot: the organisation's); all None when the
         cache Redis does not answer."""
         if not keys or self._breaker.resting():
@@ -128,33 +99,18 @@ class ReplayCache:
 
     async def set_many(self, items: list[tuple[str, bytes]], ttl_seconds: int, epoch_key: str,
                        seen: bytes | None) -> None:
-        """Remember many answers in one pipeline, each as set() remembers one (under the epoch the lookup
-        saw: remember.lua); best effort."""
+        """Remember answers in one call, under the epoch the lookup saw, or (none seen and none in place) a
+        fresh one, or not at all (remember_many.lua); best effort."""
         if not items:
             return
-        # one call: under the epoch the lookup saw, or (none seen and none in place) a fresh one, or not at all
-        keys = [key for key, _ in items]
-        command = ("EVALSHA", REMEMBER_MANY_SHA, 1 + len(keys), epoch_key, *keys, ttl_seconds, seen or b"",
-                   new_epoch(), *[value for _, value in items])
-        await self._breaker.cache_write("replay cache", lambda: self._call_many(command))
-
-    async def _call_many(self, command: tuple[Any, ...]) -> None:
-        """The batch's EVALSHA; when the server lacks the script, it is loaded and the call sent again (it
-        writes the same the second time)."""
-        for attempt in range(2):
-            try:
-                if self._pipe is not None:
-                    await self._pipe.execute_many([encode(command)])
-                else:
-                    await self._redis.execute_command(*command)
-                return
-            except NoScriptError:
-                if attempt:
-                    raise
-                if self._pipe is not None:
-                    await self._pipe.execute("SCRIPT", "LOAD", REMEMBER_MANY_SCRIPT)
-                else:
-                    await self._redis.script_load(REMEMBER_MANY_SCRIPT)
+        keys = [epoch_key, *[key for key, _ in items]]
+        args: list[int | bytes] = [ttl_seconds, seen or b"", new_epoch(), *[value for _, value in items]]
+        if self._pipe is not None:
+            pipe = self._pipe
+            await self._breaker.cache_write(
+                "replay cache", lambda: pipe.evalsha(REMEMBER_MANY_SCRIPT, REMEMBER_MANY_SHA, keys, args))
+        else:
+            await self._breaker.cache_write("replay cache", lambda: self._remember(keys=keys, args=args))
 
     async def aclose(self) -> None:
         """Close the pipelined connection, if any (the redis-py client is closed by its owner)."""

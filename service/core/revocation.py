@@ -3,7 +3,7 @@
 A created link is marked revoked in PostgreSQL, which opening reads on every open, so every worker
 and instance answers 410 from the commit on. What must not hand it out again is the replay cache of
 the Filum path, which answers without PostgreSQL. Its entries are written under their survey's
-replay epoch (a random token in Redis; lua/remember.lua, lua/gate.lua), and an entry written under
+replay epoch (a random token in Redis; lua/remember_many.lua, lua/gate.lua), and an entry written under
 another epoch answers nothing. Revoking moves the epoch on:
 
 - after the commit, so every entry written before it, under any mapping hash (the legacy hash's

@@ -5,7 +5,7 @@
 -- KEYS[2]  optional replay-cache key in the same hash slot, e.g. {o:<org>}:lk:<kid>:<survey>:<hash>
 -- KEYS[3]  optional, with KEYS[2]: the survey's replay epoch, e.g. {o:<org>}:lke:<survey>. An entry
 --          is its epoch then the answer; one written under another epoch (a revocation has moved it
---          on since, see remember.lua) or with no epoch in place is no answer
+--          on since, see remember_many.lua) or with no epoch in place is no answer
 -- ARGV     n, then n pairs (limit, seconds)
 --
 -- Each window is a token bucket of `limit` tokens refilled continuously at limit/seconds per

@@ -34,12 +34,12 @@ async def identify(request: web.Request) -> Principal:
         return principal
     app = request.app
     secret = presented_key(request)
-    principal = app[KEYS].cached(secret)
+    principal, digest = app[KEYS].cached(secret)
     if principal is None:
         # an address over its limit is refused before its key costs a query
         address = client_address(request, app[SETTINGS].trusted_proxies)
         app[UNAUTH].check_blocked(address)
-        principal = await app[KEYS].resolve(secret)
+        principal = await app[KEYS].resolve(secret, digest)
         if principal is None:
             await app[UNAUTH].refuse(app[GATE], address)
     assert principal is not None

@@ -25,7 +25,7 @@ from .expect import expects_continue
 from .fastbody import load_link
 from .filum_body import MISSING, NOT_A_DICT, NOT_A_UUID, campaign_uuid, decode_issue
 from .jsonio import PERSONAL, is_json, parse_json, raw_json_response, read_body
-from .keys import LINKS, RATE_HEADERS, RECENT_LINKS
+from .keys import LINKS, RECENT_LINKS
 from .recent import Recent
 
 routes = web.RouteTableDef()
@@ -89,8 +89,9 @@ async def create_survey_link(request: web.Request) -> web.Response:
     """Create (or replay) the survey link of a campaign and metadata mapping."""
     app = request.app
     principal = await identify(request)
-    if expects_continue(request):
-        # the key, the rate limit and the scope before the 100 Continue (read_body sends it)
+    admitted = expects_continue(request)
+    if admitted:
+        # the key, the rate limit, the scope and the headers before the 100 Continue (read_body sends it)
         await admit(request)
         require_scope(principal, "links:write")
         check_filum_headers(request, principal.org)
@@ -114,13 +115,13 @@ async def create_survey_link(request: web.Request) -> web.Response:
         link_request = _validate(recent, segment, raw, json_typed, issues)
 
     links = app[LINKS]
-    if RATE_HEADERS in request:  # admitted before the body was read: only the replay-cache lookup is left
+    if admitted:  # checked before the body was read: only the replay-cache lookup is left
         decision = await links.look_up(principal.org, NO_LIMIT, link_request)
     else:
         decision = await links.look_up(principal.org, principal.policy, link_request)
         spend(request, principal, decision)
-    require_scope(principal, "links:write")
-    check_filum_headers(request, principal.org)
+        require_scope(principal, "links:write")
+        check_filum_headers(request, principal.org)
     if body_error is not None:
         raise body_error
     if link_request is None:

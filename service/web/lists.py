@@ -22,7 +22,7 @@ from ..db import segments as segment_db
 from ..db import surveys as survey_db
 from .auth import guarded, principal_of
 from .contacts import contact_json
-from .fields import MANAGEMENT
+from .fields import MANAGEMENT, parse_uuid
 from .jsonio import json_response
 from .keys import CURSORS, POOL
 from .paging import (
@@ -33,7 +33,6 @@ from .paging import (
     keyset_cursor,
     page_body,
     read_list_query,
-    uuid_id,
 )
 from .render import survey_json
 from .segments import segment_json
@@ -71,7 +70,7 @@ async def _page(request: web.Request, kind: str, query: dict[str, Any], read_id:
 async def list_surveys(request: web.Request) -> web.Response:
     """The organisation's surveys, newest first."""
     query = read_list_query(request, _list_query)
-    return await _page(request, SURVEYS, query, uuid_id, survey_db.list_surveys, survey_json)
+    return await _page(request, SURVEYS, query, parse_uuid, survey_db.list_surveys, survey_json)
 
 
 @routes.get(f"{BASE}/segments")
@@ -79,7 +78,7 @@ async def list_surveys(request: web.Request) -> web.Response:
 async def list_segments(request: web.Request) -> web.Response:
     """The organisation's segments, newest first (without their counts)."""
     query = read_list_query(request, _list_query)
-    return await _page(request, SEGMENTS, query, uuid_id, segment_db.list_segments,
+    return await _page(request, SEGMENTS, query, parse_uuid, segment_db.list_segments,
                        lambda segment: segment_json(segment, None))
 
 

@@ -22,7 +22,7 @@ from ..core.errors import Issue, ValidationFailed
 from ..core.rules import PAGE_LIMIT, Text, parse_id
 from .auth import unknown_query_issues
 from .contact_schemas import MAX_ATTRIBUTE_CHARS
-from .fields import Str, issues_of, parse_uuid
+from .fields import Str, issues_of
 from .query import REPEATED, QueryInt
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -89,11 +89,6 @@ def keyset_after(codec: CursorCodec, kind: str, org: uuid.UUID, text: str,
     except (InvalidCursor, OverflowError):
         raise ValidationFailed([Issue(("query", "cursor"), BAD_CURSOR, "value_error.cursor")]) from None
     return created_at, item_id
-
-
-def uuid_id(value: Any) -> uuid.UUID | None:
-    """An id of a survey or segment position (written as its canonical text)."""
-    return parse_uuid(value)
 
 
 def contact_id(value: Any) -> int | None:

@@ -416,7 +416,7 @@ async def test_the_replay_cache_reads_and_writes_many_keys_at_once(redis_url, pi
     epoch = "{o:x}:lke:s"
     try:
         keys = [f"{{o:x}}:lk:{i}" for i in range(300)]
-        # no epoch yet: nothing answers, and the first writes put one in place (remember.lua)
+        # no epoch yet: nothing answers, and the first writes put one in place (remember_many.lua)
         assert await cache.get_many(keys, epoch) == ([None] * 300, None)
         await cache.set_many([(k, f"v{i}".encode()) for i, k in enumerate(keys[:200])], 60, epoch, None)
         seen = as_bytes(await client.get(epoch))

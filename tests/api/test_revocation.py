@@ -202,16 +202,16 @@ async def test_a_replay_in_flight_cannot_write_the_revoked_link_back(app_client,
         epoch = epoch_key(tenant.org, survey["id"])
         if not warm:  # the lookup of a request that came before any answer was cached
             await _flush(client)
-        seen = await gate.check(tenant.org, off, key, epoch)  # the replay's lookup, before the revocation
+        seen = await gate.check(tenant.org, off, (key, epoch))  # the replay's lookup, before the revocation
         assert (seen.cached is not None) == warm and (seen.epoch is not None) == warm
         assert await revoke(client, tenant, survey["id"], old["id"]) == 204
         stale = b'{"id": %d}' % old["id"]
         await gate.remember(key, stale, CACHE_SECONDS, epoch, seen.epoch)  # the replay's late write
-        after = await gate.check(tenant.org, off, key, epoch)
+        after = await gate.check(tenant.org, off, (key, epoch))
         assert after.cached is None and after.epoch not in (None, seen.epoch)
         status, new, replayed = await post(client, tenant, campaign, value)
         assert (status, replayed) == (200, False) and new["id"] != old["id"]
-        assert (await gate.check(tenant.org, off, key, epoch)).cached == _answer_bytes(new)
+        assert (await gate.check(tenant.org, off, (key, epoch))).cached == _answer_bytes(new)
 
 
 async def _flush(client) -> None:

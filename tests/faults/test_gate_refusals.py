@@ -22,6 +22,9 @@ from service.embedded.process import free_port
 from service.redis_client import SINGLE_SERVER_RETRY
 
 OOM = "OOM command not allowed when used memory > 'maxmemory'."
+# a replay-cache entry, and its survey's epoch key
+ENTRY = ("{o:org}:lk:x", "{o:org}:lke:s")
+EPOCH = ENTRY[1]
 
 
 class Clock:
@@ -35,10 +38,11 @@ class Clock:
 
 
 async def _calls(direct: aioredis.Redis, *commands: str) -> int:
-    """Calls of `commands` Redis has seen since the last CONFIG RESETSTAT (run, refused or failed)."""
+    """Calls of `commands` Redis has seen since the last CONFIG RESETSTAT: run (failed or not: `calls` counts
+    those that failed while running as well) or refused before running."""
     stats = await direct.info("commandstats")
     return sum(stats.get(f"cmdstat_{name}", {}).get(kind, 0) for name in commands
-               for kind in ("calls", "rejected_calls", "failed_calls"))
+               for kind in ("calls", "rejected_calls"))
 
 
 async def _gate_calls(direct: aioredis.Redis) -> int:
@@ -56,21 +60,21 @@ async def test_the_breaker_keeps_the_gate_off_redis_for_one_second(own_redis, pi
     policy = parse_policy("5/second")
     try:
         await direct.config_set("maxmemory", 1)  # every write refused
-        decision = await gate.check("org", policy, "{o:org}:lk:x")
+        decision = await gate.check("org", policy, ENTRY)
         assert decision.degraded and decision.allowed and failures == [1000.0]
         # Redis can take writes again, but the breaker rests: nothing is sent, not even a cache write
         await direct.config_set("maxmemory", 0)
         await direct.config_resetstat()
         for step in (0.0, 0.5, BREAKER_SECONDS - 0.001):
             clock.now = 1000.0 + step
-            assert (await gate.check("org", policy, "{o:org}:lk:x")).degraded
-            await gate.remember("{o:org}:lk:x", b"answer", 60)
+            assert (await gate.check("org", policy, ENTRY)).degraded
+            await gate.remember(ENTRY[0], b"answer", 60, EPOCH, None)
         assert await _gate_calls(direct) == 0
-        assert await direct.exists("{o:org}:lk:x", org_key("org", "rl")) == 0
+        assert await direct.exists(*ENTRY, org_key("org", "rl")) == 0
         assert failures == [1000.0, 1000.0, 1000.5, 1000.0 + BREAKER_SECONDS - 0.001]
         # rested: the next call asks Redis and gets a real decision
         clock.now = 1000.0 + BREAKER_SECONDS
-        decision = await gate.check("org", policy, "{o:org}:lk:x")
+        decision = await gate.check("org", policy, ENTRY)
         assert decision.allowed and not decision.degraded and decision.windows == ((4, 1),)
         assert await _gate_calls(direct) == 1 and len(failures) == 4
     finally:
@@ -81,28 +85,30 @@ async def test_the_breaker_keeps_the_gate_off_redis_for_one_second(own_redis, pi
 
 @pytest.mark.parametrize("pipelined", [True, False])
 async def test_refused_cache_writes_are_skipped_for_a_second_and_reads_go_on(own_redis, caplog, pipelined):
-    """A full cache Redis: one refused SET and one warning per second, not one per request; GETs still answer."""
+    """A full cache Redis: one refused write and one warning per second, not one per request; lookups still answer."""
     direct = aioredis.Redis.from_url(own_redis.url)
     client = aioredis.Redis.from_url(own_redis.url, socket_timeout=1.0, retry=SINGLE_SERVER_RETRY)
     clock = Clock()
     cache = ReplayCache(client, PipelinedRedis.for_client(client) if pipelined else None, Breaker(clock))
     caplog.set_level(logging.WARNING, "service.ratelimit")
     try:
-        await direct.set("{o:org}:lk:old", b"kept")
+        await cache.set("{o:org}:lk:old", b"kept", 60, EPOCH, None)  # the first write: a fresh epoch
+        epoch = await direct.get(EPOCH)
         await direct.config_set("maxmemory", 1)  # every write refused
         await direct.config_resetstat()
         for step in (0.0, 0.5, BREAKER_SECONDS - 0.001):
             clock.now = 1000.0 + step
-            await cache.set(f"{{o:org}}:lk:{step}", b"answer", 60)
-            assert await cache.get("{o:org}:lk:old") == b"kept"
-        assert (await _calls(direct, "set"), await _calls(direct, "get")) == (1, 3)
+            await cache.set(f"{{o:org}}:lk:{step}", b"answer", 60, EPOCH, epoch)
+            assert await cache.lookup("{o:org}:lk:old", EPOCH) == (b"kept", epoch)
+        assert (await _calls(direct, "evalsha", "eval"), await _calls(direct, "mget")) == (1, 3)
         warnings = [r.getMessage() for r in caplog.records if r.name == "service.ratelimit"]
         assert warnings == [f"replay cache refused a write: {OOM}"]
-        # room again and the second over: written
+        # room again and the second over: written, under the epoch
         await direct.config_set("maxmemory", 0)
         clock.now = 1000.0 + BREAKER_SECONDS
-        await cache.set("{o:org}:lk:new", b"answer", 60)
-        assert await direct.get("{o:org}:lk:new") == b"answer" and 0 < await direct.ttl("{o:org}:lk:new") <= 60
+        await cache.set("{o:org}:lk:new", b"answer", 60, EPOCH, epoch)
+        assert await direct.get("{o:org}:lk:new") == epoch + b"answer" and 0 < await direct.ttl("{o:org}:lk:new") <= 60
+        assert await cache.lookup("{o:org}:lk:new", EPOCH) == (b"answer", epoch)
         assert await direct.exists("{o:org}:lk:0.0", "{o:org}:lk:0.5") == 0
     finally:
         await cache.aclose()
@@ -120,11 +126,11 @@ async def test_a_read_only_replica_is_an_outage_for_the_gate(own_redis, mode, pi
     try:
         await direct.replicaof("127.0.0.1", free_port())  # a master that is not there: the replica stays read-only
         if mode == "open":
-            decision = await gate.check("org", parse_policy("5/second"), "{o:org}:lk:x")
+            decision = await gate.check("org", parse_policy("5/second"), ENTRY)
             assert decision.allowed and decision.degraded and decision.windows == ()
         else:
             with pytest.raises(Unavailable):
-                await gate.check("org", parse_policy("5/second"), "{o:org}:lk:x")
+                await gate.check("org", parse_policy("5/second"), ENTRY)
         assert gate.resting()
     finally:
         await direct.replicaof("NO", "ONE")

@@ -334,11 +334,11 @@ async def test_a_loading_redis_is_an_outage_not_an_error(loading_redis, mode, pi
     try:
         for _ in range(2):  # the first call, and one after the breaker
             if mode == "open":
-                decision = await asyncio.wait_for(gate.check("org", parse_policy("5/second"), "k"), 5)
+                decision = await asyncio.wait_for(gate.check("org", parse_policy("5/second"), ("k", "ke")), 5)
                 assert decision.allowed and decision.degraded
             else:
                 with pytest.raises(Unavailable):
-                    await asyncio.wait_for(gate.check("org", parse_policy("5/second"), "k"), 5)
+                    await asyncio.wait_for(gate.check("org", parse_policy("5/second"), ("k", "ke")), 5)
             clock.now += BREAKER_SECONDS
     finally:
         await gate.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 from service.core.auth import new_secret
 from tests.helpers import create_survey, links_path
@@ -86,3 +87,16 @@ async def test_rate_limited_and_scopeless_callers_get_no_100_continue(client, ma
     assert (status, body["error"]["code"]) == (403, 403)
     status, body = await _refused(client, "POST", links_path(survey["id"]), reader_only.headers)
     assert (status, body) == (403, {"detail": "Permission denied"})
+
+
+async def test_the_filum_headers_are_checked_before_100_continue(client, tenant):
+    survey = await create_survey(client, tenant.headers)
+    path = links_path(survey["id"])
+    status, body = await _refused(client, "POST", path, {**tenant.headers, "organization-id": str(uuid.uuid4())})
+    assert (status, body) == (403, {"detail": "Permission denied"})
+    status, body = await _refused(client, "POST", path, {**tenant.headers, "auth-type": "basic"})
+    assert (status, body) == (401, {"detail": "Invalid or missing token"})
+    # the right ones: the 100, then the link
+    headers = {**tenant.headers, "organization-id": tenant.org.upper(), "auth-type": "Token"}
+    status, body = await _continued(client, "POST", path, headers, b'{"name": "L"}')
+    assert status == 200 and body["name"] == "L"

@@ -95,6 +95,17 @@ async def test_keys_are_compared_in_constant_time(client, tenant, monkeypatch):
     assert (digest, digest) in calls
 
 
+async def test_a_key_is_hashed_once_a_request(client, tenant, monkeypatch):
+    """Not cached yet: one hash for the cache and the query alike; cached: one hash."""
+    hashed = []
+    real = auth.hash_secret
+    monkeypatch.setattr(auth, "hash_secret", lambda secret: hashed.append(secret) or real(secret))
+    assert (await client.get(f"{M}/metadata-fields", headers=tenant.headers)).status == 200  # a query
+    assert hashed == [tenant.key]
+    assert (await client.get(f"{M}/metadata-fields", headers=tenant.headers)).status == 200  # the cache
+    assert hashed == [tenant.key, tenant.key]
+
+
 def test_default_key_cache_is_at_most_five_seconds():
     assert Settings().key_cache_seconds <= 5
     assert load_settings({}).key_cache_seconds <= 5

@@ -1,5 +1,5 @@
-"""gate.lua's lookup under a survey's replay epoch and the conditional writes of remember.lua and
-remember_many.lua, against fakeredis and a real Redis."""
+"""gate.lua's lookup under a survey's replay epoch and the conditional writes of remember_many.lua (one
+answer, as the single create writes it, or a batch's), against fakeredis and a real Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.ratelimit import GATE_SCRIPT, org_key
-from service.core.replay_cache import REMEMBER_MANY_SCRIPT, REMEMBER_SCRIPT
+from service.core.replay_cache import REMEMBER_MANY_SCRIPT
 
 ENTRY, EPOCH = org_key("o1", "lk:t1:s:h"), org_key("o1", "lke:s")
 E1, E2 = b"0123456789abcdef", b"fedcba9876543210"
@@ -27,7 +27,8 @@ async def lookup(r, windows=((5, 1),)) -> list:
 
 
 async def remember(r, answer: bytes, seen: bytes, fresh: bytes = E2) -> int:
-    return await r.register_script(REMEMBER_SCRIPT)(keys=[ENTRY, EPOCH], args=[answer, 60, seen, fresh])
+    """The single create's write: one key."""
+    return await r.register_script(REMEMBER_MANY_SCRIPT)(keys=[EPOCH, ENTRY], args=[60, seen, fresh, answer])
 
 
 async def test_an_entry_answers_only_under_the_current_epoch(r):
