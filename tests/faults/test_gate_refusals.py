@@ -20,6 +20,7 @@ from service.core.redis_pipe import PipelinedRedis
 from service.core.replay_cache import ReplayCache
 from service.embedded.process import free_port
 from service.redis_client import SINGLE_SERVER_RETRY
+from tests.helpers import as_bytes
 
 OOM = "OOM command not allowed when used memory > 'maxmemory'."
 # a replay-cache entry, and its survey's epoch key
@@ -93,7 +94,7 @@ async def test_refused_cache_writes_are_skipped_for_a_second_and_reads_go_on(own
     caplog.set_level(logging.WARNING, "service.ratelimit")
     try:
         await cache.set("{o:org}:lk:old", b"kept", 60, EPOCH, None)  # the first write: a fresh epoch
-        epoch = await direct.get(EPOCH)
+        epoch = as_bytes(await direct.get(EPOCH))
         await direct.config_set("maxmemory", 1)  # every write refused
         await direct.config_resetstat()
         for step in (0.0, 0.5, BREAKER_SECONDS - 0.001):

@@ -99,7 +99,11 @@ async def test_a_key_is_hashed_once_a_request(client, tenant, monkeypatch):
     """Not cached yet: one hash for the cache and the query alike; cached: one hash."""
     hashed = []
     real = auth.hash_secret
-    monkeypatch.setattr(auth, "hash_secret", lambda secret: hashed.append(secret) or real(secret))
+    def counted(secret: str) -> bytes:
+        hashed.append(secret)
+        return real(secret)
+
+    monkeypatch.setattr(auth, "hash_secret", counted)
     assert (await client.get(f"{M}/metadata-fields", headers=tenant.headers)).status == 200  # a query
     assert hashed == [tenant.key]
     assert (await client.get(f"{M}/metadata-fields", headers=tenant.headers)).status == 200  # the cache
