@@ -37,7 +37,8 @@ class EmbeddedRedis:
     def dir(self) -> Path:
         return self.root / "redis"
 
-    def _read_state(self) -> tuple[int, int] | None:
+    def read_state(self) -> tuple[int, int] | None:
+        """(pid, port) of the server this directory last started, if recorded."""
         try:
             state = json.loads((self.dir / "state.json").read_text())
             return int(state["pid"]), int(state["port"])
@@ -45,7 +46,7 @@ class EmbeddedRedis:
             return None
 
     def running_port(self) -> int | None:
-        state = self._read_state()
+        state = self.read_state()
         if state and pid_alive(state[0]) and port_open(state[1]):
             return state[1]
         return None
@@ -77,7 +78,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """SIGTERM lets Redis flush its append-only file before it exits."""
-        state = self._read_state()
+        state = self.read_state()
         if not state or not pid_alive(state[0]):
             return
         os.kill(state[0], 15)

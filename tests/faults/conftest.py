@@ -69,7 +69,7 @@ class OwnRedis:
 
     @property
     def pid(self) -> int:
-        state = self.server._read_state()
+        state = self.server.read_state()
         assert state is not None
         return state[0]
 
