@@ -153,7 +153,7 @@ async def test_burst_across_two_workers_passes_exactly_the_limit(on_cluster, mak
 
 
 async def test_fifty_identical_creates_across_two_workers_make_one_row(on_cluster, make_tenant, http, db, cluster):
-    # a real policy, so every request runs the gate script with two keys (bucket and replay cache)
+    # a real policy, so every request runs the gate script with three keys (bucket, replay cache, epoch)
     tenant = await make_tenant(rate_limit="1000/second")
     base = on_cluster.base_url
     async with http.post(f"{base}/api/v2/management/surveys", json={"name": "S"}, headers=tenant.headers) as r:
