@@ -23,7 +23,7 @@ from tests.query_log import recording
 SIZES = (5_000, 20_000)
 # every contact (hops through the page index), a filter the attribute index could answer that matches 90%,
 # one it answers for a single contact, and one no index answers (hops, the filter checked on each row)
-FILTERS = {
+FILTERS: dict[str, dict[str, Any]] = {
     "everyone": {},
     "most": {"attribute": "plan", "op": "in", "value": ["pro", "team"]},
     "one": {"attribute": "email", "op": "equals", "value": "c7@x.io"},
@@ -52,7 +52,8 @@ async def explained(db, records: list[Any]) -> list[dict[str, Any]]:
     """EXPLAIN (ANALYZE) of each count statement among `records`, planned as the app planned it: with the
     SET LOCAL settings its transaction ran before it, and without them under the default plan cache and a
     generic plan (what a cached statement may get), the plan that read the most contact rows."""
-    plans, settings = [], []
+    plans: list[dict[str, Any]] = []
+    settings: list[str] = []
     for record in records:
         query = record.query.strip()
         if query.upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
