@@ -214,7 +214,6 @@ async def link_context(
 # walk for `{}`), so the whole statement walks the segment once, like a count, with none of a window
 # function's cost per row. The total is (markers - 1) * step plus the members from the last marker on
 # (at most `step`: a walk from the marker too, not a count the planner may take through another index).
-# `{cond}` ends with the reminder list's condition, if any (`contacts.id`: each subquery's own row).
 # Only ever run under _WALK, and only for filters no other index answers (count_members).
 _COUNT = """
 WITH RECURSIVE m (n, at, id) AS (
