@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from .filters import compile_filters
+from .filters import CONTACT_ID, compile_filters, jsonpath_any
 
 
 @dataclass(frozen=True)
@@ -97,12 +97,14 @@ class Counted:
 _CUSTOM_PLAN = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 
-async def _fetch_planned(conn: asyncpg.Connection, sql: str, args: list[Any], values: bool) -> list[asyncpg.Record]:
-    """`conn.fetch`, planned with its values when the filter has any (`values`)."""
-    if not values:
+async def _fetch_planned(conn: asyncpg.Connection, sql: str, args: list[Any], values: bool,
+                         walk: bool = False) -> list[asyncpg.Record]:
+    """`conn.fetch`, planned with its values when the filter has any (`values`), with sorts off (`walk`)."""
+    settings = [setting for setting, on in ((_CUSTOM_PLAN, values), (_WALK, walk)) if on]
+    if not settings:
         return await conn.fetch(sql, *args)
     async with conn.transaction():
-        await conn.execute(_CUSTOM_PLAN)
+        await conn.execute("; ".join(settings))
         return await conn.fetch(sql, *args)
 
 
@@ -210,8 +212,9 @@ async def link_context(
 # Every `step`-th member (1-based positions 1, step + 1, ...) found by hops through the page index: each
 # hop seeks past the last one found and walks `step` members (only ids and created_at: an index-only
 # walk for `{}`), so the whole statement walks the segment once, like a count, with none of a window
-# function's cost per row. The total is (markers - 1) * step plus the members from the last marker on.
-# `{cond}` ends with the reminder list's condition, if any (`contacts.id`: each subquery's own row).
+# function's cost per row. The total is (markers - 1) * step plus the members from the last marker on
+# (at most `step`: a walk from the marker too, not a count the planner may take through another index).
+# Only ever run under _WALK, and only for filters no other index answers (count_members).
 _COUNT = """
 WITH RECURSIVE m (n, at, id) AS (
     (SELECT 1, created_at, id FROM contacts WHERE org_id = $1 AND {cond} ORDER BY created_at DESC, id DESC LIMIT 1)
@@ -221,14 +224,16 @@ WITH RECURSIVE m (n, at, id) AS (
         ORDER BY created_at DESC, id DESC OFFSET $2 - 1 LIMIT 1) AS x
 ), last AS (SELECT n, at, id FROM m ORDER BY n DESC LIMIT 1)
 SELECT (SELECT array_agg(at ORDER BY n) FROM m) AS ats, (SELECT array_agg(id ORDER BY n) FROM m) AS ids,
-       coalesce((SELECT (last.n - 1) * $2 + (SELECT count(*) FROM contacts WHERE org_id = $1
-                 AND (created_at, id) <= (last.at, last.id) AND {cond}) FROM last), 0) AS total,
+       coalesce((SELECT (last.n - 1) * $2 + (SELECT count(*) FROM (SELECT 1 FROM contacts WHERE org_id = $1
+                 AND (created_at, id) <= (last.at, last.id) AND {cond} ORDER BY created_at DESC, id DESC LIMIT $2)
+                 AS tail) FROM last), 0) AS total,
        pg_current_snapshot()::text AS snapshot, {version} AS version, {opens} AS opens
 """
-# The reminder list (`{cond}` ends with the opened condition): every member numbered in page order, every
-# `step`-th kept. The hops above probe contact_opens once per contact walked, in page order, and walked
-# 3-25x slower than a count; this form lets PostgreSQL join the survey's opens by hash while reading the
-# page index in order (300,000 contacts: 29-170 ms where the hops took 200-750, docs/performance.md).
+# The reminder list (`{cond}` ends with the opened condition), and filters another index may answer: every
+# member numbered in page order, every `step`-th kept. The hops above probe contact_opens once per contact
+# walked, in page order, and walked 3-25x slower than a count; this form lets PostgreSQL join the survey's
+# opens by hash while reading the page index in order (300,000 contacts: 29-170 ms where the hops took
+# 200-750, docs/performance.md). One scan and at most one sort, whatever the plan: never quadratic.
 _COUNT_NUMBERED = """
 WITH numbered AS MATERIALIZED (
     SELECT created_at AS at, id, row_number() OVER (ORDER BY created_at DESC, id DESC) AS n
@@ -243,21 +248,49 @@ FROM numbered WHERE (n - 1) % $2 = 0
 _OPENS = "(SELECT coalesce(max(version), 0) FROM contact_opens_versions WHERE org_id = $1 AND survey_id = ${0})"
 
 
+# The hops are planned one by one from PostgreSQL's estimates. With stale statistics (a bulk import that
+# autovacuum has not analysed yet: the table or the organisation looks a few rows big) each hop became a
+# bitmap scan of every member past its marker plus a sort of them, to keep 250: quadratic (100,000 contacts:
+# 20,049,851 rows read, 5-7 s; 25 ms once analysed). With sorts off (SET LOCAL, in the count's own
+# transaction) the page index's order is the one plan without a sort, so each hop is a walk of `step`,
+# whatever the statistics. That also shuts out the attribute index (a bitmap, unordered), and a filter it
+# answers had the same quadratic trap with fresh statistics (a sort of the matches past each marker), so
+# those counts are numbered in one statement, where it can pay: one scan, at most one sort. Figures:
+# docs/design.md, "Counts with stale statistics".
+_WALK = "SET LOCAL enable_sort = off"
+
+
+def _other_index(node: dict[str, Any]) -> bool:
+    """Whether an index other than the page order may answer the filter: a test `filters` puts behind the
+    attribute index (equals, in), or contact ids (the primary key); under `or`, every branch must be."""
+    if not node or "not" in node:
+        return False
+    if "and" in node:
+        return any(_other_index(child) for child in node["and"])
+    if "or" in node:
+        return bool(node["or"]) and all(_other_index(child) for child in node["or"])
+    if node["attribute"] == CONTACT_ID:
+        return True
+    values = node.get("value") if node["op"] == "in" else [node.get("value")]
+    return node["op"] in ("equals", "in") and jsonpath_any(node["attribute"], values or []) is not None
+
+
 async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], step: int,
                         opened: OpenedFilter | None = None) -> Counted:
     """How many contacts the segment holds (that have or have not opened, with `opened`) and where
     every `step`-th member is, in one snapshot.
 
     One statement: the snapshot (and the opens version) it reports is the one the count and the
-    positions saw. It walks the whole segment in page order once, so it costs about what a count
-    costs (core.segment_cache runs it rarely).
+    positions saw. It reads the segment once (never once per hop: _WALK), so it costs about what a
+    count costs (core.segment_cache runs it rarely).
     """
     condition, params = compile_filters(filters, 3)
     opened_sql, opened_params = _opened(opened, 3 + len(params))
     opens = "0::bigint" if opened is None else _OPENS.format(3 + len(params))
-    sql = _COUNT if opened is None else _COUNT_NUMBERED
+    hops = opened is None and not _other_index(filters)
+    sql = _COUNT if hops else _COUNT_NUMBERED
     (row,) = await _fetch_planned(conn, sql.format(cond=condition + opened_sql, version=_VERSION, opens=opens),
-                                  [org_id, step, *params, *opened_params], bool(params))  # aggregates: one row
+                                  [org_id, step, *params, *opened_params], bool(params), hops)  # aggregates: one row
     markers = list(zip(row["ats"] or [], row["ids"] or [], strict=True))
     return Counted(row["total"], Since(row["snapshot"], row["version"]), markers, row["opens"])
 
