@@ -22,6 +22,7 @@ from .core.links import LinkRequest, create_or_replay
 from .core.segments import validate_filters
 from .core.signing import LinkSigner
 from .db import contacts as contact_db
+from .db import members as members_db
 from .db import segments as segment_db
 from .db import surveys as survey_db
 from .db.pool import create_pool
@@ -78,7 +79,7 @@ async def create_demo(settings: Settings) -> Demo:
             filters, issues = validate_filters(SEGMENT_FILTERS)
             assert not issues
             segment = await segment_db.insert_segment(conn, org.id, "Pro and team, 30 or older", filters)
-            page = await segment_db.member_page(conn, org.id, filters, 1, 0, [])
+            page = await members_db.member_page(conn, org.id, filters, 1, 0, [])
             contact_id = page[0].contact_id
         request = LinkRequest.build(survey.id, "Demo link", [{"metadata_id": sku.id, "value": "SKU-12345"},
                                                              {"metadata_id": channel.id, "value": ["email", "sms"]}])

@@ -19,7 +19,7 @@ import asyncpg
 import orjson
 
 from ..db.filters import compile_filters
-from ..db.segments import count_members
+from ..db.members import count_members
 from .report import Check
 from .seed_contacts import ContactSeed, page_path, seed_contacts
 

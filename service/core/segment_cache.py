@@ -2,7 +2,7 @@
 does not make every page recount the segment.
 
 A count is taken in one statement together with the key (created_at, id) of every STEP-th member in
-page order and the snapshot it saw (db.segments.count_members), and remembered in
+page order and the snapshot it saw (db.members.count_members), and remembered in
 `{o:<org>}:seg:<segment>` (a hash: the filters' digest, total, snapshot, time) and `...:m` (the keys,
 16 bytes each). A page at `skip` seeks to the remembered member at or before `skip` (inclusive) and
 walks at most STEP - 1 more: its cost does not depend on the depth nor on the segment's size. The
@@ -47,9 +47,10 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
-from ..db import segments as segment_db
+from ..db import members as members_db
+from ..db.members import Counted, OpenedFilter, PageRow
 from ..db.pool import Pool
-from ..db.segments import Counted, OpenedFilter, PageRow, Since
+from ..db.segments import Since
 from .breaker import REDIS_DOWN, Breaker
 from .ratelimit import org_key
 
@@ -174,7 +175,7 @@ async def _recount(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.U
     cache.counting[key, digest] = flight
     try:
         at = cache.clock()  # before the statement: the snapshot is at least this recent
-        counted = await segment_db.count_members(conn, org_id, filters, STEP, opened)
+        counted = await members_db.count_members(conn, org_id, filters, STEP, opened)
     except asyncio.CancelledError:
         flight.cancel()
         raise
@@ -277,5 +278,5 @@ async def read_page(
         assert cached is not None
         total, index, anchor = cached.total, cached.index, cached.anchor
     offset = skip if anchor is None else skip - index * STEP
-    rows = await segment_db.member_page(conn, org_id, filters, limit, offset, attribute_keys, anchor, opened)
+    rows = await members_db.member_page(conn, org_id, filters, limit, offset, attribute_keys, anchor, opened)
     return SegmentPage(total, rows)

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from .filters import compile_filters
-from .segments import OpenedFilter
+from .members import OpenedFilter
 
 # a cell that starts like a formula is run by spreadsheets (CSV injection): it gets a leading `'`,
 # unless it is a plain number such as -5 or +1.5e3, which spreadsheets read as the number it is

@@ -24,6 +24,7 @@ from ..core.rules import parse_id
 from ..core.segment_cache import lookup, read_page
 from ..core.short_links import expiry_hour_ceiling
 from ..db import contacts as contact_db
+from ..db import members as members_db
 from ..db import segments as segment_db
 from .auth import guarded, principal_of
 from .fields import MANAGEMENT, path_uuid
@@ -130,7 +131,7 @@ async def segment_links(request: web.Request) -> web.Response:
     limit, skip, keys = query["limit"], query["skip"], query["attributeKeys"]
     cache, pool = request.app[SEGMENT_CACHE], request.app[POOL]
     # the reminder list's entry is keyed by survey and flag; its opens version is compared once known
-    wanted = None if query["opened"] is None else segment_db.OpenedFilter(survey_id, query["opened"], 0)
+    wanted = None if query["opened"] is None else members_db.OpenedFilter(survey_id, query["opened"], 0)
     cached = await lookup(cache, org_id, segment_id, skip, wanted)
     async with pool.acquire() as conn:
         context, seq = await segment_link_context(conn, org_id, survey_id, segment_id,

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from ..core.rules import INT64_MAX
 from ..db.export import Batch, MemberBatches, csv_field
-from ..db.segments import OpenedFilter
+from ..db.members import OpenedFilter
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io
 from .contact_links import BASE, LinkSigning, link_signer, segment_link_context, validated_query

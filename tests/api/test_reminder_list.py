@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.segment_cache import cache_key
-from service.db import segments as segment_db
-from service.db.segments import OpenedFilter
+from service.db import members as members_db
+from service.db.members import OpenedFilter
 from service.web.keys import OPENS, SEGMENT_CACHE
 from tests.contact_helpers import (
     CONTACTS,
@@ -192,7 +192,7 @@ async def test_a_reminder_count_holds_every_step_th_member_in_page_order(tenant,
         " AND $3 = EXISTS (SELECT 1 FROM contact_opens o WHERE o.survey_id = $2 AND o.contact_id = c.id)"
         " ORDER BY c.created_at DESC, c.id DESC", tenant.org_id, survey, opened)
     version = await db.fetchval("SELECT version FROM contact_opens_versions WHERE survey_id = $1", survey)
-    counted = await segment_db.count_members(db, tenant.org_id, GROUP_A, 7, OpenedFilter(survey, opened, 0))
+    counted = await members_db.count_members(db, tenant.org_id, GROUP_A, 7, OpenedFilter(survey, opened, 0))
     assert counted.total == len(truth_rows) > 7
     assert counted.markers == [(r["created_at"], r["id"]) for r in truth_rows[::7]]
     assert counted.opens_version == version

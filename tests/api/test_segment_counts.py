@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from service.core.errors import ValidationFailed
 from service.core.segment_cache import CACHE_TTL_SECONDS, MAX_AGE, REFRESH_AFTER
 from service.db import contacts as contact_db
+from service.db import members as members_db
 from service.db import segments as segment_db
 from service.db.filters import compile_filters
 from service.web.contact_schemas import SLICE, BulkContactsSchema, check_contacts
@@ -329,7 +330,7 @@ async def test_requests_that_need_the_same_count_at_once_wait_for_one(client, te
     await r.delete(key_of(tenant, segment), key_of(tenant, segment) + ":m")  # nothing remembered: a count is due
     await r.aclose()
     counts, arrived, gate, all_in = [], [], asyncio.Event(), asyncio.Event()
-    count_members, get_segment = segment_db.count_members, segment_db.get_segment
+    count_members, get_segment = members_db.count_members, segment_db.get_segment
 
     async def slow_count(*args, **kwargs):
         counts.append(args)
@@ -343,7 +344,7 @@ async def test_requests_that_need_the_same_count_at_once_wait_for_one(client, te
             all_in.set()
         return found
 
-    monkeypatch.setattr(segment_db, "count_members", slow_count)
+    monkeypatch.setattr(members_db, "count_members", slow_count)
     monkeypatch.setattr(segment_db, "get_segment", seen)
     answers = [asyncio.create_task(client.get(f"{SEGMENTS}/{segment['id']}", headers=tenant.headers))
                for _ in range(5)]
@@ -378,7 +379,7 @@ async def test_only_statements_with_filter_values_are_planned_with_them(client, 
     """A page or count whose filter has values runs under force_custom_plan (SET LOCAL in its transaction);
     the pool's connections, and so the hot paths' statements, keep PostgreSQL's default plan cache."""
     seen: list[tuple[str, str]] = []
-    fetch_planned = segment_db._fetch_planned
+    fetch_planned = members_db._fetch_planned
 
     async def watching(conn, sql, args, values, walk=False):
         rows = await fetch_planned(conn, sql, args, values, walk)
@@ -395,7 +396,7 @@ async def test_only_statements_with_filter_values_are_planned_with_them(client, 
     assert [r[0] for r in await planned_mode(False)] == ["auto"]
     async with client.app[POOL].acquire() as conn:
         assert await conn.fetchval("SHOW plan_cache_mode") == "auto"  # nothing stays on the connection
-    monkeypatch.setattr(segment_db, "_fetch_planned", watching)
+    monkeypatch.setattr(members_db, "_fetch_planned", watching)
     survey, segment = people
     settle(client)
     await bulk(client, tenant.headers, [{"email": "late@x.io", "plan": "pro"}])

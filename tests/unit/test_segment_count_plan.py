@@ -1,4 +1,4 @@
-"""Which form a segment count takes (db/segments.py, docs/design.md "Counts with stale statistics"): hops
+"""Which form a segment count takes (db/members.py, docs/design.md "Counts with stale statistics"): hops
 through the page index with sorts off, unless another index may answer the filter (then numbered)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.db.segments import _other_index
+from service.db.members import _other_index
 
 
 def cond(attribute: str = "plan", op: str = "equals", **value: Any) -> dict[str, Any]:
