@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import uuid
 from typing import Any
 
@@ -159,6 +160,11 @@ async def test_a_batch_of_exactly_1000_items_is_answered_whole(client, tenant, f
     assert [r["link"]["name"] for r in results] == [f"SKU {i}" for i in range(1000)]
     assert [r["link"]["metadata_mapping"][0]["value"] for r in results] == [f"SKU-{i}" for i in range(1000)]
     assert len({r["link"]["id"] for r in results}) == 1000
+    # each its own 96 random bits (the batch slices one draw), and the organisation on every row
+    public_ids = [r["link"]["public_id"] for r in results]
+    assert len(set(public_ids)) == 1000 and all(re.fullmatch(r"[0-9a-f]{24}", p) for p in public_ids)
+    assert await db.fetchval("SELECT array_agg(DISTINCT org_id) FROM survey_links WHERE survey_id = $1",
+                             uuid.UUID(survey)) == [tenant.org_id]
     assert [n for n, _ in await rows(db, survey)] == [f"SKU {i}" for i in range(1000)]
     assert await link_count(db, survey) == 1000
 

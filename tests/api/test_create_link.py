@@ -56,9 +56,10 @@ async def test_creates_link_with_reference_shape(client, tenant, campaign, db):
         {"metadata": {"id": campaign["date"]["id"], "name": "Date", "variable": "date"}, "value": "2024-01-15"},
     ]
     assert ISO.match(data["created"]) and data["created"] == data["updated"]
+    assert re.fullmatch(r"[0-9a-f]{24}", data["public_id"])  # 96 random bits: the open's only key (0008)
     assert data["survey_url"].startswith(f"http://links.test/l/t1.{data['public_id']}.")
-    row = await db.fetchrow("SELECT name, public_id FROM survey_links WHERE id = $1", data["id"])
-    assert (row["name"], row["public_id"]) == ("SKU 12345 - Link 001", data["public_id"])
+    row = await db.fetchrow("SELECT name, public_id, org_id FROM survey_links WHERE id = $1", data["id"])
+    assert (row["name"], row["public_id"], row["org_id"]) == ("SKU 12345 - Link 001", data["public_id"], tenant.org_id)
     assert await count_links(db, campaign["id"]) == 1
     survey_count = await db.fetchval("SELECT link_count FROM surveys WHERE id = $1", uuid.UUID(campaign["id"]))
     assert survey_count == 1
