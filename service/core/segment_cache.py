@@ -52,6 +52,7 @@ from ..db.members import Counted, OpenedFilter, PageRow
 from ..db.pool import Pool
 from ..db.segments import Since
 from .breaker import REDIS_DOWN, Breaker
+from .count_forms import CountForms
 from .ratelimit import org_key
 
 log = logging.getLogger("service.segments")
@@ -116,6 +117,8 @@ class SegmentCache:
     # counts running in this process, by (segment key, filters' digest): a request that needs one
     # waits for it rather than counting the same segment again beside it
     counting: dict[tuple[str, str], asyncio.Future[Counted]] = field(default_factory=dict)
+    # how long each form of a segment's count took, where either may be taken (core/count_forms.py)
+    forms: CountForms = field(default_factory=CountForms)
     read_script: AsyncScript = field(init=False)
     write_script: AsyncScript = field(init=False)
     unlock_script: AsyncScript = field(init=False)
@@ -175,7 +178,12 @@ async def _recount(cache: SegmentCache, conn: asyncpg.Connection, org_id: uuid.U
     cache.counting[key, digest] = flight
     try:
         at = cache.clock()  # before the statement: the snapshot is at least this recent
-        counted = await members_db.count_members(conn, org_id, filters, STEP, opened)
+        either = members_db.either_form(filters, opened)
+        hops = either and cache.forms.hops((key, digest))
+        started = time.perf_counter()
+        counted = await members_db.count_members(conn, org_id, filters, STEP, opened, hops)
+        if either:
+            cache.forms.took((key, digest), hops, time.perf_counter() - started)
     except asyncio.CancelledError:
         flight.cancel()
         raise

@@ -142,22 +142,30 @@ def _other_index(node: dict[str, Any]) -> bool:
     return node["op"] in ("equals", "in") and jsonpath_any(node["attribute"], values or []) is not None
 
 
+def either_form(filters: dict[str, Any], opened: OpenedFilter | None) -> bool:
+    """Whether a count of this segment may take either form: numbered is its default (another index may
+    answer the filter), and the hops are just as right (no reminder-list condition)."""
+    return opened is None and _other_index(filters)
+
+
 async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], step: int,
-                        opened: OpenedFilter | None = None) -> Counted:
+                        opened: OpenedFilter | None = None, hops: bool | None = None) -> Counted:
     """How many contacts the segment holds (that have or have not opened, with `opened`) and where
     every `step`-th member is, in one snapshot.
 
     One statement: the snapshot (and the opens version) it reports is the one the count and the
     positions saw. It reads the segment once (never once per hop: _WALK), so it costs about what a
-    count costs (core.segment_cache runs it rarely).
+    count costs (core.segment_cache runs it rarely). `hops` chooses the form where either_form allows
+    a choice (None: the default, numbered); it is ignored elsewhere.
     """
     condition, params = compile_filters(filters, 3)
     opened_sql, opened_params = _opened(opened, 3 + len(params))
     opens = "0::bigint" if opened is None else _OPENS.format(3 + len(params))
-    hops = opened is None and not _other_index(filters)
+    if not either_form(filters, opened):
+        hops = opened is None
     sql = _COUNT if hops else _COUNT_NUMBERED
     (row,) = await _fetch_planned(conn, sql.format(cond=condition + opened_sql, version=CONTACTS_VERSION, opens=opens),
-                                  [org_id, step, *params, *opened_params], bool(params), hops)  # aggregates: one row
+                                  [org_id, step, *params, *opened_params], bool(params), bool(hops))  # one row
     markers = list(zip(row["ats"] or [], row["ids"] or [], strict=True))
     return Counted(row["total"], Since(row["snapshot"], row["version"]), markers, row["opens"])
 

@@ -135,3 +135,47 @@ async def test_with_fresh_statistics_a_rare_value_is_counted_through_the_attribu
     assert total == 1 and rows <= 50, rows
     total, rows = await count_rows(client, db, tenant, survey, FILTERS["everyone"])
     assert total == SIZES[0] and rows <= SIZES[0] + STEP  # hops: the segment once, the last STEP again
+
+
+async def test_a_segment_whose_numbered_count_was_slow_is_counted_in_hops_with_the_same_answer(
+        client, make_tenant, db, redis_url):
+    """core/count_forms.py: the form is chosen by the last timings; both forms count the same members."""
+    import redis.asyncio as aioredis
+
+    from service.core.count_forms import TRY_HOPS_SECONDS
+    from service.core.segment_cache import cache_key, filters_digest
+    from service.web.keys import SEGMENT_CACHE
+
+    freeze(client)
+    tenant = await make_tenant()
+    await seed(db, tenant.org_id, SIZES[0])
+    survey = await create_survey(client, tenant.headers)
+    filters = FILTERS["most"]
+    segment = await create_segment(client, tenant.headers, filters)
+    forms = client.app[SEGMENT_CACHE].forms
+    key = (cache_key(tenant.org_id, uuid.UUID(segment["id"])), filters_digest(filters))
+    numbered = forms.timings[key][0]
+    assert numbered is not None and forms.timings[key][1] is None  # counted numbered, the default
+    path = segment_links_path(survey["id"], segment["id"])
+
+    async def answer() -> tuple[list[Any], list[str]]:
+        """A recount (the cached count dropped first) and a deep page; the statements the app ran."""
+        r = aioredis.Redis.from_url(redis_url)
+        await r.delete(key[0], key[0] + ":m")
+        await r.aclose()
+        async with recording(client.app) as records:
+            resp = await client.get(path, params={"limit": 3, "skip": 4000}, headers=tenant.headers)
+            assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        return [body["meta"], [item["contactId"] for item in body["data"]]], [r.query for r in records]
+
+    before, statements = await answer()
+    assert not any("enable_sort" in s for s in statements)  # fast enough: still numbered
+    forms.took(key, False, TRY_HOPS_SECONDS + 1.0)  # as if the numbered count had taken over a second
+    after, statements = await answer()
+    assert any("SET LOCAL enable_sort = off" in s for s in statements)  # the hops, walking
+    assert any("WITH RECURSIVE" in s for s in statements)
+    assert after == before  # the same total and the same members at the same depth
+    assert before[0]["total"] == SIZES[0] - SIZES[0] // 10
+    hops = forms.timings[key][1]
+    assert hops is not None and forms.hops(key) == (hops < TRY_HOPS_SECONDS + 1.0)
