@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
-from typing import cast
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -147,6 +147,18 @@ async def links_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+@contextlib.asynccontextmanager
+async def in_background(loop_forever: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run a loop as a task while the block runs; then cancel it and wait for it to end."""
+    task = asyncio.create_task(loop_forever)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def contact_changes_ctx(app: web.Application) -> AsyncIterator[None]:
     """Deletes contact_changes rows older than an hour, every few minutes (counts are never trusted
     that long: core.segment_cache), so that the table stays the size of the last hour's writes."""
@@ -160,13 +172,8 @@ async def contact_changes_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception as exc:  # PostgreSQL away: the next round tries again
                 log.warning("pruning contact_changes failed", extra={"error": type(exc).__name__})
 
-    task = asyncio.create_task(prune_forever())
-    try:
+    async with in_background(prune_forever()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -181,14 +188,9 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception:  # a metrics failure must not stop the flushes, nor the service
                 log.exception("flushing the request metrics failed")
 
-    task = asyncio.create_task(flush_forever())
-    try:
+    async with in_background(flush_forever()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        metrics.flush()
+    metrics.flush()
 
 
 def create_app(settings: Settings) -> web.Application:
