@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from .keyset import newest_first
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -112,15 +114,7 @@ async def list_segments(
 ) -> list[Segment]:
     """The organisation's segments newest first (ties by id), from just past `after` (a keyset seek on
     segments_page_idx)."""
-    columns = "id, title, filters, created_at"
-    if after is None:
-        rows = await conn.fetch(
-            f"SELECT {columns} FROM segments WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
-            org_id, limit)
-    else:
-        rows = await conn.fetch(
-            f"SELECT {columns} FROM segments WHERE org_id = $1 AND (created_at, id) < ($3, $4)"
-            " ORDER BY created_at DESC, id DESC LIMIT $2", org_id, limit, *after)
+    rows = await newest_first(conn, "segments", "id, title, filters, created_at", org_id, limit, after)
     return [Segment(**r) for r in rows]
 
 

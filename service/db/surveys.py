@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from .keyset import newest_first
+
 _SURVEY_COLUMNS = ("id, seq, org_id, name, status, link_quota, redirect_url, link_count, created_at, updated_at,"
                    " link_format")
 
@@ -60,14 +62,7 @@ async def list_surveys(
 ) -> list[Survey]:
     """The organisation's surveys newest first (ties by id), from just past `after` (a keyset seek on
     surveys_page_idx: the same cost at any depth)."""
-    if after is None:
-        rows = await conn.fetch(
-            f"SELECT {_SURVEY_COLUMNS} FROM surveys WHERE org_id = $1"
-            " ORDER BY created_at DESC, id DESC LIMIT $2", org_id, limit)
-    else:
-        rows = await conn.fetch(
-            f"SELECT {_SURVEY_COLUMNS} FROM surveys WHERE org_id = $1 AND (created_at, id) < ($3, $4)"
-            " ORDER BY created_at DESC, id DESC LIMIT $2", org_id, limit, *after)
+    rows = await newest_first(conn, "surveys", _SURVEY_COLUMNS, org_id, limit, after)
     return [Survey(**r) for r in rows]
 
 
