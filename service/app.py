@@ -70,7 +70,7 @@ from .web.keys import (
 )
 from .web.limits import Slots
 from .web.middlewares import edge_middleware
-from .web.render import link_renderer
+from .web.render import LinkRenderer
 
 log = logging.getLogger("service.app")
 API_PREFIXES = ("/api/", "/external/")
@@ -142,7 +142,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def links_ctx(app: web.Application) -> AsyncIterator[None]:
     """The create-link use case, on the pool and the gate the contexts before it opened."""
     settings, signer = app[SETTINGS], app[SIGNER]
-    app[LINKS] = LinkCreation(app[POOL], app[GATE], signer.kid, link_renderer(signer, settings.public_base_url),
+    app[LINKS] = LinkCreation(app[POOL], app[GATE], signer.kid, LinkRenderer(signer, settings.public_base_url),
                               settings.link_cache_seconds, app[METRICS].replay)
     yield
 

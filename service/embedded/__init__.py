@@ -21,11 +21,8 @@ from pathlib import Path
 
 from ..settings import SigningKey, parse_signing_keys
 from .postgres import EmbeddedPostgres
-from .process import free_port, pid_alive
-from .redis import EmbeddedRedis, valkey_server_path
-
-# the names `service.embedded` gave before it was split into modules, so callers written then still import them
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServers", "EmbeddedUrls", "free_port", "valkey_server_path"]
+from .process import pid_alive
+from .redis import EmbeddedRedis
 
 log = logging.getLogger("service.embedded")
 

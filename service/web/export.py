@@ -22,13 +22,11 @@ import logging
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from ..core.rules import INT64_MAX
-from ..db.export import Batch, MemberBatches, csv_field
+from ..db.export import MemberBatches, csv_field
 from ..db.members import OpenedFilter
 from .auth import guarded, principal_of
 from .client import ClientGone, client_io
@@ -44,18 +42,8 @@ BATCH = 10_000
 CSV_TYPE = "text/csv; charset=utf-8"
 
 
-class _Batches:
-    """Keyset batches of one segment's members, each one fetched while the previous is written."""
-
-    # before every contact: contacts are created at now(), never at the end of time
-    START = (datetime(9999, 12, 31, tzinfo=UTC), INT64_MAX)
-
-    def __init__(self, conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], keys: list[str],
-                 opened: OpenedFilter | None = None) -> None:
-        self._read = MemberBatches(conn, org_id, filters, keys, opened, BATCH).read
-
-    def fetch(self, cursor: tuple[datetime, int]) -> asyncio.Future[Batch]:
-        return asyncio.ensure_future(self._read(cursor))
+# the cursor before every contact: contacts are created at now(), never at the end of time
+START = (datetime(9999, 12, 31, tzinfo=UTC), INT64_MAX)
 
 
 EXPORT_QUERY = ("expirationDays", "attributeKeys", "opened")
@@ -86,7 +74,8 @@ async def export_segment_links(request: web.Request) -> web.StreamResponse:
                                    query["expirationDays"])
                 opened = None if query["opened"] is None else OpenedFilter(
                     survey_id, query["opened"], context.opens_version)
-                await _stream(request, response, _Batches(conn, org_id, context.filters, keys, opened), sign, keys)
+                batches = MemberBatches(conn, org_id, context.filters, keys, opened, BATCH)
+                await _stream(request, response, batches, sign, keys)
                 await _write(request, response.write_eof())
         except ClientGone:
             raise
@@ -110,7 +99,7 @@ async def _write(request: web.Request, write: Awaitable[None]) -> None:
     await write_or_cut(request.transport, write, request.app[SETTINGS].stream_stall_seconds)
 
 
-async def _stream(request: web.Request, response: web.StreamResponse, batches: _Batches,
+async def _stream(request: web.Request, response: web.StreamResponse, batches: MemberBatches,
                   sign: LinkSigning, keys: list[str]) -> None:
     prefix, expires_at, tokens_of = sign
     # records end in CRLF, as RFC 4180 writes them (a line break inside a quoted field stays as sent)
@@ -118,14 +107,15 @@ async def _stream(request: web.Request, response: web.StreamResponse, batches: _
     await _write(request, response.write(head.encode()))
     middle = ("," + prefix).encode()
     after = ("," + (expires_at or "")).encode()
-    pending = batches.fetch(_Batches.START)
+    # each batch fetched while the previous one is written
+    pending = asyncio.ensure_future(batches.read(START))
     try:
         while True:
             batch = await pending
             if not batch.ids:
                 return
             if len(batch.ids) == BATCH:
-                pending = batches.fetch(batch.cursor)
+                pending = asyncio.ensure_future(batches.read(batch.cursor))
                 await asyncio.sleep(0)  # let the next query leave before this batch is signed
             tokens = tokens_of(batch.ids)
             await _write(request, response.write(b"".join([

@@ -85,11 +85,6 @@ class LinkRenderer:
         return [(b'{"id":' if i else b"") + part + (b"}" if i < last else b"") for i, part in enumerate(parts)]
 
 
-def link_renderer(signer: LinkSigner, base_url: str) -> LinkRenderer:
-    """link_json as the bytes a created link is answered (and cached) with."""
-    return LinkRenderer(signer, base_url)
-
-
 def survey_json(survey: Survey) -> dict[str, Any]:
     return {
         "id": str(survey.id),

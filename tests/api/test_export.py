@@ -12,7 +12,7 @@ from datetime import datetime
 import jwt
 import pytest
 
-from service.db.export import csv_field
+from service.db.export import MemberBatches, csv_field
 from service.web import export
 from tests.conftest import TEST_KEYS
 from tests.contact_helpers import all_members, bulk, create_segment, error, segment_links_path
@@ -124,18 +124,16 @@ async def test_errors_are_json_before_the_stream(client, tenant, crowd, make_ten
 async def test_a_failure_mid_stream_cuts_the_connection(client, tenant, crowd, monkeypatch):
     import aiohttp
 
-    fetch = export._Batches.fetch
+    read = MemberBatches.read
     calls = []
 
-    def failing(self, cursor):
+    async def failing(self, cursor):
         calls.append(cursor)
         if len(calls) == 3:
-            async def boom():
-                raise OSError("connection to PostgreSQL lost")
-            return asyncio.ensure_future(boom())
-        return fetch(self, cursor)
+            raise OSError("connection to PostgreSQL lost")
+        return await read(self, cursor)
 
-    monkeypatch.setattr(export._Batches, "fetch", failing)
+    monkeypatch.setattr(MemberBatches, "read", failing)
     resp = await client.get(export_path(crowd["survey"], crowd["everyone"]), headers=tenant.headers)
     assert resp.status == 200  # the headers had left
     with pytest.raises(aiohttp.ClientPayloadError):
@@ -168,21 +166,17 @@ async def test_a_client_gone_mid_file_is_a_499_not_a_postgresql_outage(settings,
     from service.web.keys import METRICS
     from tests.ops.metrics_text import parse_samples, value
 
-    fetch = export._Batches.fetch
+    read = MemberBatches.read
     first_sent = asyncio.Event()
     client_left = asyncio.Event()
 
-    def slow_after_the_first(self, cursor):
-        if cursor != export._Batches.START:
+    async def slow_after_the_first(self, cursor):
+        if cursor != export.START:
             first_sent.set()
+            await client_left.wait()  # the next batch is written only once the client has gone
+        return await read(self, cursor)
 
-            async def later():
-                await client_left.wait()  # the next batch is written only once the client has gone
-                return await fetch(self, cursor)
-            return asyncio.ensure_future(later())
-        return fetch(self, cursor)
-
-    monkeypatch.setattr(export._Batches, "fetch", slow_after_the_first)
+    monkeypatch.setattr(MemberBatches, "read", slow_after_the_first)
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=False)  # as `serve` runs it
     await runner.setup()

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ReadOnlyError
 
 from service.app import create_app
-from service.embedded import free_port
+from service.embedded.process import free_port
 from tests.faults.test_redis_faults import FILUM_503, FORMBRICKS_503
 from tests.faults.test_redis_memory import REFUSING, _body, _campaign, _links, metric
 from tests.helpers import links_path, wait_until

@@ -11,7 +11,7 @@ from service.core.signing import LinkSigner
 from service.db.links import SurveyLink
 from service.db.surveys import MetadataField
 from service.settings import SigningKey
-from service.web.render import link_renderer
+from service.web.render import LinkRenderer
 
 TRICKY = ['},{"id":', '"},{"id":1', "\\", "é\u2028", "", "x" * 300, '{"id":2}']
 
@@ -31,7 +31,7 @@ def results(rng: random.Random, count: int) -> list[LinkResult]:
 
 
 def test_many_is_each_rendered_alone() -> None:
-    render = link_renderer(LinkSigner([SigningKey("k1", b"s" * 32)]), "http://links.test")
+    render = LinkRenderer(LinkSigner([SigningKey("k1", b"s" * 32)]), "http://links.test")
     rng = random.Random(16)
     for count in (0, 1, 2, 3, 50):
         batch = results(rng, count)
