@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import orjson
 
+from ..core.segment_cache import STEP
 from ..db.filters import compile_filters
 from ..db.members import count_members
 from .report import Check
@@ -199,7 +200,7 @@ async def index_figures(database_url: str, seed: ContactSeed, say: Callable[[str
                                 seed.tenant.org_id, *params)
             alone = (time.perf_counter() - started) * 1000
             started = time.perf_counter()
-            await count_members(conn, seed.tenant.org_id, tree, 250)
+            await count_members(conn, seed.tenant.org_id, tree, STEP)
             both = (time.perf_counter() - started) * 1000
             say(f"  recount of {label}: count alone {alone:.0f} ms, with positions {both:.0f} ms")
             checks.append(Check(f"recount of '{label}' of {seed.contacts:,}: count alone / with every 250th position",

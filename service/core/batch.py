@@ -103,9 +103,8 @@ async def create_or_replay_many(pool: Pool, org_id: uuid.UUID, survey_id: uuid.U
                 answers[first] = LinkResult(link, known, replayed=replayed)
                 for pos in again:
                     answers[pos] = LinkResult(link, known, replayed=True)
-            if refused:
-                for pos in refused:
-                    answers[pos] = QuotaExceeded(quota)
+            for pos in refused:
+                answers[pos] = QuotaExceeded(quota)
     return answers
 
 

@@ -4,7 +4,6 @@ epoch makes every entry of the survey stale at once."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from importlib import resources
@@ -20,7 +19,6 @@ log = logging.getLogger("service.ratelimit")  # the gate's: its warnings read as
 
 # one answer or a batch's in one call (1,000 EVALSHAs of one answer each cost the worker and Redis far more)
 REMEMBER_MANY_SCRIPT = resources.files("service").joinpath("lua/remember_many.lua").read_text()
-REMEMBER_MANY_SHA = hashlib.sha1(REMEMBER_MANY_SCRIPT.encode()).hexdigest()
 _MGET_KEYS = 100
 
 
@@ -108,7 +106,7 @@ class ReplayCache:
         if self._pipe is not None:
             pipe = self._pipe
             await self._breaker.cache_write(
-                "replay cache", lambda: pipe.evalsha(REMEMBER_MANY_SCRIPT, REMEMBER_MANY_SHA, keys, args))
+                "replay cache", lambda: pipe.evalsha(REMEMBER_MANY_SCRIPT, self._remember.sha, keys, args))
         else:
             await self._breaker.cache_write("replay cache", lambda: self._remember(keys=keys, args=args))
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from ..settings import SigningKey
 from .rules import INT64_MAX
-from .signing import ContactClaims, ExpiredLink, InvalidLink, _b64, _Hmac
+from .signing import _URLSAFE, ContactClaims, ExpiredLink, InvalidLink, _b64, _Hmac
 
 MAC_BYTES = 12  # 96 bits
 EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -82,7 +82,7 @@ class ShortLinks:
             if rest or hours < 1:
                 raise ValueError("a short link expires on a whole hour after 2024-01-01")
         inner, outer = self._mac.inner.copy, self._mac.outer.copy
-        to_b64, alphabet = binascii.b2a_base64, bytes.maketrans(b"+/", b"-_")
+        to_b64, alphabet = binascii.b2a_base64, _URLSAFE
         compact = 1 <= generation < 256 and hours < (1 << 20) and survey_seq < _U32
         head = ((self._tag << 28 | generation << 20 | hours) << 32 | survey_seq) << 32
         out: list[bytes] = []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from .links import _COLUMNS, CONFLICT_TARGET, LIVE, SurveyLink
+from .links import _COLUMNS, CONFLICT_TARGET, LIVE, QUOTA, SurveyLink
 
 # A replay answers the live link only (a revoked one is not answered again). One index probe per
 # hash, whatever the table's statistics say: the LIMIT keeps PostgreSQL from flattening the lateral
@@ -35,8 +35,7 @@ async def lock_room(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid
     """Lock the survey row (as the single create does to move link_count) and answer its effective quota
     and the room left in it."""
     row = await conn.fetchrow(
-        "SELECT coalesce(s.link_quota, o.link_quota) AS quota,"
-        " greatest(coalesce(s.link_quota, o.link_quota) - s.link_count, 0) AS room"
+        f"SELECT {QUOTA} AS quota, greatest({QUOTA} - s.link_count, 0) AS room"
         " FROM surveys s JOIN organizations o ON o.id = s.org_id WHERE s.org_id = $1 AND s.id = $2 FOR UPDATE OF s",
         org_id, survey_id,
     )

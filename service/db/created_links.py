@@ -49,8 +49,8 @@ async def get_link(
 ) -> ManagedLink | None:
     """The survey's link, if the survey is the organisation's."""
     row = await conn.fetchrow(
-        f"SELECT {_LINK} FROM survey_links l JOIN surveys s ON s.org_id = $2 AND s.id = l.survey_id"
-        " LEFT JOIN link_opens o ON o.org_id = $2 AND o.link_id = l.id"
+        # the link's (org_id, survey_id) key onto surveys says the survey is the organisation's
+        f"SELECT {_LINK} FROM survey_links l LEFT JOIN link_opens o ON o.org_id = $2 AND o.link_id = l.id"
         " WHERE l.org_id = $2 AND l.survey_id = $1 AND l.id = $3",
         survey_id, org_id, link_id,
     )
@@ -78,8 +78,7 @@ async def page_links(
 async def has_link(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID, link_id: int) -> bool:
     """Whether the organisation's survey has this link (revoked or not)."""
     found: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM survey_links l JOIN surveys s ON s.org_id = $2 AND s.id = l.survey_id"
-        " WHERE l.org_id = $2 AND l.survey_id = $1 AND l.id = $3)",
+        "SELECT EXISTS (SELECT 1 FROM survey_links WHERE org_id = $2 AND survey_id = $1 AND id = $3)",
         survey_id, org_id, link_id,
     )
     return found

@@ -28,6 +28,8 @@ class SurveyLink:
 LIVE = "revoked_at IS NULL"
 # the arbiter of a duplicate mapping: the partial unique index of live links (migrations 0003, 0008)
 CONFLICT_TARGET = f"(org_id, survey_id, mapping_hash) WHERE {LIVE}"
+# a survey's effective quota: its own, else its organisation's (surveys s joined to organizations o)
+QUOTA = "coalesce(s.link_quota, o.link_quota)"
 
 
 async def find_link(
@@ -57,7 +59,7 @@ WITH stored AS (
     ORDER BY mapping_hash = $3 DESC LIMIT 1
 ), quota AS (
     SELECT s.id FROM surveys s JOIN organizations o ON o.id = s.org_id
-    WHERE s.org_id = $7 AND s.id = $1 AND s.link_count < coalesce(s.link_quota, o.link_quota)
+    WHERE s.org_id = $7 AND s.id = $1 AND s.link_count < {QUOTA}
     AND NOT EXISTS (SELECT 1 FROM stored)
     FOR UPDATE OF s
 ), created AS (
@@ -90,7 +92,7 @@ async def claim_or_find(
 
 async def effective_quota(conn: asyncpg.Connection, org_id: uuid.UUID, survey_id: uuid.UUID) -> int:
     quota: int = await conn.fetchval(
-        "SELECT coalesce(s.link_quota, o.link_quota) FROM surveys s JOIN organizations o ON o.id = s.org_id"
+        f"SELECT {QUOTA} FROM surveys s JOIN organizations o ON o.id = s.org_id"
         " WHERE s.org_id = $1 AND s.id = $2",
         org_id, survey_id,
     )

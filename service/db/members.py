@@ -81,7 +81,8 @@ async def _fetch_planned(conn: asyncpg.Connection, sql: str, args: list[Any], va
 # walk for `{}`), so the whole statement walks the segment once, like a count, with none of a window
 # function's cost per row. The total is (markers - 1) * step plus the members from the last marker on
 # (at most `step`: a walk from the marker too, not a count the planner may take through another index).
-# Only ever run under _WALK, and only for filters no other index answers (count_members).
+# Only ever run under _WALK: for filters no other index answers, and for the others when it was the faster
+# form for the segment (count_members, core/count_forms.py).
 _COUNT = """
 WITH RECURSIVE m (n, at, id) AS (
     (SELECT 1, created_at, id FROM contacts WHERE org_id = $1 AND {cond} ORDER BY created_at DESC, id DESC LIMIT 1)
@@ -149,14 +150,14 @@ def either_form(filters: dict[str, Any], opened: OpenedFilter | None) -> bool:
 
 
 async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: dict[str, Any], step: int,
-                        opened: OpenedFilter | None = None, hops: bool | None = None) -> Counted:
+                        opened: OpenedFilter | None = None, hops: bool = False) -> Counted:
     """How many contacts the segment holds (that have or have not opened, with `opened`) and where
     every `step`-th member is, in one snapshot.
 
     One statement: the snapshot (and the opens version) it reports is the one the count and the
     positions saw. It reads the segment once (never once per hop: _WALK), so it costs about what a
     count costs (core.segment_cache runs it rarely). `hops` chooses the form where either_form allows
-    a choice (None: the default, numbered); it is ignored elsewhere.
+    a choice (numbered by default); elsewhere the filter decides.
     """
     condition, params = compile_filters(filters, 3)
     opened_sql, opened_params = _opened(opened, 3 + len(params))
@@ -165,7 +166,7 @@ async def count_members(conn: asyncpg.Connection, org_id: uuid.UUID, filters: di
         hops = opened is None
     sql = _COUNT if hops else _COUNT_NUMBERED
     (row,) = await _fetch_planned(conn, sql.format(cond=condition + opened_sql, version=CONTACTS_VERSION, opens=opens),
-                                  [org_id, step, *params, *opened_params], bool(params), bool(hops))  # one row
+                                  [org_id, step, *params, *opened_params], bool(params), hops)  # one row
     markers = list(zip(row["ats"] or [], row["ids"] or [], strict=True))
     return Counted(row["total"], Since(row["snapshot"], row["version"]), markers, row["opens"])
 
