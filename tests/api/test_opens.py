@@ -74,6 +74,9 @@ async def link_key(db, path: str) -> tuple[uuid.UUID, int]:
 
 
 async def test_opens_of_both_kinds_are_counted_with_first_and_last(client, tenant, db):
+    from service.core.opens import FLUSH_SECONDS
+
+    assert FLUSH_SECONDS <= 1.0  # SPEC: a process killed outright loses at most the last second of opens
     survey = await create_survey(client, tenant.headers)
     people = await contacts(client, tenant, db, 2)
     c0 = await contact_link(client, tenant, survey["id"], people[0])  # people[1] never opens
