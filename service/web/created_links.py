@@ -22,7 +22,7 @@ from .jsonio import PERSONAL, json_response, raw_json_response
 from .keys import CURSORS, GATE, POOL, SETTINGS, SIGNER
 from .link_query import load_link_query
 from .paging import contact_id, page_body
-from .render import iso
+from .render import created_link_url, iso
 
 routes = web.RouteTableDef()
 LINKS = f"{MANAGEMENT}/surveys/{{surveyId}}/links"
@@ -42,10 +42,6 @@ def link_json(link: ManagedLink, survey_url: str) -> dict[str, Any]:
         "surveyUrl": survey_url, "createdAt": iso(link.created_at), "revokedAt": iso(link.revoked_at),
         "opens": {"count": link.opens, "firstAt": iso(link.first_opened_at), "lastAt": iso(link.last_opened_at)},
     }
-
-
-def _url(request: web.Request, link: ManagedLink) -> str:
-    return f"{request.app[SETTINGS].public_base_url}/l/{request.app[SIGNER].created_link_token(link.public_id)}"
 
 
 def path_link_id(request: web.Request) -> int:
@@ -96,7 +92,10 @@ async def list_links(request: web.Request) -> web.Response:
         raise NotFound("survey", field="surveyId")
     page = links[:limit]
     next_cursor = codec.encode(kind, org_id, [page[-1].id]) if len(links) > limit else None
-    body = page_body([link_json(link, _url(request, link)) for link in page], next_cursor)
+    base_url = request.app[SETTINGS].public_base_url
+    tokens = request.app[SIGNER].created_link_tokens([link.public_id for link in page])  # signed at once
+    body = page_body([link_json(link, created_link_url(base_url, token))
+                      for link, token in zip(page, tokens, strict=True)], next_cursor)
     return raw_json_response(orjson.dumps(body), headers=PERSONAL)
 
 
@@ -110,7 +109,9 @@ async def get_link(request: web.Request) -> web.Response:
         link = await created_db.get_link(conn, principal_of(request).org_id, survey_id, link_id)
     if link is None:
         raise NotFound("link", field="linkId")
-    return raw_json_response(orjson.dumps({"data": link_json(link, _url(request, link))}), headers=PERSONAL)
+    token = request.app[SIGNER].created_link_token(link.public_id)
+    url = created_link_url(request.app[SETTINGS].public_base_url, token)
+    return raw_json_response(orjson.dumps({"data": link_json(link, url)}), headers=PERSONAL)
 
 
 @routes.delete(f"{LINKS}/{{linkId}}")

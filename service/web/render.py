@@ -27,6 +27,11 @@ def _link_time(moment: datetime) -> str | None:
     return iso(moment)
 
 
+def created_link_url(base_url: str, token: str) -> str:
+    """A created link's URL (Filum's survey_url, the management API's surveyUrl) from its token."""
+    return f"{base_url}/l/{token}"
+
+
 def metadata_field_json(field: MetadataField) -> dict[str, Any]:
     return {"id": field.id, "name": field.name, "variable": field.variable}
 
@@ -48,7 +53,7 @@ def link_json(result: LinkResult, signer: LinkSigner, base_url: str,
         "public_id": link.public_id,
         "name": link.name,
         "metadata_mapping": mapping,
-        "survey_url": f"{base_url}/l/{token or signer.created_link_token(link.public_id)}",
+        "survey_url": created_link_url(base_url, token or signer.created_link_token(link.public_id)),
         "created": _link_time(link.created_at),
         "updated": _link_time(link.updated_at),
     }
